@@ -1,0 +1,149 @@
+//! The internal request every front end translates into, and its reply.
+//!
+//! Front ends hold no logic beyond translation: RESP, HTTP and (later) gRPC all build a
+//! `Command`, hand it to the node's router, and render the `Reply` or `Error`.
+//! `WriteOp`s are what the Raft log carries; they are serialised, so their shape is a
+//! storage format: add variants at the end only.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::record::Record;
+use crate::UnixMillis;
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// The leader confirms it still leads (ReadIndex) before answering.
+    #[default]
+    Linearizable,
+    /// Any replica answers from its applied state; may be behind.
+    Stale,
+}
+
+/// A precondition on a put.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    #[default]
+    None,
+    /// Only if the key does not exist (Redis NX).
+    IfAbsent,
+    /// Only if the key exists (Redis XX).
+    IfPresent,
+    /// Only if the key's version equals this; `0` means "only if absent".
+    IfVersion(u64),
+}
+
+/// What a write does to the key's expiry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expiry {
+    /// Remove any expiry (a plain SET does this).
+    #[default]
+    Clear,
+    /// Leave the existing expiry as it is (KEEPTTL).
+    Keep,
+    /// Expire this many milliseconds after the write's proposal time.
+    AfterMillis(u64),
+    /// Expire at this absolute time.
+    At(UnixMillis),
+}
+
+/// A replicated write. Applied deterministically on every replica by `apply::apply`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WriteOp {
+    Put { key: Bytes, value: Bytes, condition: Condition, expiry: Expiry, return_old: bool },
+    /// Deletes the keys that exist; `if_version` only with a single key.
+    Delete { keys: Vec<Bytes>, if_version: Option<u64> },
+    IncrBy { key: Bytes, delta: i64 },
+    IncrByFloat { key: Bytes, delta: f64 },
+    Append { key: Bytes, value: Bytes },
+    SetRange { key: Bytes, offset: u64, value: Bytes },
+    /// Sets (`Expiry::At`/`AfterMillis`) or clears (`Expiry::Clear`) a key's expiry.
+    /// An expiry in the past deletes the key, as Redis does.
+    SetExpiry { key: Bytes, expiry: Expiry },
+    GetDel { key: Bytes },
+    GetEx { key: Bytes, expiry: Expiry },
+    /// All-or-nothing multi-put within one shard; with `if_none_exist` (MSETNX) nothing is
+    /// written if any key exists.
+    PutMany { pairs: Vec<(Bytes, Bytes)>, if_none_exist: bool },
+    Rename { from: Bytes, to: Bytes, if_target_absent: bool },
+    /// Leader-proposed TTL reaping: deletes each key that is expired at the entry's time.
+    Reap { keys: Vec<Bytes> },
+    /// Deletes every key of the shard.
+    Flush,
+}
+
+impl WriteOp {
+    /// The keys this write touches (for routing and limit checks).
+    pub fn keys(&self) -> Vec<&Bytes> {
+        match self {
+            WriteOp::Put { key, .. }
+            | WriteOp::IncrBy { key, .. }
+            | WriteOp::IncrByFloat { key, .. }
+            | WriteOp::Append { key, .. }
+            | WriteOp::SetRange { key, .. }
+            | WriteOp::SetExpiry { key, .. }
+            | WriteOp::GetDel { key }
+            | WriteOp::GetEx { key, .. } => vec![key],
+            WriteOp::Delete { keys, .. } | WriteOp::Reap { keys } => keys.iter().collect(),
+            WriteOp::PutMany { pairs, .. } => pairs.iter().map(|(k, _)| k).collect(),
+            WriteOp::Rename { from, to, .. } => vec![from, to],
+            WriteOp::Flush => vec![],
+        }
+    }
+}
+
+/// What a write returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WriteReply {
+    /// A put: `version` is the new version, `None` when a condition (NX/XX) stopped it;
+    /// `old` is the previous value when asked for.
+    Put { version: Option<u64>, old: Option<Bytes> },
+    /// Number of keys removed.
+    Deleted(u64),
+    Int(i64),
+    /// INCRBYFLOAT result, already formatted as Redis prints it.
+    Float(String),
+    /// New length of the value (APPEND, SETRANGE).
+    Len(u64),
+    /// Whether the write took effect (EXPIRE, PERSIST, MSETNX, RENAMENX).
+    Applied(bool),
+    /// The value read by GETDEL / GETEX.
+    Value(Option<Bytes>),
+    Ok,
+}
+
+/// Where a SCAN resumes: the slot, and the key inside it to start after.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanCursor {
+    pub slot: u16,
+    /// Start strictly after this key within `slot`; `None` starts at the slot's first key.
+    pub after: Option<Bytes>,
+}
+
+/// A request to the node, independent of protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    Get { key: Bytes },
+    /// Gets several keys; they must all live in one shard.
+    GetMany { keys: Vec<Bytes> },
+    /// Lists keys in slot order from `cursor`, at most `limit`, optionally only those
+    /// starting with `prefix`. Looks at no more than `budget` keys so one call stays bounded.
+    Scan { cursor: ScanCursor, limit: usize, prefix: Option<Bytes>, with_values: bool },
+    /// Number of live keys on every shard.
+    Count,
+    /// Some live key, or none if the store is empty.
+    RandomKey,
+    Write(WriteOp),
+}
+
+/// A command's successful result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    Record(Option<Record>),
+    Records(Vec<Option<Record>>),
+    Scan { entries: Vec<(Bytes, Option<Record>)>, next: Option<ScanCursor> },
+    Count(u64),
+    Key(Option<Bytes>),
+    Write(WriteReply),
+}

@@ -1,0 +1,98 @@
+//! The one error type. Each front end maps it to its protocol (RESP error strings, HTTP
+//! status plus JSON code) in exactly one place.
+
+use serde::{Deserialize, Serialize};
+
+use crate::shard::ShardId;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+pub enum Error {
+    #[error("key is empty: keys must be 1 byte or longer")]
+    EmptyKey,
+    #[error("key is {len} bytes, over the key size limit of {limit} bytes (--max-key-bytes)")]
+    KeyTooLarge { len: usize, limit: usize },
+    #[error(
+        "value is {len} bytes, over the value size limit of {limit} bytes (--max-value-bytes)"
+    )]
+    ValueTooLarge { len: usize, limit: usize },
+    #[error("keys in request don't hash to the same shard")]
+    CrossShard,
+    #[error("value is not an integer or out of range")]
+    NotInteger,
+    #[error("value is not a valid float")]
+    NotFloat,
+    #[error("increment or decrement would overflow")]
+    Overflow,
+    #[error("increment would produce NaN or Infinity")]
+    NanOrInfinity,
+    #[error("no such key")]
+    NoSuchKey,
+    #[error("version mismatch: expected {expected}, key is at {}", fmt_version(.actual))]
+    VersionMismatch { expected: u64, actual: Option<u64> },
+    #[error("key already exists")]
+    KeyExists,
+    #[error("key does not exist")]
+    KeyMissing,
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("{0} is disabled on this node: {1}")]
+    Disabled(String, String),
+    #[error("shard {shard} has no leader right now; retry shortly")]
+    NoLeader { shard: ShardId },
+    #[error("shard {shard} is led by node {leader}, not this node")]
+    NotLeader { shard: ShardId, leader: u64 },
+    #[error("request timed out after {0} ms")]
+    Timeout(u64),
+    #[error("node is shutting down")]
+    ShuttingDown,
+    #[error("too many pending requests on shard {shard} (limit {limit}); retry shortly")]
+    Overloaded { shard: ShardId, limit: usize },
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn fmt_version(v: &Option<u64>) -> String {
+    match v {
+        Some(v) => v.to_string(),
+        None => "absent".to_string(),
+    }
+}
+
+impl Error {
+    /// A stable machine-readable code, used by HTTP and the CLI.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::EmptyKey => "empty_key",
+            Error::KeyTooLarge { .. } => "key_too_large",
+            Error::ValueTooLarge { .. } => "value_too_large",
+            Error::CrossShard => "cross_slot",
+            Error::NotInteger => "not_integer",
+            Error::NotFloat => "not_float",
+            Error::Overflow => "overflow",
+            Error::NanOrInfinity => "nan_or_infinity",
+            Error::NoSuchKey => "not_found",
+            Error::VersionMismatch { .. } => "version_mismatch",
+            Error::KeyExists => "key_exists",
+            Error::KeyMissing => "key_missing",
+            Error::Invalid(_) => "invalid_argument",
+            Error::Disabled(..) => "disabled",
+            Error::NoLeader { .. } => "no_leader",
+            Error::NotLeader { .. } => "not_leader",
+            Error::Timeout(_) => "timeout",
+            Error::ShuttingDown => "shutting_down",
+            Error::Overloaded { .. } => "overloaded",
+            Error::Storage(_) => "storage",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether a client may retry the same request unchanged.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::NoLeader { .. } | Error::NotLeader { .. } | Error::Timeout(_) | Error::Overloaded { .. }
+        )
+    }
+}

@@ -1,0 +1,24 @@
+//! shoal-core: the logic every layer shares, with no I/O.
+//!
+//! Slot hashing (Redis Cluster compatible), the shard layout, the `Command` every front
+//! end translates into, the stored record format, limits, the one `Error` enum, and the
+//! deterministic `apply` function that turns a replicated write into key changes.
+
+pub mod apply;
+pub mod command;
+pub mod error;
+pub mod limits;
+pub mod map;
+pub mod record;
+pub mod shard;
+pub mod slot;
+
+pub use command::{Command, Condition, Consistency, Expiry, Reply, WriteOp, WriteReply};
+pub use error::Error;
+pub use limits::Limits;
+pub use record::Record;
+pub use shard::{ShardId, ShardLayout};
+pub use slot::{key_slot, SLOT_COUNT};
+
+/// Milliseconds since the Unix epoch, the clock every expiry is expressed in.
+pub type UnixMillis = u64;

@@ -1,0 +1,64 @@
+//! What a node reports about the cluster: nodes, shards, slot ranges, leaders.
+//!
+//! The metadata group stores the durable part (`ClusterMap`); `ClusterView` adds the live
+//! part (current leaders, liveness) that front ends render for CLUSTER SLOTS and HTTP.
+
+use serde::{Deserialize, Serialize};
+
+use crate::shard::{ShardId, SlotRange};
+
+/// A node's stable identity and the addresses clients and peers reach it on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: u64,
+    pub resp_addr: String,
+    pub http_addr: String,
+}
+
+/// One shard: its slot range and the nodes holding its replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub id: ShardId,
+    pub range: SlotRange,
+    pub replicas: Vec<u64>,
+}
+
+/// The durable cluster map, held by the metadata group. `epoch` only grows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMap {
+    /// Random id fixed at bootstrap; a data directory from another cluster is refused.
+    pub cluster_id: String,
+    pub epoch: u64,
+    pub replication: u32,
+    pub nodes: Vec<NodeInfo>,
+    pub shards: Vec<ShardInfo>,
+}
+
+/// A shard as seen right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardView {
+    pub id: ShardId,
+    pub range: SlotRange,
+    pub replicas: Vec<u64>,
+    pub leader: Option<u64>,
+    pub last_applied: u64,
+}
+
+/// A node as seen right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    #[serde(flatten)]
+    pub info: NodeInfo,
+    pub up: bool,
+}
+
+/// The live cluster view every front end renders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub cluster_id: String,
+    pub epoch: u64,
+    /// The node answering.
+    pub this_node: u64,
+    pub nodes: Vec<NodeView>,
+    pub shards: Vec<ShardView>,
+}
