@@ -1,1 +1,6 @@
-//! stub
+//! shoal-api: the front ends. Each translates its protocol into `shoal_core::Command`s,
+//! calls `shoal_cluster::Node::execute`, and renders the reply or error. No storage or
+//! consensus logic lives here.
+
+pub mod http;
+pub mod resp;
