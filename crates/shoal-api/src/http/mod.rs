@@ -1,1 +1,137 @@
-//! HTTP/JSON front end.
+//! HTTP/JSON front end (axum): translates requests into `Command`s for the node and renders
+//! replies as raw values or JSON, and every error as `{"error": {"code", "message"}}`.
+//!
+//! Endpoints:
+//! - `GET /v1/kv/{key}[?consistency=stale|linearizable]`: the raw value, with
+//!   `X-Shoal-Version` and (if it expires) `X-Shoal-Expire-At` (Unix ms).
+//! - `PUT`/`POST /v1/kv/{key}[?ttl=S|ttl_ms=MS][&if_version=N|&if_absent]`: body is the
+//!   value; answers `{"version": N}`.
+//! - `DELETE /v1/kv/{key}[?if_version=N]`: `{"deleted": true}`, or 404.
+//! - `GET /v1/kv?prefix=&limit=&cursor=&consistency=`: a page of keys, see `list`.
+//! - `GET /health`, `GET /v1/cluster`.
+//!
+//! Keys are the percent-decoded rest of the path after `/v1/kv/`: any bytes, `/` included.
+
+mod backend;
+pub mod cursor;
+pub mod encoding;
+pub mod error;
+mod kv;
+mod list;
+pub mod params;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Method, Uri};
+use axum::routing::{MethodRouter, get};
+use serde_json::{Value, json};
+use shoal_cluster::Node;
+use shoal_core::Limits;
+use shoal_core::map::ClusterView;
+
+use backend::Backend;
+pub use error::ApiError;
+pub use kv::{EXPIRE_AT_HEADER, VERSION_HEADER};
+
+/// Tunables of the HTTP front end. Size limits come from the node (`Node::limits`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Page size of a listing when the request gives no `limit`.
+    pub default_list_limit: usize,
+    /// Largest `limit` a listing accepts; more is a 400 (page with the cursor instead).
+    pub max_list_limit: usize,
+    /// Most node scans one listing request makes while filling a short page; bounds the
+    /// work of a request over a sparse prefix.
+    pub max_scan_calls: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { default_list_limit: 100, max_list_limit: 1000, max_scan_calls: 8 }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState<B> {
+    backend: B,
+    /// Read once at startup: limits are node configuration and do not change at runtime.
+    limits: Limits,
+    config: Arc<HttpConfig>,
+}
+
+/// The HTTP API of `node` as an axum router, ready to serve or to nest.
+pub fn router(node: Node, config: HttpConfig) -> Router {
+    router_for(node, config)
+}
+
+/// Serves the HTTP API on `listener` until `shutdown` completes, then stops accepting
+/// connections and returns once in-flight requests have finished.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    node: Node,
+    config: HttpConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_backend(listener, node, config, shutdown).await
+}
+
+pub(crate) async fn serve_backend<B: Backend>(
+    listener: tokio::net::TcpListener,
+    backend: B,
+    config: HttpConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router_for(backend, config)).with_graceful_shutdown(shutdown).await
+}
+
+pub(crate) fn router_for<B: Backend>(backend: B, config: HttpConfig) -> Router {
+    let limits = backend.limits();
+    let state = AppState { backend, limits, config: Arc::new(config) };
+    Router::new()
+        .route("/health", get(health::<B>))
+        .route("/v1/cluster", get(cluster::<B>))
+        .route("/v1/kv", get(list::list_keys::<B>))
+        // `/v1/kv/` is the empty key: routed so it gets a precise `empty_key` error.
+        .route("/v1/kv/", key_routes::<B>())
+        .route("/v1/kv/{*key}", key_routes::<B>())
+        // Must come after the routes: it applies to the routes registered so far.
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(unknown_route)
+        // Enforced while reading the body, so an oversized value is refused before it is
+        // buffered; the handler turns the rejection into a JSON 413.
+        .layer(DefaultBodyLimit::max(limits.max_value_bytes))
+        .with_state(state)
+}
+
+fn key_routes<B: Backend>() -> MethodRouter<AppState<B>> {
+    get(kv::get_key::<B>)
+        .put(kv::put_key::<B>)
+        .post(kv::put_key::<B>)
+        .delete(kv::delete_key::<B>)
+}
+
+async fn health<B: Backend>(State(state): State<AppState<B>>) -> Json<Value> {
+    Json(json!({ "status": "ok", "node_id": state.backend.node_id() }))
+}
+
+async fn cluster<B: Backend>(State(state): State<AppState<B>>) -> Json<ClusterView> {
+    Json(state.backend.cluster_view())
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::unknown_route(method.as_str(), uri.path())
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(method.as_str(), uri.path())
+}

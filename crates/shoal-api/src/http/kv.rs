@@ -1,0 +1,106 @@
+//! Single-key endpoints: `GET`, `PUT`/`POST` and `DELETE /v1/kv/{key}`.
+//!
+//! Each handler parses the path and query, builds one `Command`, and renders the `Reply`;
+//! semantics (conditions, expiry, versions) live in the node, not here.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use shoal_core::{Command, Condition, Consistency, Error, Record, Reply, WriteOp, WriteReply};
+
+use super::backend::Backend;
+use super::error::ApiError;
+use super::params::{DeleteParams, PutParams, ReadParams, key_from_path};
+use super::AppState;
+
+/// Response header carrying the key's version.
+pub const VERSION_HEADER: &str = "x-shoal-version";
+/// Response header carrying the key's expiry in Unix milliseconds, when it has one.
+pub const EXPIRE_AT_HEADER: &str = "x-shoal-expire-at";
+
+pub(crate) async fn get_key<B: Backend>(
+    State(state): State<AppState<B>>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let key = key_from_path(uri.path(), &state.limits)?;
+    let params = ReadParams::parse(uri.query())?;
+    match state.backend.execute(Command::Get { key }, params.consistency).await? {
+        Reply::Record(Some(record)) => Ok(value_response(record)),
+        Reply::Record(None) => Err(Error::NoSuchKey.into()),
+        other => Err(ApiError::unexpected_reply("get", &other)),
+    }
+}
+
+fn value_response(record: Record) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(VERSION_HEADER, HeaderValue::from(record.version));
+    if let Some(at) = record.expire_at {
+        headers.insert(EXPIRE_AT_HEADER, HeaderValue::from(at));
+    }
+    (headers, record.value).into_response()
+}
+
+pub(crate) async fn put_key<B: Backend>(
+    State(state): State<AppState<B>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = key_from_path(uri.path(), &state.limits)?;
+    let params = PutParams::parse(uri.query())?;
+    let value = body.map_err(|rejection| body_error(rejection, &headers, &state))?;
+    state.limits.check_value_len(value.len())?;
+    let op = WriteOp::Put {
+        key,
+        value,
+        condition: params.condition,
+        expiry: params.expiry,
+        return_old: false,
+    };
+    match state.backend.execute(Command::Write(op), Consistency::Linearizable).await? {
+        Reply::Write(WriteReply::Put { version: Some(version), .. }) => Ok((
+            [(VERSION_HEADER, HeaderValue::from(version))],
+            Json(json!({ "version": version })),
+        )
+            .into_response()),
+        // Only if_absent can stop a put without an error (if_version mismatches are errors).
+        Reply::Write(WriteReply::Put { version: None, .. })
+            if params.condition == Condition::IfAbsent =>
+        {
+            Err(Error::KeyExists.into())
+        }
+        other => Err(ApiError::unexpected_reply("put", &other)),
+    }
+}
+
+/// Why the body could not be read: over the size limit (413), or a broken upload (400).
+fn body_error<B>(rejection: BytesRejection, headers: &HeaderMap, state: &AppState<B>) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let content_length = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        ApiError::body_too_large(state.limits.max_value_bytes, content_length)
+    } else {
+        ApiError::invalid(format!("could not read the request body: {}", rejection.body_text()))
+    }
+}
+
+pub(crate) async fn delete_key<B: Backend>(
+    State(state): State<AppState<B>>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let key = key_from_path(uri.path(), &state.limits)?;
+    let params = DeleteParams::parse(uri.query())?;
+    let op = WriteOp::Delete { keys: vec![key], if_version: params.if_version };
+    match state.backend.execute(Command::Write(op), Consistency::Linearizable).await? {
+        Reply::Write(WriteReply::Deleted(0)) => Err(Error::NoSuchKey.into()),
+        Reply::Write(WriteReply::Deleted(_)) => Ok(Json(json!({ "deleted": true })).into_response()),
+        other => Err(ApiError::unexpected_reply("delete", &other)),
+    }
+}

@@ -1,0 +1,310 @@
+//! The state machine of one group: applies committed batches of `WriteOp`s to the
+//! group's keyspace with shoal-core's deterministic `apply`, and builds/installs
+//! snapshots as files.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+use shoal_core::apply::{apply, Change, KeyView};
+use shoal_core::{Error, Limits, Record};
+use shoal_storage::keys::{GroupId, TAG_APPLIED, TAG_SNAPSHOT};
+use shoal_storage::{DataChange, Engine};
+
+use crate::io_err;
+use crate::types::{LogId, ShardResponse, SnapshotMeta, StoredMembership, TypeConfig};
+
+/// Entries applied per storage batch during a long catch-up; bounds one batch's memory.
+const MAX_ENTRIES_PER_BATCH: usize = 1024;
+
+/// A snapshot on disk (see shoal-storage's snapshot format).
+#[derive(Debug, Clone)]
+pub struct SnapshotFile {
+    pub path: PathBuf,
+}
+
+/// Where the group has applied up to, stored atomically with the data it describes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AppliedState {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    /// Stored keys (live or expired-but-not-yet-reaped), for DBSIZE.
+    key_count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotRecord {
+    meta: SnapshotMeta,
+    file: String,
+}
+
+/// State machine of one group over the shared engine.
+pub struct ShardStateMachine {
+    engine: Engine,
+    group: GroupId,
+    limits: Limits,
+    snapshot_dir: PathBuf,
+    state: AppliedState,
+    key_count: Arc<AtomicU64>,
+}
+
+impl ShardStateMachine {
+    /// Opens the group's state machine. `key_count` is kept current for the node's DBSIZE.
+    pub fn open(
+        engine: Engine,
+        group: GroupId,
+        limits: Limits,
+        key_count: Arc<AtomicU64>,
+    ) -> Result<Self, shoal_storage::StorageError> {
+        if engine.install_interrupted(group)? {
+            return Err(shoal_storage::StorageError::corrupt(
+                format!("shard data of group {group}"),
+                "a snapshot install was interrupted by a crash",
+            ));
+        }
+        let snapshot_dir = engine.dir().join("snapshots");
+        std::fs::create_dir_all(&snapshot_dir)?;
+        let state: AppliedState = match engine.get_meta(group, TAG_APPLIED)? {
+            Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| {
+                shoal_storage::StorageError::corrupt(format!("applied state of group {group}"), e)
+            })?,
+            None => AppliedState::default(),
+        };
+        key_count.store(state.key_count, Ordering::Relaxed);
+        Ok(Self { engine, group, limits, snapshot_dir, state, key_count })
+    }
+}
+
+/// The group's keys as of the current batch: this batch's changes over stored data.
+struct BatchView<'a> {
+    engine: &'a Engine,
+    group: GroupId,
+    overlay: &'a HashMap<Bytes, Option<Record>>,
+    cleared: bool,
+}
+
+impl KeyView for BatchView<'_> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Record>, Error> {
+        if let Some(hit) = self.overlay.get(key) {
+            return Ok(hit.clone());
+        }
+        if self.cleared {
+            return Ok(None);
+        }
+        self.engine.get_record(self.group, key).map_err(|e| Error::Storage(e.to_string()))
+    }
+}
+
+/// Accumulates one storage batch worth of applied entries.
+#[derive(Default)]
+struct PendingBatch {
+    overlay: HashMap<Bytes, Option<Record>>,
+    cleared: bool,
+    changes: Vec<DataChange>,
+    replies: Vec<(openraft::storage::ApplyResponder<TypeConfig>, ShardResponse)>,
+    entries: usize,
+}
+
+impl ShardStateMachine {
+    fn view<'a>(&'a self, batch: &'a PendingBatch) -> BatchView<'a> {
+        BatchView { engine: &self.engine, group: self.group, overlay: &batch.overlay, cleared: batch.cleared }
+    }
+
+    fn apply_request(
+        &mut self,
+        batch: &mut PendingBatch,
+        index: u64,
+        request: &crate::ShardRequest,
+    ) -> Result<ShardResponse, io::Error> {
+        let mut results = Vec::with_capacity(request.ops.len());
+        for op in &request.ops {
+            let applied = apply(op, index, request.now_ms, &self.limits, &mut self.view(batch));
+            for change in applied.changes {
+                match change {
+                    Change::Put(key, record) => {
+                        let old = self.view(batch).get(&key).map_err(io_err)?;
+                        if old.is_none() {
+                            self.state.key_count += 1;
+                        }
+                        batch.changes.push(DataChange::Put {
+                            key: key.clone(),
+                            old_expire: old.and_then(|r| r.expire_at),
+                            record: record.clone(),
+                        });
+                        batch.overlay.insert(key, Some(record));
+                    }
+                    Change::Delete(key) => {
+                        if let Some(old) = self.view(batch).get(&key).map_err(io_err)? {
+                            self.state.key_count -= 1;
+                            batch.changes.push(DataChange::Delete { key: key.clone(), old_expire: old.expire_at });
+                            batch.overlay.insert(key, None);
+                        }
+                    }
+                    Change::DeleteAll => {
+                        batch.changes.push(DataChange::DeleteAll);
+                        batch.overlay.clear();
+                        batch.cleared = true;
+                        self.state.key_count = 0;
+                    }
+                }
+            }
+            results.push(applied.reply);
+        }
+        Ok(ShardResponse { results })
+    }
+
+    fn flush(&mut self, batch: PendingBatch) -> Result<(), io::Error> {
+        let state = postcard::to_allocvec(&self.state).map_err(io_err)?;
+        self.engine
+            .apply_changes(self.group, &batch.changes, &[(TAG_APPLIED, state)])
+            .map_err(io::Error::from)?;
+        self.key_count.store(self.state.key_count, Ordering::Relaxed);
+        // Reply only once the changes are visible to reads.
+        for (responder, response) in batch.replies {
+            responder.send(response);
+        }
+        Ok(())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for ShardStateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.state.last_applied.clone(), self.state.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = PendingBatch::default();
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let index = entry.log_id.index;
+            let response = match &entry.payload {
+                EntryPayload::Blank => ShardResponse::default(),
+                EntryPayload::Normal(request) => self.apply_request(&mut batch, index, request)?,
+                EntryPayload::Membership(m) => {
+                    self.state.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                    ShardResponse::default()
+                }
+            };
+            self.state.last_applied = Some(entry.log_id.clone());
+            if let Some(responder) = responder {
+                batch.replies.push((responder, response));
+            }
+            batch.entries += 1;
+            if batch.entries >= MAX_ENTRIES_PER_BATCH {
+                self.flush(std::mem::take(&mut batch))?;
+            }
+        }
+        if batch.entries > 0 {
+            self.flush(batch)?;
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { engine: self.engine.clone(), group: self.group, dir: self.snapshot_dir.clone() }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
+        // Keep the installed file as our current snapshot, under our own name.
+        let path = snapshot_path(&self.snapshot_dir, self.group, meta, "installed");
+        if snapshot.path != path {
+            std::fs::copy(&snapshot.path, &path)?;
+        }
+        let mut state = AppliedState {
+            last_applied: meta.last_log_id.clone(),
+            membership: meta.last_membership.clone(),
+            key_count: 0,
+        };
+        // The key count is only known after reading the file; write it in a second step.
+        let record = SnapshotRecord { meta: meta.clone(), file: path.display().to_string() };
+        let count = self
+            .engine
+            .import_group(self.group, &path, &[(TAG_SNAPSHOT, postcard::to_allocvec(&record).map_err(io_err)?)])
+            .map_err(io::Error::from)?;
+        state.key_count = count;
+        self.engine
+            .apply_changes(self.group, &[], &[(TAG_APPLIED, postcard::to_allocvec(&state).map_err(io_err)?)])
+            .map_err(io::Error::from)?;
+        self.key_count.store(count, Ordering::Relaxed);
+        self.state = state;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
+        let Some(bytes) = self.engine.get_meta(self.group, TAG_SNAPSHOT).map_err(io::Error::from)? else {
+            return Ok(None);
+        };
+        let record: SnapshotRecord = postcard::from_bytes(&bytes).map_err(io_err)?;
+        let path = PathBuf::from(record.file);
+        if !path.exists() {
+            return Ok(None);
+        }
+        Ok(Some(Snapshot { meta: record.meta, snapshot: SnapshotFile { path } }))
+    }
+}
+
+fn snapshot_path(dir: &Path, group: GroupId, meta: &SnapshotMeta, origin: &str) -> PathBuf {
+    let index = meta.last_log_id.as_ref().map_or(0, |id| id.index);
+    dir.join(format!("group-{group}-{index}-{origin}.snap"))
+}
+
+/// Builds a snapshot from a consistent point-in-time view, concurrently with applies.
+pub struct SnapshotBuilder {
+    engine: Engine,
+    group: GroupId,
+    dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
+        let engine = self.engine.clone();
+        let (group, dir) = (self.group, self.dir.clone());
+        // Exporting reads the whole shard: keep it off the async workers.
+        tokio::task::spawn_blocking(move || -> Result<_, io::Error> {
+            let tmp = dir.join(format!("group-{group}-building.snap"));
+            let (state, _count) = engine.export_group(group, &tmp, TAG_APPLIED).map_err(io::Error::from)?;
+            let state: AppliedState = match state {
+                Some(bytes) => postcard::from_bytes(&bytes).map_err(io_err)?,
+                None => AppliedState::default(),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: state.last_applied.clone(),
+                last_membership: state.membership.clone(),
+            };
+            let built_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let path = snapshot_path(&dir, group, &meta, &format!("built{built_at}"));
+            std::fs::rename(&tmp, &path)?;
+            let previous = engine.get_meta(group, TAG_SNAPSHOT).map_err(io::Error::from)?;
+            let record = SnapshotRecord { meta: meta.clone(), file: path.display().to_string() };
+            engine
+                .put_meta(group, TAG_SNAPSHOT, postcard::to_allocvec(&record).map_err(io_err)?)
+                .map_err(io::Error::from)?;
+            // Only the newest snapshot is kept.
+            if let Some(prev) = previous
+                && let Ok(prev) = postcard::from_bytes::<SnapshotRecord>(&prev)
+                && prev.file != record.file
+            {
+                let _ = std::fs::remove_file(prev.file);
+            }
+            Ok(Snapshot { meta, snapshot: SnapshotFile { path } })
+        })
+        .await
+        .map_err(io_err)?
+    }
+}
