@@ -1,9 +1,14 @@
 //! shoal-cluster: the node runtime.
 //!
 //! A `Node` owns the storage engine, one Raft group per shard plus the metadata group, the
-//! per-shard proposer and reader tasks that batch client requests, and the TTL reaper.
+//! per-shard proposer and read-gate tasks that batch client requests, and the TTL reaper.
 //! Front ends call `Node::execute`.
 
+mod clock;
+mod group;
 mod node;
+mod reaper;
 
-pub use node::{Node, NodeConfig};
+pub use clock::now_ms;
+pub use group::{MAX_BYTES_PER_ENTRY, MAX_OPS_PER_ENTRY};
+pub use node::{Node, NodeConfig, Tuning};

@@ -1,10 +1,28 @@
-//! The node: routing of commands to shard groups (stub while the runtime is written).
+//! The node: starts every group over one storage engine, bootstraps the cluster map, and
+//! routes each `Command` to the shard that owns its keys.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use shoal_core::map::ClusterView;
-use shoal_core::{Command, Consistency, Error, Limits, Reply, ShardLayout};
+use bytes::Bytes;
+use openraft::async_runtime::WatchReceiver;
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use shoal_core::command::ScanCursor;
+use shoal_core::map::{ClusterMap, ClusterView, NodeInfo, NodeView, ShardInfo, ShardView};
+use shoal_core::shard::{SlotRange, META_GROUP};
+use shoal_core::{Command, Consistency, Error, Limits, Reply, ShardId, ShardLayout, WriteOp, WriteReply};
+use shoal_raft::{LogStore, NetworkFactory, Raft, ShardStateMachine};
+use shoal_storage::{Engine, EngineOptions};
+
+use crate::clock::now_ms;
+use crate::group::Group;
+
+/// The key under which the metadata group stores the cluster map.
+const CLUSTER_MAP_KEY: &[u8] = b"shoal/cluster-map";
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
@@ -21,49 +39,509 @@ pub struct NodeConfig {
     pub max_keys_reply: usize,
 }
 
+/// Tunables with defaults; not yet exposed as flags.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Queued writes (and queued reads) per shard before clients get `Overloaded`.
+    pub max_pending_per_shard: usize,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+    /// Log entries between snapshots of a shard.
+    pub snapshot_every: u64,
+    /// How often the TTL reaper looks for due keys, and how many it deletes per round.
+    pub reap_interval: Duration,
+    pub reap_batch: usize,
+    /// Keys one scan call may examine before returning a partial page.
+    pub scan_budget: usize,
+    /// How long to wait for a shard to elect itself at start.
+    pub startup_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            max_pending_per_shard: 65_536,
+            heartbeat_ms: 100,
+            election_timeout_ms: (300, 600),
+            snapshot_every: 20_000,
+            reap_interval: Duration::from_millis(100),
+            reap_batch: 1_000,
+            scan_budget: 100_000,
+            startup_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// A running node. Cheap to clone.
 #[derive(Clone)]
-pub struct Node {}
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: NodeConfig,
+    tuning: Tuning,
+    engine: Engine,
+    layout: ShardLayout,
+    map: ClusterMap,
+    /// Indexed by group id: 0 is the metadata group.
+    groups: Vec<Group>,
+    stopped: AtomicBool,
+    started: Instant,
+    commands: AtomicU64,
+}
+
+fn storage_err(e: impl std::fmt::Display) -> Error {
+    Error::Storage(e.to_string())
+}
 
 impl Node {
-    pub async fn start(_config: NodeConfig) -> Result<Node, Error> {
-        todo!()
+    pub async fn start(config: NodeConfig) -> Result<Node, Error> {
+        Self::start_with(config, Tuning::default()).await
+    }
+
+    pub async fn start_with(config: NodeConfig, tuning: Tuning) -> Result<Node, Error> {
+        if config.id == 0 {
+            return Err(Error::Invalid("node id must be 1 or greater".into()));
+        }
+        let engine = Engine::open(&config.data_dir, &EngineOptions::default()).map_err(storage_err)?;
+        let raft_config = Arc::new(
+            Config {
+                cluster_name: "shoal".into(),
+                heartbeat_interval: tuning.heartbeat_ms,
+                election_timeout_min: tuning.election_timeout_ms.0,
+                election_timeout_max: tuning.election_timeout_ms.1,
+                snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
+                max_in_snapshot_log_to_keep: 1_000,
+                ..Default::default()
+            }
+            .validate()
+            .map_err(|e| Error::Invalid(format!("raft config: {e}")))?,
+        );
+
+        let meta = open_group(&engine, META_GROUP, config.id, &raft_config, config.limits, &tuning).await?;
+        let map = bootstrap_map(&engine, &meta, &config, &tuning).await?;
+        let layout = ShardLayout::from_ranges(map.shards.iter().map(|s| (s.id, s.range)).collect());
+        if layout.len() as u32 != config.shards {
+            tracing::warn!(
+                stored = layout.len(),
+                requested = config.shards,
+                "--shards differs from the cluster's shard count; the stored count is used"
+            );
+        }
+        let mut groups = vec![meta];
+        for shard in &map.shards {
+            let group = open_group(&engine, shard.id, config.id, &raft_config, config.limits, &tuning).await?;
+            groups.push(group);
+        }
+        let node = Node {
+            inner: Arc::new(Inner {
+                config,
+                tuning,
+                engine,
+                layout,
+                map,
+                groups,
+                stopped: AtomicBool::new(false),
+                started: Instant::now(),
+                commands: AtomicU64::new(0),
+            }),
+        };
+        for group in &node.inner.groups[1..] {
+            wait_leader(group, node.inner.config.id, node.inner.tuning.startup_timeout).await?;
+        }
+        tokio::spawn(crate::reaper::run(node.clone()));
+        tracing::info!(
+            node = node.id(),
+            shards = node.inner.layout.len(),
+            cluster = %node.inner.map.cluster_id,
+            "node ready"
+        );
+        Ok(node)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.inner.config.id
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.inner.config.limits
+    }
+
+    pub fn layout(&self) -> &ShardLayout {
+        &self.inner.layout
+    }
+
+    pub fn allow_flush(&self) -> bool {
+        self.inner.config.allow_flush
+    }
+
+    pub fn max_keys_reply(&self) -> usize {
+        self.inner.config.max_keys_reply
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Commands executed since start.
+    pub fn commands_processed(&self) -> u64 {
+        self.inner.commands.load(Ordering::Relaxed)
+    }
+
+    /// Group-commit counters: fsyncs done and the durability requests they covered.
+    pub fn storage_stats(&self) -> shoal_storage::StorageStats {
+        self.inner.engine.stats()
+    }
+
+    pub(crate) fn data_groups(&self) -> &[Group] {
+        &self.inner.groups[1..]
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn tuning(&self) -> &Tuning {
+        &self.inner.tuning
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::Relaxed)
+    }
+
+    fn group(&self, shard: ShardId) -> &Group {
+        &self.inner.groups[shard as usize]
+    }
+
+    pub fn cluster_view(&self) -> ClusterView {
+        let me = self.id();
+        let shards = self
+            .data_groups()
+            .iter()
+            .map(|g| {
+                let metrics = g.raft.metrics().borrow_watched().clone();
+                ShardView {
+                    id: g.id,
+                    range: self.inner.layout.range_of(g.id).expect("every group has a range"),
+                    replicas: vec![me],
+                    leader: metrics.current_leader,
+                    last_applied: metrics.last_applied.map_or(0, |id| id.index),
+                }
+            })
+            .collect();
+        ClusterView {
+            cluster_id: self.inner.map.cluster_id.clone(),
+            epoch: self.inner.map.epoch,
+            this_node: me,
+            nodes: self.inner.map.nodes.iter().map(|info| NodeView { info: info.clone(), up: true }).collect(),
+            shards,
+        }
     }
 
     /// Executes a command. The command is ordered at call time, before the returned future
     /// is polled: two writes submitted in sequence from one task are applied in that order.
     pub fn execute(
         &self,
-        _command: Command,
-        _consistency: Consistency,
+        command: Command,
+        consistency: Consistency,
     ) -> impl Future<Output = Result<Reply, Error>> + Send + 'static {
-        async { todo!() }
+        self.inner.commands.fetch_add(1, Ordering::Relaxed);
+        let node = self.clone();
+        // Everything that orders the command (validation, queueing) happens here, now.
+        let submitted = self.submit(command, consistency);
+        async move {
+            match submitted? {
+                Submitted::Ready(reply) => Ok(reply),
+                Submitted::Write(rx) => {
+                    let result = rx.await.map_err(|_| Error::ShuttingDown)?;
+                    result.map(Reply::Write)
+                }
+                Submitted::Flush(rxs) => {
+                    for rx in rxs {
+                        rx.await.map_err(|_| Error::ShuttingDown)??;
+                    }
+                    Ok(Reply::Write(WriteReply::Ok))
+                }
+                Submitted::Read(barrier, command) => {
+                    if let Some(barrier) = barrier {
+                        barrier.await.map_err(|_| Error::ShuttingDown)??;
+                    }
+                    node.read(command).await
+                }
+            }
+        }
     }
 
-    pub fn id(&self) -> u64 {
-        todo!()
+    fn submit(&self, command: Command, consistency: Consistency) -> Result<Submitted, Error> {
+        if self.is_stopped() {
+            return Err(Error::ShuttingDown);
+        }
+        let limits = self.limits();
+        let barrier = |shard: ShardId| -> Result<Option<_>, Error> {
+            match consistency {
+                Consistency::Linearizable => self.group(shard).read_barrier().map(Some),
+                Consistency::Stale => Ok(None),
+            }
+        };
+        match command {
+            Command::Write(WriteOp::Flush) => {
+                if !self.allow_flush() {
+                    return Err(Error::Disabled(
+                        "FLUSHALL".into(),
+                        "start the node with --allow-flush to enable it".into(),
+                    ));
+                }
+                let rxs = self
+                    .data_groups()
+                    .iter()
+                    .map(|g| g.propose(WriteOp::Flush))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Submitted::Flush(rxs))
+            }
+            Command::Write(op) => {
+                validate_write(&op, &limits)?;
+                let shard = self.shard_of(op.keys().into_iter())?;
+                Ok(Submitted::Write(self.group(shard).propose(op)?))
+            }
+            Command::Get { ref key } => {
+                limits.check_key(key)?;
+                let shard = self.inner.layout.shard_of_key(key);
+                Ok(Submitted::Read(barrier(shard)?, command))
+            }
+            Command::GetMany { ref keys } => {
+                for key in keys {
+                    limits.check_key(key)?;
+                }
+                if keys.is_empty() {
+                    return Ok(Submitted::Ready(Reply::Records(Vec::new())));
+                }
+                let shard = self.shard_of(keys.iter())?;
+                Ok(Submitted::Read(barrier(shard)?, command))
+            }
+            Command::Scan { ref cursor, .. } => {
+                let shard = self.inner.layout.shard_of_slot(cursor.slot.min(shoal_core::SLOT_COUNT - 1));
+                Ok(Submitted::Read(barrier(shard)?, command))
+            }
+            Command::Count | Command::RandomKey => Ok(Submitted::Read(None, command)),
+        }
     }
 
-    pub fn limits(&self) -> Limits {
-        todo!()
+    /// The one shard all `keys` live in, or `CrossShard`.
+    fn shard_of<'a>(&self, mut keys: impl Iterator<Item = &'a Bytes>) -> Result<ShardId, Error> {
+        let first = keys.next().ok_or_else(|| Error::Invalid("no key given".into()))?;
+        let shard = self.inner.layout.shard_of_key(first);
+        if keys.all(|k| self.inner.layout.shard_of_key(k) == shard) { Ok(shard) } else { Err(Error::CrossShard) }
     }
 
-    pub fn layout(&self) -> &ShardLayout {
-        todo!()
+    /// Answers a read from local applied state (after any barrier).
+    async fn read(&self, command: Command) -> Result<Reply, Error> {
+        let engine = self.engine();
+        let now = now_ms();
+        let get = |key: &[u8]| -> Result<_, Error> {
+            let shard = self.inner.layout.shard_of_key(key);
+            Ok(engine.get_record(shard, key).map_err(storage_err)?.filter(|r| !r.is_expired(now)))
+        };
+        match command {
+            Command::Get { key } => Ok(Reply::Record(get(&key)?)),
+            Command::GetMany { keys } => {
+                Ok(Reply::Records(keys.iter().map(|k| get(k)).collect::<Result<_, _>>()?))
+            }
+            Command::Scan { cursor, limit, prefix, with_values } => {
+                self.scan(cursor, limit, prefix, with_values, now).await
+            }
+            Command::Count => Ok(Reply::Count(
+                self.data_groups().iter().map(|g| g.key_count.load(Ordering::Relaxed)).sum(),
+            )),
+            Command::RandomKey => {
+                let start = rand::random_range(0..shoal_core::SLOT_COUNT);
+                let first = self.inner.layout.shard_of_slot(start);
+                let shards = self.inner.layout.shards();
+                let pos = shards.iter().position(|(id, _)| *id == first).unwrap_or(0);
+                for i in 0..shards.len() {
+                    let (id, range) = shards[(pos + i) % shards.len()];
+                    let slot = if i == 0 { start } else { range.start };
+                    if let Some(key) = engine.key_near_slot(id, slot, now).map_err(storage_err)? {
+                        return Ok(Reply::Key(Some(key)));
+                    }
+                }
+                Ok(Reply::Key(None))
+            }
+            Command::Write(_) => Err(Error::Internal("write routed as a read".into())),
+        }
     }
 
-    pub fn allow_flush(&self) -> bool {
-        todo!()
+    /// Scans shards in slot order from `cursor`, crossing shards as needed. Each further
+    /// shard gets its own read barrier for linearizable scans.
+    async fn scan(
+        &self,
+        mut cursor: ScanCursor,
+        limit: usize,
+        prefix: Option<Bytes>,
+        with_values: bool,
+        now: u64,
+    ) -> Result<Reply, Error> {
+        let limit = limit.max(1);
+        let mut entries = Vec::new();
+        let mut budget = self.tuning().scan_budget;
+        let mut first_shard = true;
+        while (cursor.slot as u32) < shoal_core::SLOT_COUNT as u32 {
+            let shard = self.inner.layout.shard_of_slot(cursor.slot);
+            let range: SlotRange = self.inner.layout.range_of(shard).expect("range");
+            if !first_shard {
+                // Linearizable scans confirm leadership per shard; the first was done by submit.
+                if let Ok(rx) = self.group(shard).read_barrier() {
+                    rx.await.map_err(|_| Error::ShuttingDown)??;
+                }
+            }
+            first_shard = false;
+            let page = self
+                .engine()
+                .scan(shard, cursor.slot, cursor.after.as_deref(), range.end, limit - entries.len(), prefix.as_deref(), now, budget)
+                .map_err(storage_err)?;
+            budget = budget.saturating_sub(page.entries.len().max(1));
+            for (key, mut record) in page.entries {
+                if !with_values {
+                    record.value = Bytes::new();
+                }
+                entries.push((key, Some(record)));
+            }
+            match page.next {
+                Some((slot, after)) => {
+                    return Ok(Reply::Scan { entries, next: Some(ScanCursor { slot, after }) });
+                }
+                None if range.end >= shoal_core::SLOT_COUNT as u32 => break,
+                None => cursor = ScanCursor { slot: range.end as u16, after: None },
+            }
+            if entries.len() >= limit || budget == 0 {
+                return Ok(Reply::Scan { entries, next: Some(cursor) });
+            }
+        }
+        Ok(Reply::Scan { entries, next: None })
     }
 
-    pub fn max_keys_reply(&self) -> usize {
-        todo!()
+    /// Stops accepting commands, stops every group, and makes storage durable.
+    pub async fn shutdown(&self) {
+        if self.inner.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for group in &self.inner.groups {
+            if let Err(e) = group.raft.shutdown().await {
+                tracing::warn!(group = group.id, error = %e, "group did not stop cleanly");
+            }
+        }
+        if let Err(e) = self.inner.engine.close() {
+            tracing::error!(error = %e, "storage did not close cleanly");
+        }
+        tracing::info!(node = self.id(), "node stopped");
     }
+}
 
-    pub fn cluster_view(&self) -> ClusterView {
-        todo!()
+enum Submitted {
+    Ready(Reply),
+    Write(tokio::sync::oneshot::Receiver<Result<WriteReply, Error>>),
+    Flush(Vec<tokio::sync::oneshot::Receiver<Result<WriteReply, Error>>>),
+    Read(Option<tokio::sync::oneshot::Receiver<Result<(), Error>>>, Command),
+}
+
+/// Size checks before anything is queued; apply checks again, so a replica never stores
+/// what a limit forbids even if a front end forgot.
+fn validate_write(op: &WriteOp, limits: &Limits) -> Result<(), Error> {
+    for key in op.keys() {
+        limits.check_key(key)?;
     }
+    match op {
+        WriteOp::Put { value, .. } | WriteOp::Append { value, .. } => limits.check_value_len(value.len()),
+        WriteOp::SetRange { offset, value, .. } => {
+            limits.check_value_len((*offset as usize).saturating_add(value.len()))
+        }
+        WriteOp::PutMany { pairs, .. } => {
+            pairs.iter().try_for_each(|(_, v)| limits.check_value_len(v.len()))
+        }
+        WriteOp::Reap { .. } => Err(Error::Invalid("reap is internal".into())),
+        _ => Ok(()),
+    }
+}
 
-    /// Stops the groups and flushes storage.
-    pub async fn shutdown(&self) {}
+async fn open_group(
+    engine: &Engine,
+    id: ShardId,
+    node_id: u64,
+    config: &Arc<Config>,
+    limits: Limits,
+    tuning: &Tuning,
+) -> Result<Group, Error> {
+    let log = LogStore::open(engine.clone(), id).map_err(storage_err)?;
+    let key_count = Arc::new(AtomicU64::new(0));
+    let sm = ShardStateMachine::open(engine.clone(), id, limits, key_count.clone()).map_err(storage_err)?;
+    let raft = Raft::new(node_id, config.clone(), NetworkFactory, log, sm)
+        .await
+        .map_err(|e| Error::Internal(format!("starting group {id}: {e}")))?;
+    if !raft.is_initialized().await.map_err(|e| Error::Internal(e.to_string()))? {
+        let mut members = BTreeMap::new();
+        members.insert(node_id, BasicNode::new(""));
+        raft.initialize(members)
+            .await
+            .map_err(|e| Error::Internal(format!("initialising group {id}: {e}")))?;
+    }
+    Ok(Group::start(id, raft, key_count, tuning.max_pending_per_shard))
+}
+
+async fn wait_leader(group: &Group, node_id: u64, timeout: Duration) -> Result<(), Error> {
+    group
+        .raft
+        .wait(Some(timeout))
+        .current_leader(node_id, "startup")
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::Internal(format!("group {} did not elect a leader: {e}", group.id)))
+}
+
+/// Reads the cluster map from the metadata group, creating it on first start.
+async fn bootstrap_map(
+    engine: &Engine,
+    meta: &Group,
+    config: &NodeConfig,
+    tuning: &Tuning,
+) -> Result<ClusterMap, Error> {
+    wait_leader(meta, config.id, tuning.startup_timeout).await?;
+    // Everything committed before the restart is applied once a read barrier passes.
+    meta.read_barrier()?.await.map_err(|_| Error::ShuttingDown)??;
+    let me = NodeInfo { id: config.id, resp_addr: config.resp_addr.clone(), http_addr: config.http_addr.clone() };
+    let stored = engine.get_record(META_GROUP, CLUSTER_MAP_KEY).map_err(storage_err)?;
+    let (map, version) = match stored {
+        Some(record) => {
+            let map: ClusterMap = serde_json::from_slice(&record.value)
+                .map_err(|e| Error::Storage(format!("cluster map is unreadable: {e}")))?;
+            if map.nodes.iter().any(|n| n == &me) {
+                return Ok(map);
+            }
+            (ClusterMap { epoch: map.epoch + 1, nodes: vec![me], ..map }, record.version)
+        }
+        None => {
+            let layout = ShardLayout::even(config.shards).map_err(Error::Invalid)?;
+            let map = ClusterMap {
+                cluster_id: format!("{:016x}", rand::random::<u64>()),
+                epoch: 1,
+                replication: 1,
+                nodes: vec![me],
+                shards: layout
+                    .shards()
+                    .iter()
+                    .map(|(id, range)| ShardInfo { id: *id, range: *range, replicas: vec![config.id] })
+                    .collect(),
+            };
+            (map, 0)
+        }
+    };
+    let value = serde_json::to_vec(&map).map_err(|e| Error::Internal(e.to_string()))?;
+    let op = WriteOp::Put {
+        key: Bytes::from_static(CLUSTER_MAP_KEY),
+        value: Bytes::from(value),
+        condition: shoal_core::Condition::IfVersion(version),
+        expiry: shoal_core::Expiry::Clear,
+        return_old: false,
+    };
+    meta.propose(op)?.await.map_err(|_| Error::ShuttingDown)??;
+    Ok(map)
 }

@@ -1,0 +1,206 @@
+//! One Raft group on this node, with the two tasks that batch client traffic into it:
+//!
+//! - the proposer drains queued writes into one log entry (never two writes to one key in
+//!   one entry, so a key's version, the entry's index, stays unique per write) and hands it
+//!   to Raft without waiting for the previous entry, so many entries are in flight and
+//!   share fsyncs;
+//! - the read gate coalesces linearizable reads: every read waiting when a round starts
+//!   shares one ReadIndex confirmation, and a read that arrives during a round waits for the
+//!   next, so no read is confirmed by a check that began before it did.
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::impls::ProgressResponder;
+use openraft::ReadPolicy;
+use shoal_core::{Error, ShardId, WriteOp, WriteReply};
+use shoal_raft::{Raft, ShardRequest, ShardResponse, TypeConfig};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::now_ms;
+
+/// Most ops in one log entry.
+pub const MAX_OPS_PER_ENTRY: usize = 1024;
+/// Most payload bytes in one log entry (a single larger op still goes alone).
+pub const MAX_BYTES_PER_ENTRY: usize = 4 * 1024 * 1024;
+
+pub type WriteResult = Result<WriteReply, Error>;
+
+pub struct Proposal {
+    pub op: WriteOp,
+    pub reply: Option<oneshot::Sender<WriteResult>>,
+}
+
+/// A running group: its Raft handle and the queues in front of it.
+pub struct Group {
+    pub id: ShardId,
+    pub raft: Raft,
+    proposals: mpsc::Sender<Proposal>,
+    reads: mpsc::Sender<oneshot::Sender<Result<(), Error>>>,
+    pub key_count: Arc<AtomicU64>,
+    max_pending: usize,
+}
+
+impl Group {
+    pub fn start(id: ShardId, raft: Raft, key_count: Arc<AtomicU64>, max_pending: usize) -> Group {
+        let (proposals, proposal_rx) = mpsc::channel(max_pending);
+        let (reads, read_rx) = mpsc::channel(max_pending);
+        tokio::spawn(run_proposer(id, raft.clone(), proposal_rx));
+        tokio::spawn(run_read_gate(id, raft.clone(), read_rx));
+        Group { id, raft, proposals, reads, key_count, max_pending }
+    }
+
+    /// Queues a write now; the returned receiver yields its result once applied.
+    pub fn propose(&self, op: WriteOp) -> Result<oneshot::Receiver<WriteResult>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.proposals.try_send(Proposal { op, reply: Some(tx) }).map_err(|e| self.queue_error(e))?;
+        Ok(rx)
+    }
+
+    /// Queues a write whose result nobody waits for (TTL reaping).
+    pub fn propose_detached(&self, op: WriteOp) -> Result<(), Error> {
+        self.proposals.try_send(Proposal { op, reply: None }).map_err(|e| self.queue_error(e))
+    }
+
+    /// Queues a linearizable-read confirmation; resolves once this node's applied state
+    /// reflects every write that completed before the call.
+    pub fn read_barrier(&self) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.reads.try_send(tx).map_err(|e| self.queue_error(e))?;
+        Ok(rx)
+    }
+
+    fn queue_error<T>(&self, e: mpsc::error::TrySendError<T>) -> Error {
+        match e {
+            mpsc::error::TrySendError::Full(_) => Error::Overloaded { shard: self.id, limit: self.max_pending },
+            mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+}
+
+/// Maps a failed proposal to what the client should do.
+fn write_error(shard: ShardId, e: &ClientWriteError<TypeConfig>) -> Error {
+    match e {
+        ClientWriteError::ForwardToLeader(f) => match f.leader_id {
+            Some(leader) => Error::NotLeader { shard, leader },
+            None => Error::NoLeader { shard },
+        },
+        other => Error::Internal(format!("write outcome unknown on shard {shard}: {other}")),
+    }
+}
+
+fn fatal_error<E: std::fmt::Display>(shard: ShardId, e: &RaftError<TypeConfig, E>) -> Error {
+    match e {
+        RaftError::Fatal(_) => Error::ShuttingDown,
+        RaftError::APIError(api) => Error::Internal(format!("shard {shard}: {api}")),
+    }
+}
+
+fn op_bytes(op: &WriteOp) -> usize {
+    match op {
+        WriteOp::Put { key, value, .. } | WriteOp::Append { key, value } | WriteOp::SetRange { key, value, .. } => {
+            key.len() + value.len()
+        }
+        WriteOp::PutMany { pairs, .. } => pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        other => other.keys().iter().map(|k| k.len()).sum(),
+    }
+}
+
+async fn run_proposer(id: ShardId, raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
+    let mut carry: Option<Proposal> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut ops = Vec::new();
+        let mut replies = Vec::new();
+        let mut keys: HashSet<Bytes> = HashSet::new();
+        let mut bytes = 0usize;
+        let mut next = Some(first);
+        while let Some(p) = next.take() {
+            let touches_all = matches!(p.op, WriteOp::Flush);
+            let conflict = touches_all && !ops.is_empty()
+                || ops.iter().any(|o| matches!(o, WriteOp::Flush))
+                || p.op.keys().iter().any(|k| keys.contains(*k));
+            let size = op_bytes(&p.op);
+            if !ops.is_empty() && (conflict || bytes + size > MAX_BYTES_PER_ENTRY) {
+                carry = Some(p);
+                break;
+            }
+            keys.extend(p.op.keys().into_iter().cloned());
+            bytes += size;
+            ops.push(p.op);
+            replies.push(p.reply);
+            if ops.len() >= MAX_OPS_PER_ENTRY {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        let request = ShardRequest { now_ms: now_ms(), ops };
+        let (responder, done) = ProgressResponder::complete_only();
+        if let Err(e) = raft.client_write_ff(request, Some(responder)).await {
+            tracing::debug!(shard = id, error = %e, "proposal failed: group stopped");
+            for reply in replies.into_iter().flatten() {
+                let _ = reply.send(Err(Error::ShuttingDown));
+            }
+            continue;
+        }
+        // Entries are handed to Raft in order; completions are awaited concurrently.
+        tokio::spawn(async move {
+            let outcome = match done.await {
+                Ok(Ok(response)) => Ok(response.data),
+                Ok(Err(e)) => Err(write_error(id, &e)),
+                Err(_) => Err(Error::ShuttingDown),
+            };
+            match outcome {
+                Ok(ShardResponse { results }) => {
+                    debug_assert_eq!(results.len(), replies.len());
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(result);
+                        }
+                    }
+                }
+                Err(err) => {
+                    for reply in replies.into_iter().flatten() {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn run_read_gate(id: ShardId, raft: Raft, mut rx: mpsc::Receiver<oneshot::Sender<Result<(), Error>>>) {
+    let mut waiters = Vec::new();
+    while let Some(first) = rx.recv().await {
+        waiters.push(first);
+        while let Ok(more) = rx.try_recv() {
+            waiters.push(more);
+        }
+        let result = match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(f))) => {
+                Err(match f.leader_id {
+                    Some(leader) => Error::NotLeader { shard: id, leader },
+                    None => Error::NoLeader { shard: id },
+                })
+            }
+            Err(e) => Err(fatal_error(id, &e)),
+        };
+        for waiter in waiters.drain(..) {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
