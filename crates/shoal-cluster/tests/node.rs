@@ -154,3 +154,34 @@ async fn cross_shard_and_limits_are_refused() {
     assert_eq!(seen, 50);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_built_and_restart_uses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = shoal_cluster::Tuning { snapshot_every: 50, ..Default::default() };
+    let mut cfg = config(dir.path());
+    cfg.shards = 1;
+    let node = Node::start_with(cfg.clone(), tuning.clone()).await.unwrap();
+    for i in 0..400 {
+        node.execute(put(&format!("k{i}"), &format!("v{i}")), Consistency::Linearizable).await.unwrap();
+    }
+    // Await a snapshot file of the data shard (group 1).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let snapshot_exists = || {
+        std::fs::read_dir(dir.path().join("snapshots"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("group-1-"))
+    };
+    while !snapshot_exists() {
+        assert!(tokio::time::Instant::now() < deadline, "no snapshot was built");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.shutdown().await;
+    drop(node);
+    let node = Node::start_with(cfg, tuning).await.unwrap();
+    for i in 0..400 {
+        assert_eq!(get(&node, &format!("k{i}")).await, Some(b(&format!("v{i}"))));
+    }
+    node.shutdown().await;
+}

@@ -197,3 +197,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.engine.purge_log_upto(self.group, log_id.index).map_err(io::Error::from)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::entry::RaftEntry;
+    use shoal_storage::EngineOptions;
+
+    use super::*;
+
+    fn entry(index: u64) -> Vec<u8> {
+        let log_id = LogId::new(openraft::vote::leader_id_adv::CommittedLeaderId { term: 1, node_id: 1 }, index);
+        postcard::to_allocvec(&Entry::new_blank(log_id)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn intact_log_opens_and_reports_its_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
+        engine.append_log(1, (1..=5).map(|i| (i, entry(i)))).unwrap();
+        let mut store = LogStore::open(engine, 1).unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(5));
+        assert_eq!(store.try_get_log_entries(2..4).await.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn corrupt_entry_is_reported_with_group_and_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
+        engine.append_log(3, [(1, entry(1)), (2, vec![0xff, 0xfe, 0x01])]).unwrap();
+        let err = LogStore::open(engine, 3).err().expect("corruption must be reported").to_string();
+        assert!(err.contains("group 3") && err.contains("entry 2"), "{err}");
+    }
+
+    #[test]
+    fn gap_in_log_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
+        engine.append_log(2, [(1, entry(1)), (2, entry(2)), (4, entry(4))]).unwrap();
+        let err = LogStore::open(engine, 2).err().expect("gap must be reported").to_string();
+        assert!(err.contains("entry 3 is missing"), "{err}");
+    }
+}

@@ -1,0 +1,157 @@
+//! `shoal server`: start a node, serve RESP and HTTP, stop gracefully on SIGTERM/Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use shoal_api::http::{self, HttpConfig};
+use shoal_api::resp::{self, RespConfig};
+use shoal_cluster::{Node, NodeConfig};
+use shoal_core::limits::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
+use shoal_core::Limits;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// This node's id: a number >= 1, stable for the life of its data directory.
+    #[arg(long, default_value_t = 1, env = "SHOAL_ID")]
+    id: u64,
+    /// Where the node keeps its data (created if missing).
+    #[arg(long, default_value = "shoal-data", env = "SHOAL_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address for Redis-protocol clients (redis-cli, redis-benchmark, any Redis client).
+    #[arg(long, default_value = "127.0.0.1:6379", env = "SHOAL_RESP_ADDR")]
+    resp_addr: SocketAddr,
+    /// Address for the HTTP/JSON API and `shoal get|put|del|scan`.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "SHOAL_HTTP_ADDR")]
+    http_addr: SocketAddr,
+    /// Number of shards (Raft groups) the 16384 slots are split into. Fixed when the
+    /// data directory is first created.
+    #[arg(long, default_value_t = 16)]
+    shards: u32,
+    /// Largest key accepted, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_KEY_BYTES)]
+    max_key_bytes: usize,
+    /// Largest value accepted, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_VALUE_BYTES)]
+    max_value_bytes: usize,
+    /// Most simultaneous RESP client connections.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Most keys one KEYS command may return (use SCAN for more).
+    #[arg(long, default_value_t = 100_000)]
+    max_keys_reply: usize,
+    /// Allow FLUSHALL/FLUSHDB, which delete every key.
+    #[arg(long)]
+    allow_flush: bool,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
+    #[arg(long, default_value = "info", env = "SHOAL_LOG")]
+    log_level: String,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(args: &ServerArgs) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .map_err(|e| format!("--log-level {:?} is not a valid filter: {e}", args.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!("{flag} {addr} is already in use by another process; choose a free address with {flag}")
+        }
+        _ => format!("cannot listen on {flag} {addr}: {e}"),
+    })
+}
+
+pub async fn run(args: ServerArgs) -> ExitCode {
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(args: ServerArgs) -> Result<(), String> {
+    init_logging(&args)?;
+    let resp_listener = bind("--resp-addr", args.resp_addr).await?;
+    let http_listener = bind("--http-addr", args.http_addr).await?;
+    let resp_addr = resp_listener.local_addr().map_err(|e| e.to_string())?;
+    let http_addr = http_listener.local_addr().map_err(|e| e.to_string())?;
+
+    let config = NodeConfig {
+        id: args.id,
+        data_dir: args.data_dir.clone(),
+        shards: args.shards,
+        resp_addr: resp_addr.to_string(),
+        http_addr: http_addr.to_string(),
+        limits: Limits { max_key_bytes: args.max_key_bytes, max_value_bytes: args.max_value_bytes },
+        allow_flush: args.allow_flush,
+        max_keys_reply: args.max_keys_reply,
+    };
+    let node = Node::start(config).await.map_err(|e| {
+        format!("cannot start the node with data directory {}: {e}", args.data_dir.display())
+    })?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let resp_config = RespConfig { max_connections: args.max_connections, ..RespConfig::default() };
+    let resp_task = tokio::spawn(resp::serve(resp_listener, node.clone(), resp_config, stopped(stop_rx.clone())));
+    let http_task = tokio::spawn(http::serve(http_listener, node.clone(), HttpConfig::default(), stopped(stop_rx)));
+    tracing::info!(%resp_addr, %http_addr, data_dir = %args.data_dir.display(), "serving");
+    eprintln!("shoal node {} serving RESP on {resp_addr} and HTTP on http://{http_addr}", args.id);
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    for (name, task) in [("RESP", resp_task), ("HTTP", http_task)] {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "{name} server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "{name} server task failed"),
+        }
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
