@@ -9,13 +9,13 @@
 //!   next, so no read is confirmed by a check that began before it did.
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
+use openraft::ReadPolicy;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::impls::ProgressResponder;
-use openraft::ReadPolicy;
 use shoal_core::{Error, ShardId, WriteOp, WriteReply};
 use shoal_raft::{Raft, ShardRequest, ShardResponse, TypeConfig};
 use tokio::sync::{mpsc, oneshot};
@@ -50,19 +50,33 @@ impl Group {
         let (reads, read_rx) = mpsc::channel(max_pending);
         tokio::spawn(run_proposer(id, raft.clone(), proposal_rx));
         tokio::spawn(run_read_gate(id, raft.clone(), read_rx));
-        Group { id, raft, proposals, reads, key_count, max_pending }
+        Group {
+            id,
+            raft,
+            proposals,
+            reads,
+            key_count,
+            max_pending,
+        }
     }
 
     /// Queues a write now; the returned receiver yields its result once applied.
     pub fn propose(&self, op: WriteOp) -> Result<oneshot::Receiver<WriteResult>, Error> {
         let (tx, rx) = oneshot::channel();
-        self.proposals.try_send(Proposal { op, reply: Some(tx) }).map_err(|e| self.queue_error(e))?;
+        self.proposals
+            .try_send(Proposal {
+                op,
+                reply: Some(tx),
+            })
+            .map_err(|e| self.queue_error(e))?;
         Ok(rx)
     }
 
     /// Queues a write whose result nobody waits for (TTL reaping).
     pub fn propose_detached(&self, op: WriteOp) -> Result<(), Error> {
-        self.proposals.try_send(Proposal { op, reply: None }).map_err(|e| self.queue_error(e))
+        self.proposals
+            .try_send(Proposal { op, reply: None })
+            .map_err(|e| self.queue_error(e))
     }
 
     /// Queues a linearizable-read confirmation; resolves once this node's applied state
@@ -75,7 +89,10 @@ impl Group {
 
     fn queue_error<T>(&self, e: mpsc::error::TrySendError<T>) -> Error {
         match e {
-            mpsc::error::TrySendError::Full(_) => Error::Overloaded { shard: self.id, limit: self.max_pending },
+            mpsc::error::TrySendError::Full(_) => Error::Overloaded {
+                shard: self.id,
+                limit: self.max_pending,
+            },
             mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
         }
     }
@@ -105,9 +122,9 @@ fn fatal_error<E: std::fmt::Display>(shard: ShardId, e: &RaftError<TypeConfig, E
 
 fn op_bytes(op: &WriteOp) -> usize {
     match op {
-        WriteOp::Put { key, value, .. } | WriteOp::Append { key, value } | WriteOp::SetRange { key, value, .. } => {
-            key.len() + value.len()
-        }
+        WriteOp::Put { key, value, .. }
+        | WriteOp::Append { key, value }
+        | WriteOp::SetRange { key, value, .. } => key.len() + value.len(),
         WriteOp::PutMany { pairs, .. } => pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
         other => other.keys().iter().map(|k| k.len()).sum(),
     }
@@ -147,7 +164,10 @@ async fn run_proposer(id: ShardId, raft: Raft, mut rx: mpsc::Receiver<Proposal>)
             }
             next = rx.try_recv().ok();
         }
-        let request = ShardRequest { now_ms: now_ms(), ops };
+        let request = ShardRequest {
+            now_ms: now_ms(),
+            ops,
+        };
         let (responder, done) = ProgressResponder::complete_only();
         if let Err(e) = raft.client_write_ff(request, Some(responder)).await {
             tracing::debug!(shard = id, error = %e, "proposal failed: group stopped");
@@ -182,7 +202,11 @@ async fn run_proposer(id: ShardId, raft: Raft, mut rx: mpsc::Receiver<Proposal>)
     }
 }
 
-async fn run_read_gate(id: ShardId, raft: Raft, mut rx: mpsc::Receiver<oneshot::Sender<Result<(), Error>>>) {
+async fn run_read_gate(
+    id: ShardId,
+    raft: Raft,
+    mut rx: mpsc::Receiver<oneshot::Sender<Result<(), Error>>>,
+) {
     let mut waiters = Vec::new();
     while let Some(first) = rx.recv().await {
         waiters.push(first);
@@ -191,12 +215,12 @@ async fn run_read_gate(id: ShardId, raft: Raft, mut rx: mpsc::Receiver<oneshot::
         }
         let result = match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(f))) => {
-                Err(match f.leader_id {
-                    Some(leader) => Error::NotLeader { shard: id, leader },
-                    None => Error::NoLeader { shard: id },
-                })
-            }
+            Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(
+                f,
+            ))) => Err(match f.leader_id {
+                Some(leader) => Error::NotLeader { shard: id, leader },
+                None => Error::NoLeader { shard: id },
+            }),
             Err(e) => Err(fatal_error(id, &e)),
         };
         for waiter in waiters.drain(..) {

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,8 +13,10 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use shoal_core::command::ScanCursor;
 use shoal_core::map::{ClusterMap, ClusterView, NodeInfo, NodeView, ShardInfo, ShardView};
-use shoal_core::shard::{SlotRange, META_GROUP};
-use shoal_core::{Command, Consistency, Error, Limits, Reply, ShardId, ShardLayout, WriteOp, WriteReply};
+use shoal_core::shard::{META_GROUP, SlotRange};
+use shoal_core::{
+    Command, Consistency, Error, Limits, Reply, ShardId, ShardLayout, WriteOp, WriteReply,
+};
 use shoal_raft::{LogStore, NetworkFactory, Raft, ShardStateMachine};
 use shoal_storage::{Engine, EngineOptions};
 
@@ -104,7 +106,8 @@ impl Node {
         if config.id == 0 {
             return Err(Error::Invalid("node id must be 1 or greater".into()));
         }
-        let engine = Engine::open(&config.data_dir, &EngineOptions::default()).map_err(storage_err)?;
+        let engine =
+            Engine::open(&config.data_dir, &EngineOptions::default()).map_err(storage_err)?;
         let raft_config = Arc::new(
             Config {
                 cluster_name: "shoal".into(),
@@ -119,7 +122,15 @@ impl Node {
             .map_err(|e| Error::Invalid(format!("raft config: {e}")))?,
         );
 
-        let meta = open_group(&engine, META_GROUP, config.id, &raft_config, config.limits, &tuning).await?;
+        let meta = open_group(
+            &engine,
+            META_GROUP,
+            config.id,
+            &raft_config,
+            config.limits,
+            &tuning,
+        )
+        .await?;
         let map = bootstrap_map(&engine, &meta, &config, &tuning).await?;
         let layout = ShardLayout::from_ranges(map.shards.iter().map(|s| (s.id, s.range)).collect());
         if layout.len() as u32 != config.shards {
@@ -131,7 +142,15 @@ impl Node {
         }
         let mut groups = vec![meta];
         for shard in &map.shards {
-            let group = open_group(&engine, shard.id, config.id, &raft_config, config.limits, &tuning).await?;
+            let group = open_group(
+                &engine,
+                shard.id,
+                config.id,
+                &raft_config,
+                config.limits,
+                &tuning,
+            )
+            .await?;
             groups.push(group);
         }
         let node = Node {
@@ -148,7 +167,12 @@ impl Node {
             }),
         };
         for group in &node.inner.groups[1..] {
-            wait_leader(group, node.inner.config.id, node.inner.tuning.startup_timeout).await?;
+            wait_leader(
+                group,
+                node.inner.config.id,
+                node.inner.tuning.startup_timeout,
+            )
+            .await?;
         }
         tokio::spawn(crate::reaper::run(node.clone()));
         tracing::info!(
@@ -223,7 +247,11 @@ impl Node {
                 let metrics = g.raft.metrics().borrow_watched().clone();
                 ShardView {
                     id: g.id,
-                    range: self.inner.layout.range_of(g.id).expect("every group has a range"),
+                    range: self
+                        .inner
+                        .layout
+                        .range_of(g.id)
+                        .expect("every group has a range"),
                     replicas: vec![me],
                     leader: metrics.current_leader,
                     last_applied: metrics.last_applied.map_or(0, |id| id.index),
@@ -234,7 +262,16 @@ impl Node {
             cluster_id: self.inner.map.cluster_id.clone(),
             epoch: self.inner.map.epoch,
             this_node: me,
-            nodes: self.inner.map.nodes.iter().map(|info| NodeView { info: info.clone(), up: true }).collect(),
+            nodes: self
+                .inner
+                .map
+                .nodes
+                .iter()
+                .map(|info| NodeView {
+                    info: info.clone(),
+                    up: true,
+                })
+                .collect(),
             shards,
         }
     }
@@ -320,7 +357,10 @@ impl Node {
                 Ok(Submitted::Read(barrier(shard)?, command))
             }
             Command::Scan { ref cursor, .. } => {
-                let shard = self.inner.layout.shard_of_slot(cursor.slot.min(shoal_core::SLOT_COUNT - 1));
+                let shard = self
+                    .inner
+                    .layout
+                    .shard_of_slot(cursor.slot.min(shoal_core::SLOT_COUNT - 1));
                 Ok(Submitted::Read(barrier(shard)?, command))
             }
             Command::Count | Command::RandomKey => Ok(Submitted::Read(None, command)),
@@ -329,9 +369,15 @@ impl Node {
 
     /// The one shard all `keys` live in, or `CrossShard`.
     fn shard_of<'a>(&self, mut keys: impl Iterator<Item = &'a Bytes>) -> Result<ShardId, Error> {
-        let first = keys.next().ok_or_else(|| Error::Invalid("no key given".into()))?;
+        let first = keys
+            .next()
+            .ok_or_else(|| Error::Invalid("no key given".into()))?;
         let shard = self.inner.layout.shard_of_key(first);
-        if keys.all(|k| self.inner.layout.shard_of_key(k) == shard) { Ok(shard) } else { Err(Error::CrossShard) }
+        if keys.all(|k| self.inner.layout.shard_of_key(k) == shard) {
+            Ok(shard)
+        } else {
+            Err(Error::CrossShard)
+        }
     }
 
     /// Answers a read from local applied state (after any barrier).
@@ -340,18 +386,27 @@ impl Node {
         let now = now_ms();
         let get = |key: &[u8]| -> Result<_, Error> {
             let shard = self.inner.layout.shard_of_key(key);
-            Ok(engine.get_record(shard, key).map_err(storage_err)?.filter(|r| !r.is_expired(now)))
+            Ok(engine
+                .get_record(shard, key)
+                .map_err(storage_err)?
+                .filter(|r| !r.is_expired(now)))
         };
         match command {
             Command::Get { key } => Ok(Reply::Record(get(&key)?)),
-            Command::GetMany { keys } => {
-                Ok(Reply::Records(keys.iter().map(|k| get(k)).collect::<Result<_, _>>()?))
-            }
-            Command::Scan { cursor, limit, prefix, with_values } => {
-                self.scan(cursor, limit, prefix, with_values, now).await
-            }
+            Command::GetMany { keys } => Ok(Reply::Records(
+                keys.iter().map(|k| get(k)).collect::<Result<_, _>>()?,
+            )),
+            Command::Scan {
+                cursor,
+                limit,
+                prefix,
+                with_values,
+            } => self.scan(cursor, limit, prefix, with_values, now).await,
             Command::Count => Ok(Reply::Count(
-                self.data_groups().iter().map(|g| g.key_count.load(Ordering::Relaxed)).sum(),
+                self.data_groups()
+                    .iter()
+                    .map(|g| g.key_count.load(Ordering::Relaxed))
+                    .sum(),
             )),
             Command::RandomKey => {
                 let start = rand::random_range(0..shoal_core::SLOT_COUNT);
@@ -397,7 +452,16 @@ impl Node {
             first_shard = false;
             let page = self
                 .engine()
-                .scan(shard, cursor.slot, cursor.after.as_deref(), range.end, limit - entries.len(), prefix.as_deref(), now, budget)
+                .scan(
+                    shard,
+                    cursor.slot,
+                    cursor.after.as_deref(),
+                    range.end,
+                    limit - entries.len(),
+                    prefix.as_deref(),
+                    now,
+                    budget,
+                )
                 .map_err(storage_err)?;
             budget = budget.saturating_sub(page.entries.len().max(1));
             for (key, mut record) in page.entries {
@@ -408,16 +472,30 @@ impl Node {
             }
             match page.next {
                 Some((slot, after)) => {
-                    return Ok(Reply::Scan { entries, next: Some(ScanCursor { slot, after }) });
+                    return Ok(Reply::Scan {
+                        entries,
+                        next: Some(ScanCursor { slot, after }),
+                    });
                 }
                 None if range.end >= shoal_core::SLOT_COUNT as u32 => break,
-                None => cursor = ScanCursor { slot: range.end as u16, after: None },
+                None => {
+                    cursor = ScanCursor {
+                        slot: range.end as u16,
+                        after: None,
+                    }
+                }
             }
             if entries.len() >= limit || budget == 0 {
-                return Ok(Reply::Scan { entries, next: Some(cursor) });
+                return Ok(Reply::Scan {
+                    entries,
+                    next: Some(cursor),
+                });
             }
         }
-        Ok(Reply::Scan { entries, next: None })
+        Ok(Reply::Scan {
+            entries,
+            next: None,
+        })
     }
 
     /// Stops accepting commands, stops every group, and makes storage durable.
@@ -441,7 +519,10 @@ enum Submitted {
     Ready(Reply),
     Write(tokio::sync::oneshot::Receiver<Result<WriteReply, Error>>),
     Flush(Vec<tokio::sync::oneshot::Receiver<Result<WriteReply, Error>>>),
-    Read(Option<tokio::sync::oneshot::Receiver<Result<(), Error>>>, Command),
+    Read(
+        Option<tokio::sync::oneshot::Receiver<Result<(), Error>>>,
+        Command,
+    ),
 }
 
 /// Size checks before anything is queued; apply checks again, so a replica never stores
@@ -451,13 +532,15 @@ fn validate_write(op: &WriteOp, limits: &Limits) -> Result<(), Error> {
         limits.check_key(key)?;
     }
     match op {
-        WriteOp::Put { value, .. } | WriteOp::Append { value, .. } => limits.check_value_len(value.len()),
+        WriteOp::Put { value, .. } | WriteOp::Append { value, .. } => {
+            limits.check_value_len(value.len())
+        }
         WriteOp::SetRange { offset, value, .. } => {
             limits.check_value_len((*offset as usize).saturating_add(value.len()))
         }
-        WriteOp::PutMany { pairs, .. } => {
-            pairs.iter().try_for_each(|(_, v)| limits.check_value_len(v.len()))
-        }
+        WriteOp::PutMany { pairs, .. } => pairs
+            .iter()
+            .try_for_each(|(_, v)| limits.check_value_len(v.len())),
         WriteOp::Reap { .. } => Err(Error::Invalid("reap is internal".into())),
         _ => Ok(()),
     }
@@ -473,18 +556,28 @@ async fn open_group(
 ) -> Result<Group, Error> {
     let log = LogStore::open(engine.clone(), id).map_err(storage_err)?;
     let key_count = Arc::new(AtomicU64::new(0));
-    let sm = ShardStateMachine::open(engine.clone(), id, limits, key_count.clone()).map_err(storage_err)?;
+    let sm = ShardStateMachine::open(engine.clone(), id, limits, key_count.clone())
+        .map_err(storage_err)?;
     let raft = Raft::new(node_id, config.clone(), NetworkFactory, log, sm)
         .await
         .map_err(|e| Error::Internal(format!("starting group {id}: {e}")))?;
-    if !raft.is_initialized().await.map_err(|e| Error::Internal(e.to_string()))? {
+    if !raft
+        .is_initialized()
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+    {
         let mut members = BTreeMap::new();
         members.insert(node_id, BasicNode::new(""));
         raft.initialize(members)
             .await
             .map_err(|e| Error::Internal(format!("initialising group {id}: {e}")))?;
     }
-    Ok(Group::start(id, raft, key_count, tuning.max_pending_per_shard))
+    Ok(Group::start(
+        id,
+        raft,
+        key_count,
+        tuning.max_pending_per_shard,
+    ))
 }
 
 async fn wait_leader(group: &Group, node_id: u64, timeout: Duration) -> Result<(), Error> {
@@ -506,9 +599,17 @@ async fn bootstrap_map(
 ) -> Result<ClusterMap, Error> {
     wait_leader(meta, config.id, tuning.startup_timeout).await?;
     // Everything committed before the restart is applied once a read barrier passes.
-    meta.read_barrier()?.await.map_err(|_| Error::ShuttingDown)??;
-    let me = NodeInfo { id: config.id, resp_addr: config.resp_addr.clone(), http_addr: config.http_addr.clone() };
-    let stored = engine.get_record(META_GROUP, CLUSTER_MAP_KEY).map_err(storage_err)?;
+    meta.read_barrier()?
+        .await
+        .map_err(|_| Error::ShuttingDown)??;
+    let me = NodeInfo {
+        id: config.id,
+        resp_addr: config.resp_addr.clone(),
+        http_addr: config.http_addr.clone(),
+    };
+    let stored = engine
+        .get_record(META_GROUP, CLUSTER_MAP_KEY)
+        .map_err(storage_err)?;
     let (map, version) = match stored {
         Some(record) => {
             let map: ClusterMap = serde_json::from_slice(&record.value)
@@ -516,7 +617,14 @@ async fn bootstrap_map(
             if map.nodes.iter().any(|n| n == &me) {
                 return Ok(map);
             }
-            (ClusterMap { epoch: map.epoch + 1, nodes: vec![me], ..map }, record.version)
+            (
+                ClusterMap {
+                    epoch: map.epoch + 1,
+                    nodes: vec![me],
+                    ..map
+                },
+                record.version,
+            )
         }
         None => {
             let layout = ShardLayout::even(config.shards).map_err(Error::Invalid)?;
@@ -528,7 +636,11 @@ async fn bootstrap_map(
                 shards: layout
                     .shards()
                     .iter()
-                    .map(|(id, range)| ShardInfo { id: *id, range: *range, replicas: vec![config.id] })
+                    .map(|(id, range)| ShardInfo {
+                        id: *id,
+                        range: *range,
+                        replicas: vec![config.id],
+                    })
                     .collect(),
             };
             (map, 0)

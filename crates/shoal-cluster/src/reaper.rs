@@ -25,7 +25,10 @@ pub async fn run(node: Node) {
             if !group.is_leader() {
                 continue;
             }
-            let due = match node.engine().due_expiries(group.id, now, node.tuning().reap_batch) {
+            let due = match node
+                .engine()
+                .due_expiries(group.id, now, node.tuning().reap_batch)
+            {
                 Ok(due) => due,
                 Err(e) => {
                     tracing::warn!(shard = group.id, error = %e, "reaper could not read the expiry index");

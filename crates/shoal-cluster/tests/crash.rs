@@ -39,7 +39,9 @@ fn put(i: u64) -> Command {
 /// Only runs when the parent test starts it (the env var is set).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_child_writer() {
-    let Ok(dir) = std::env::var(DIR_ENV) else { return };
+    let Ok(dir) = std::env::var(DIR_ENV) else {
+        return;
+    };
     let node = Node::start(config(Path::new(&dir))).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     for writer in 0..16u64 {
@@ -48,7 +50,9 @@ async fn crash_child_writer() {
         tokio::spawn(async move {
             for n in 0.. {
                 let i = n * 16 + writer;
-                node.execute(put(i), Consistency::Linearizable).await.unwrap();
+                node.execute(put(i), Consistency::Linearizable)
+                    .await
+                    .unwrap();
                 let _ = tx.send(i);
             }
         });
@@ -80,7 +84,12 @@ fn journal_files(dir: &Path) -> Vec<std::path::PathBuf> {
 async fn acknowledged_writes_survive_sigkill_and_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Process::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(DIR_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -106,18 +115,32 @@ async fn acknowledged_writes_survive_sigkill_and_torn_tail() {
     // Tear the tail of the newest journal: right after its last written byte (journals are
     // preallocated with zeros), garbage as a crash in the middle of a batch would leave.
     let journals = journal_files(dir.path());
-    assert!(!journals.is_empty(), "no journal found under {}", dir.path().display());
-    let newest = journals.iter().max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap()).unwrap();
+    assert!(
+        !journals.is_empty(),
+        "no journal found under {}",
+        dir.path().display()
+    );
+    let newest = journals
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
     let mut bytes = std::fs::read(newest).unwrap();
     let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
     let torn = (end + 777).min(bytes.len());
     bytes[end..torn].fill(0xA5);
     std::fs::write(newest, &bytes).unwrap();
 
-    let node = Node::start(config(dir.path())).await.expect("engine must open cleanly after a crash");
+    let node = Node::start(config(dir.path()))
+        .await
+        .expect("engine must open cleanly after a crash");
     for i in &acked {
         let reply = node
-            .execute(Command::Get { key: Bytes::from(format!("key-{i}")) }, Consistency::Linearizable)
+            .execute(
+                Command::Get {
+                    key: Bytes::from(format!("key-{i}")),
+                },
+                Consistency::Linearizable,
+            )
             .await
             .unwrap();
         match reply {

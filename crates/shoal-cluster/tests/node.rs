@@ -5,7 +5,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use shoal_cluster::{Node, NodeConfig};
 use shoal_core::command::ScanCursor;
-use shoal_core::{Command, Condition, Consistency, Error, Expiry, Limits, Reply, WriteOp, WriteReply};
+use shoal_core::{
+    Command, Condition, Consistency, Error, Expiry, Limits, Reply, WriteOp, WriteReply,
+};
 
 fn config(dir: &std::path::Path) -> NodeConfig {
     NodeConfig {
@@ -35,7 +37,11 @@ fn put(key: &str, value: &str) -> Command {
 }
 
 async fn get(node: &Node, key: &str) -> Option<Bytes> {
-    match node.execute(Command::Get { key: b(key) }, Consistency::Linearizable).await.unwrap() {
+    match node
+        .execute(Command::Get { key: b(key) }, Consistency::Linearizable)
+        .await
+        .unwrap()
+    {
         Reply::Record(r) => r.map(|r| r.value),
         other => panic!("unexpected {other:?}"),
     }
@@ -46,7 +52,12 @@ async fn writes_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(config(dir.path())).await.unwrap();
     for i in 0..200 {
-        node.execute(put(&format!("k{i}"), &format!("v{i}")), Consistency::Linearizable).await.unwrap();
+        node.execute(
+            put(&format!("k{i}"), &format!("v{i}")),
+            Consistency::Linearizable,
+        )
+        .await
+        .unwrap();
     }
     assert_eq!(get(&node, "k7").await, Some(b("v7")));
     let cluster_id = node.cluster_view().cluster_id;
@@ -56,9 +67,17 @@ async fn writes_survive_restart() {
     let node = Node::start(config(dir.path())).await.unwrap();
     assert_eq!(node.cluster_view().cluster_id, cluster_id);
     for i in 0..200 {
-        assert_eq!(get(&node, &format!("k{i}")).await, Some(b(&format!("v{i}"))), "k{i}");
+        assert_eq!(
+            get(&node, &format!("k{i}")).await,
+            Some(b(&format!("v{i}"))),
+            "k{i}"
+        );
     }
-    match node.execute(Command::Count, Consistency::Linearizable).await.unwrap() {
+    match node
+        .execute(Command::Count, Consistency::Linearizable)
+        .await
+        .unwrap()
+    {
         Reply::Count(n) => assert_eq!(n, 200),
         other => panic!("unexpected {other:?}"),
     }
@@ -69,8 +88,14 @@ async fn writes_survive_restart() {
 async fn concurrent_cas_has_one_winner_per_version() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(config(dir.path())).await.unwrap();
-    let version = match node.execute(put("cas", "0"), Consistency::Linearizable).await.unwrap() {
-        Reply::Write(WriteReply::Put { version: Some(v), .. }) => v,
+    let version = match node
+        .execute(put("cas", "0"), Consistency::Linearizable)
+        .await
+        .unwrap()
+    {
+        Reply::Write(WriteReply::Put {
+            version: Some(v), ..
+        }) => v,
         other => panic!("unexpected {other:?}"),
     };
     let futures: Vec<_> = (0..32)
@@ -90,7 +115,12 @@ async fn concurrent_cas_has_one_winner_per_version() {
     let results = futures_util::future::join_all(futures).await;
     let wins = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(wins, 1, "{results:?}");
-    assert!(results.iter().filter(|r| r.is_err()).all(|r| matches!(r, Err(Error::VersionMismatch { .. }))));
+    assert!(
+        results
+            .iter()
+            .filter(|r| r.is_err())
+            .all(|r| matches!(r, Err(Error::VersionMismatch { .. })))
+    );
     node.shutdown().await;
 }
 
@@ -110,11 +140,20 @@ async fn ttl_expires_and_is_reaped() {
     // Await the reaper's replicated delete: the key count drops to zero.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let Reply::Count(n) = node.execute(Command::Count, Consistency::Stale).await.unwrap() else { panic!() };
+        let Reply::Count(n) = node
+            .execute(Command::Count, Consistency::Stale)
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
         if n == 0 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "key was never reaped");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "key was never reaped"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(get(&node, "t").await, None);
@@ -127,22 +166,42 @@ async fn cross_shard_and_limits_are_refused() {
     let node = Node::start(config(dir.path())).await.unwrap();
     // "foo" (slot 12182) and "bar" (slot 5061) live in different shards of 4.
     let err = node
-        .execute(Command::GetMany { keys: vec![b("foo"), b("bar")] }, Consistency::Linearizable)
+        .execute(
+            Command::GetMany {
+                keys: vec![b("foo"), b("bar")],
+            },
+            Consistency::Linearizable,
+        )
         .await
         .unwrap_err();
     assert_eq!(err, Error::CrossShard);
     let big = "x".repeat(17 * 1024);
-    let err = node.execute(put(&big, "v"), Consistency::Linearizable).await.unwrap_err();
-    assert!(matches!(err, Error::KeyTooLarge { limit: 16384, .. }), "{err:?}");
+    let err = node
+        .execute(put(&big, "v"), Consistency::Linearizable)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::KeyTooLarge { limit: 16384, .. }),
+        "{err:?}"
+    );
     // Scan sees every key once.
     for i in 0..50 {
-        node.execute(put(&format!("s{i}"), "v"), Consistency::Linearizable).await.unwrap();
+        node.execute(put(&format!("s{i}"), "v"), Consistency::Linearizable)
+            .await
+            .unwrap();
     }
     let mut cursor = ScanCursor::default();
     let mut seen = 0;
     loop {
-        let cmd = Command::Scan { cursor: cursor.clone(), limit: 7, prefix: Some(b("s")), with_values: false };
-        let Reply::Scan { entries, next } = node.execute(cmd, Consistency::Linearizable).await.unwrap() else {
+        let cmd = Command::Scan {
+            cursor: cursor.clone(),
+            limit: 7,
+            prefix: Some(b("s")),
+            with_values: false,
+        };
+        let Reply::Scan { entries, next } =
+            node.execute(cmd, Consistency::Linearizable).await.unwrap()
+        else {
             panic!()
         };
         seen += entries.len();
@@ -158,12 +217,20 @@ async fn cross_shard_and_limits_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_are_built_and_restart_uses_them() {
     let dir = tempfile::tempdir().unwrap();
-    let tuning = shoal_cluster::Tuning { snapshot_every: 50, ..Default::default() };
+    let tuning = shoal_cluster::Tuning {
+        snapshot_every: 50,
+        ..Default::default()
+    };
     let mut cfg = config(dir.path());
     cfg.shards = 1;
     let node = Node::start_with(cfg.clone(), tuning.clone()).await.unwrap();
     for i in 0..400 {
-        node.execute(put(&format!("k{i}"), &format!("v{i}")), Consistency::Linearizable).await.unwrap();
+        node.execute(
+            put(&format!("k{i}"), &format!("v{i}")),
+            Consistency::Linearizable,
+        )
+        .await
+        .unwrap();
     }
     // Await a snapshot file of the data shard (group 1).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -174,14 +241,20 @@ async fn snapshots_are_built_and_restart_uses_them() {
             .any(|e| e.file_name().to_string_lossy().starts_with("group-1-"))
     };
     while !snapshot_exists() {
-        assert!(tokio::time::Instant::now() < deadline, "no snapshot was built");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no snapshot was built"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     node.shutdown().await;
     drop(node);
     let node = Node::start_with(cfg, tuning).await.unwrap();
     for i in 0..400 {
-        assert_eq!(get(&node, &format!("k{i}")).await, Some(b(&format!("v{i}"))));
+        assert_eq!(
+            get(&node, &format!("k{i}")).await,
+            Some(b(&format!("v{i}")))
+        );
     }
     node.shutdown().await;
 }

@@ -7,11 +7,11 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::UnixMillis;
 use crate::command::{Condition, Expiry, WriteOp, WriteReply};
 use crate::error::Error;
 use crate::limits::Limits;
 use crate::record::Record;
-use crate::UnixMillis;
 
 /// Read access to a shard's current keys, including writes earlier in the same batch.
 pub trait KeyView {
@@ -37,10 +37,16 @@ pub struct Applied {
 
 impl Applied {
     fn reply(reply: WriteReply, changes: Vec<Change>) -> Self {
-        Self { reply: Ok(reply), changes }
+        Self {
+            reply: Ok(reply),
+            changes,
+        }
     }
     fn error(err: Error) -> Self {
-        Self { reply: Err(err), changes: Vec::new() }
+        Self {
+            reply: Err(err),
+            changes: Vec::new(),
+        }
     }
 }
 
@@ -73,7 +79,11 @@ fn resolve_expiry(expiry: Expiry, old: Option<&Record>, now: UnixMillis) -> Opti
 
 /// A put of `record`, or a delete if its expiry is already past.
 fn put_or_expire(key: &Bytes, record: Record, now: UnixMillis) -> Change {
-    if record.is_expired(now) { Change::Delete(key.clone()) } else { Change::Put(key.clone(), record) }
+    if record.is_expired(now) {
+        Change::Delete(key.clone())
+    } else {
+        Change::Put(key.clone(), record)
+    }
 }
 
 fn run(
@@ -87,7 +97,13 @@ fn run(
         limits.check_key(key)?;
     }
     Ok(match op {
-        WriteOp::Put { key, value, condition, expiry, return_old } => {
+        WriteOp::Put {
+            key,
+            value,
+            condition,
+            expiry,
+            return_old,
+        } => {
             limits.check_value_len(value.len())?;
             let old = live(view, key, now)?;
             let allowed = match condition {
@@ -97,19 +113,39 @@ fn run(
                 Condition::IfVersion(expected) => {
                     let actual = old.as_ref().map(|r| r.version);
                     if actual.unwrap_or(0) != *expected {
-                        return Err(Error::VersionMismatch { expected: *expected, actual });
+                        return Err(Error::VersionMismatch {
+                            expected: *expected,
+                            actual,
+                        });
                     }
                     true
                 }
             };
-            let old_value = if *return_old { old.as_ref().map(|r| r.value.clone()) } else { None };
+            let old_value = if *return_old {
+                old.as_ref().map(|r| r.value.clone())
+            } else {
+                None
+            };
             if !allowed {
-                return Ok(Applied::reply(WriteReply::Put { version: None, old: old_value }, vec![]));
+                return Ok(Applied::reply(
+                    WriteReply::Put {
+                        version: None,
+                        old: old_value,
+                    },
+                    vec![],
+                ));
             }
             let expire_at = resolve_expiry(*expiry, old.as_ref(), now);
-            let record = Record { value: value.clone(), version, expire_at };
+            let record = Record {
+                value: value.clone(),
+                version,
+                expire_at,
+            };
             Applied::reply(
-                WriteReply::Put { version: Some(version), old: old_value },
+                WriteReply::Put {
+                    version: Some(version),
+                    old: old_value,
+                },
                 vec![put_or_expire(key, record, now)],
             )
         }
@@ -120,13 +156,18 @@ fn run(
                 }
                 let actual = live(view, &keys[0], now)?.map(|r| r.version);
                 if actual != Some(*expected) {
-                    return Err(Error::VersionMismatch { expected: *expected, actual });
+                    return Err(Error::VersionMismatch {
+                        expected: *expected,
+                        actual,
+                    });
                 }
             }
             let mut changes = Vec::new();
             for key in keys {
                 // A duplicate key in one DEL counts once, as in Redis.
-                if live(view, key, now)?.is_some() && !changes.contains(&Change::Delete(key.clone())) {
+                if live(view, key, now)?.is_some()
+                    && !changes.contains(&Change::Delete(key.clone()))
+                {
                     changes.push(Change::Delete(key.clone()));
                 }
             }
@@ -144,7 +185,10 @@ fn run(
                 version,
                 expire_at: old.as_ref().and_then(|r| r.expire_at),
             };
-            Applied::reply(WriteReply::Int(next), vec![Change::Put(key.clone(), record)])
+            Applied::reply(
+                WriteReply::Int(next),
+                vec![Change::Put(key.clone(), record)],
+            )
         }
         WriteOp::IncrByFloat { key, delta } => {
             let old = live(view, key, now)?;
@@ -162,7 +206,10 @@ fn run(
                 version,
                 expire_at: old.as_ref().and_then(|r| r.expire_at),
             };
-            Applied::reply(WriteReply::Float(text), vec![Change::Put(key.clone(), record)])
+            Applied::reply(
+                WriteReply::Float(text),
+                vec![Change::Put(key.clone(), record)],
+            )
         }
         WriteOp::Append { key, value } => {
             let old = live(view, key, now)?;
@@ -174,8 +221,11 @@ fn run(
             }
             buf.extend_from_slice(value);
             let len = buf.len() as u64;
-            let record =
-                Record { value: buf.freeze(), version, expire_at: old.and_then(|r| r.expire_at) };
+            let record = Record {
+                value: buf.freeze(),
+                version,
+                expire_at: old.and_then(|r| r.expire_at),
+            };
             Applied::reply(WriteReply::Len(len), vec![Change::Put(key.clone(), record)])
         }
         WriteOp::SetRange { key, offset, value } => {
@@ -198,8 +248,11 @@ fn run(
             }
             buf[*offset as usize..end].copy_from_slice(value);
             let len = buf.len() as u64;
-            let record =
-                Record { value: buf.freeze(), version, expire_at: old.and_then(|r| r.expire_at) };
+            let record = Record {
+                value: buf.freeze(),
+                version,
+                expire_at: old.and_then(|r| r.expire_at),
+            };
             Applied::reply(WriteReply::Len(len), vec![Change::Put(key.clone(), record)])
         }
         WriteOp::SetExpiry { key, expiry } => {
@@ -213,8 +266,15 @@ fn run(
                 }
                 other => resolve_expiry(*other, Some(&old), now),
             };
-            let record = Record { value: old.value, version, expire_at };
-            Applied::reply(WriteReply::Applied(true), vec![put_or_expire(key, record, now)])
+            let record = Record {
+                value: old.value,
+                version,
+                expire_at,
+            };
+            Applied::reply(
+                WriteReply::Applied(true),
+                vec![put_or_expire(key, record, now)],
+            )
         }
         WriteOp::GetDel { key } => match live(view, key, now)? {
             Some(old) => Applied::reply(
@@ -230,13 +290,24 @@ fn run(
                     vec![]
                 } else {
                     let expire_at = resolve_expiry(*expiry, Some(&old), now);
-                    vec![put_or_expire(key, Record { value: old.value, version, expire_at }, now)]
+                    vec![put_or_expire(
+                        key,
+                        Record {
+                            value: old.value,
+                            version,
+                            expire_at,
+                        },
+                        now,
+                    )]
                 };
                 Applied::reply(WriteReply::Value(Some(value)), changes)
             }
             None => Applied::reply(WriteReply::Value(None), vec![]),
         },
-        WriteOp::PutMany { pairs, if_none_exist } => {
+        WriteOp::PutMany {
+            pairs,
+            if_none_exist,
+        } => {
             for (_, value) in pairs {
                 limits.check_value_len(value.len())?;
             }
@@ -249,11 +320,24 @@ fn run(
             }
             let changes = pairs
                 .iter()
-                .map(|(k, v)| Change::Put(k.clone(), Record { value: v.clone(), version, expire_at: None }))
+                .map(|(k, v)| {
+                    Change::Put(
+                        k.clone(),
+                        Record {
+                            value: v.clone(),
+                            version,
+                            expire_at: None,
+                        },
+                    )
+                })
                 .collect();
             Applied::reply(WriteReply::Applied(true), changes)
         }
-        WriteOp::Rename { from, to, if_target_absent } => {
+        WriteOp::Rename {
+            from,
+            to,
+            if_target_absent,
+        } => {
             let Some(source) = live(view, from, now)? else {
                 return Err(Error::NoSuchKey);
             };
@@ -263,10 +347,17 @@ fn run(
             if from == to {
                 return Ok(Applied::reply(WriteReply::Applied(true), vec![]));
             }
-            let record = Record { value: source.value, version, expire_at: source.expire_at };
+            let record = Record {
+                value: source.value,
+                version,
+                expire_at: source.expire_at,
+            };
             Applied::reply(
                 WriteReply::Applied(true),
-                vec![Change::Delete(from.clone()), Change::Put(to.clone(), record)],
+                vec![
+                    Change::Delete(from.clone()),
+                    Change::Put(to.clone(), record),
+                ],
             )
         }
         WriteOp::Reap { keys } => {
@@ -348,63 +439,240 @@ mod tests {
     }
 
     fn put(key: &str, value: &str, condition: Condition) -> WriteOp {
-        WriteOp::Put { key: b(key), value: b(value), condition, expiry: Expiry::Clear, return_old: false }
+        WriteOp::Put {
+            key: b(key),
+            value: b(value),
+            condition,
+            expiry: Expiry::Clear,
+            return_old: false,
+        }
     }
 
     #[test]
     fn put_conditions() {
         let mut v = MapView::default();
-        assert_eq!(v.run(put("k", "1", Condition::IfPresent), 1, 0), Ok(WriteReply::Put { version: None, old: None }));
-        assert_eq!(v.run(put("k", "1", Condition::IfAbsent), 2, 0), Ok(WriteReply::Put { version: Some(2), old: None }));
-        assert_eq!(v.run(put("k", "2", Condition::IfAbsent), 3, 0), Ok(WriteReply::Put { version: None, old: None }));
+        assert_eq!(
+            v.run(put("k", "1", Condition::IfPresent), 1, 0),
+            Ok(WriteReply::Put {
+                version: None,
+                old: None
+            })
+        );
+        assert_eq!(
+            v.run(put("k", "1", Condition::IfAbsent), 2, 0),
+            Ok(WriteReply::Put {
+                version: Some(2),
+                old: None
+            })
+        );
+        assert_eq!(
+            v.run(put("k", "2", Condition::IfAbsent), 3, 0),
+            Ok(WriteReply::Put {
+                version: None,
+                old: None
+            })
+        );
         assert_eq!(
             v.run(put("k", "2", Condition::IfVersion(1)), 4, 0),
-            Err(Error::VersionMismatch { expected: 1, actual: Some(2) })
+            Err(Error::VersionMismatch {
+                expected: 1,
+                actual: Some(2)
+            })
         );
-        assert_eq!(v.run(put("k", "2", Condition::IfVersion(2)), 5, 0), Ok(WriteReply::Put { version: Some(5), old: None }));
+        assert_eq!(
+            v.run(put("k", "2", Condition::IfVersion(2)), 5, 0),
+            Ok(WriteReply::Put {
+                version: Some(5),
+                old: None
+            })
+        );
         assert_eq!(v.0[&b("k")].value, b("2"));
         // IfVersion(0) means "only if absent".
-        assert_eq!(v.run(put("new", "x", Condition::IfVersion(0)), 6, 0), Ok(WriteReply::Put { version: Some(6), old: None }));
+        assert_eq!(
+            v.run(put("new", "x", Condition::IfVersion(0)), 6, 0),
+            Ok(WriteReply::Put {
+                version: Some(6),
+                old: None
+            })
+        );
     }
 
     #[test]
     fn expired_keys_are_absent_and_ttl_resolves_at_proposal_time() {
         let mut v = MapView::default();
-        let op = WriteOp::Put { key: b("t"), value: b("v"), condition: Condition::None, expiry: Expiry::AfterMillis(100), return_old: false };
+        let op = WriteOp::Put {
+            key: b("t"),
+            value: b("v"),
+            condition: Condition::None,
+            expiry: Expiry::AfterMillis(100),
+            return_old: false,
+        };
         v.run(op, 1, 1_000).unwrap();
         assert_eq!(v.0[&b("t")].expire_at, Some(1_100));
         // At 1_100 the key is expired, so NX succeeds.
-        assert_eq!(v.run(put("t", "w", Condition::IfAbsent), 2, 1_100), Ok(WriteReply::Put { version: Some(2), old: None }));
+        assert_eq!(
+            v.run(put("t", "w", Condition::IfAbsent), 2, 1_100),
+            Ok(WriteReply::Put {
+                version: Some(2),
+                old: None
+            })
+        );
         assert_eq!(v.0[&b("t")].expire_at, None);
     }
 
     #[test]
     fn incr_rules() {
         let mut v = MapView::default();
-        assert_eq!(v.run(WriteOp::IncrBy { key: b("n"), delta: 5 }, 1, 0), Ok(WriteReply::Int(5)));
-        assert_eq!(v.run(WriteOp::IncrBy { key: b("n"), delta: -7 }, 2, 0), Ok(WriteReply::Int(-2)));
+        assert_eq!(
+            v.run(
+                WriteOp::IncrBy {
+                    key: b("n"),
+                    delta: 5
+                },
+                1,
+                0
+            ),
+            Ok(WriteReply::Int(5))
+        );
+        assert_eq!(
+            v.run(
+                WriteOp::IncrBy {
+                    key: b("n"),
+                    delta: -7
+                },
+                2,
+                0
+            ),
+            Ok(WriteReply::Int(-2))
+        );
         v.run(put("s", "abc", Condition::None), 3, 0).unwrap();
-        assert_eq!(v.run(WriteOp::IncrBy { key: b("s"), delta: 1 }, 4, 0), Err(Error::NotInteger));
-        v.run(put("m", &i64::MAX.to_string(), Condition::None), 5, 0).unwrap();
-        assert_eq!(v.run(WriteOp::IncrBy { key: b("m"), delta: 1 }, 6, 0), Err(Error::Overflow));
-        assert_eq!(v.run(WriteOp::IncrByFloat { key: b("f"), delta: 10.5 }, 7, 0), Ok(WriteReply::Float("10.5".into())));
-        assert_eq!(v.run(WriteOp::IncrByFloat { key: b("f"), delta: -0.5 }, 8, 0), Ok(WriteReply::Float("10".into())));
-        assert_eq!(v.run(WriteOp::IncrByFloat { key: b("s"), delta: 1.0 }, 9, 0), Err(Error::NotFloat));
+        assert_eq!(
+            v.run(
+                WriteOp::IncrBy {
+                    key: b("s"),
+                    delta: 1
+                },
+                4,
+                0
+            ),
+            Err(Error::NotInteger)
+        );
+        v.run(put("m", &i64::MAX.to_string(), Condition::None), 5, 0)
+            .unwrap();
+        assert_eq!(
+            v.run(
+                WriteOp::IncrBy {
+                    key: b("m"),
+                    delta: 1
+                },
+                6,
+                0
+            ),
+            Err(Error::Overflow)
+        );
+        assert_eq!(
+            v.run(
+                WriteOp::IncrByFloat {
+                    key: b("f"),
+                    delta: 10.5
+                },
+                7,
+                0
+            ),
+            Ok(WriteReply::Float("10.5".into()))
+        );
+        assert_eq!(
+            v.run(
+                WriteOp::IncrByFloat {
+                    key: b("f"),
+                    delta: -0.5
+                },
+                8,
+                0
+            ),
+            Ok(WriteReply::Float("10".into()))
+        );
+        assert_eq!(
+            v.run(
+                WriteOp::IncrByFloat {
+                    key: b("s"),
+                    delta: 1.0
+                },
+                9,
+                0
+            ),
+            Err(Error::NotFloat)
+        );
     }
 
     #[test]
     fn append_and_setrange_respect_limits() {
         let mut v = MapView::default();
-        assert_eq!(v.run(WriteOp::Append { key: b("a"), value: b("he") }, 1, 0), Ok(WriteReply::Len(2)));
-        assert_eq!(v.run(WriteOp::Append { key: b("a"), value: b("llo") }, 2, 0), Ok(WriteReply::Len(5)));
-        assert_eq!(v.run(WriteOp::SetRange { key: b("a"), offset: 7, value: b("x") }, 3, 0), Ok(WriteReply::Len(8)));
+        assert_eq!(
+            v.run(
+                WriteOp::Append {
+                    key: b("a"),
+                    value: b("he")
+                },
+                1,
+                0
+            ),
+            Ok(WriteReply::Len(2))
+        );
+        assert_eq!(
+            v.run(
+                WriteOp::Append {
+                    key: b("a"),
+                    value: b("llo")
+                },
+                2,
+                0
+            ),
+            Ok(WriteReply::Len(5))
+        );
+        assert_eq!(
+            v.run(
+                WriteOp::SetRange {
+                    key: b("a"),
+                    offset: 7,
+                    value: b("x")
+                },
+                3,
+                0
+            ),
+            Ok(WriteReply::Len(8))
+        );
         assert_eq!(v.0[&b("a")].value, Bytes::from_static(b"hello\0\0x"));
-        let limits = Limits { max_key_bytes: 16, max_value_bytes: 8 };
-        let applied = apply(&WriteOp::Append { key: b("a"), value: b("y") }, 4, 0, &limits, &mut v);
-        assert_eq!(applied.reply, Err(Error::ValueTooLarge { len: 9, limit: 8 }));
+        let limits = Limits {
+            max_key_bytes: 16,
+            max_value_bytes: 8,
+        };
+        let applied = apply(
+            &WriteOp::Append {
+                key: b("a"),
+                value: b("y"),
+            },
+            4,
+            0,
+            &limits,
+            &mut v,
+        );
+        assert_eq!(
+            applied.reply,
+            Err(Error::ValueTooLarge { len: 9, limit: 8 })
+        );
         assert!(applied.changes.is_empty());
-        let applied = apply(&put("a-very-long-key-indeed", "v", Condition::None), 5, 0, &limits, &mut v);
-        assert_eq!(applied.reply, Err(Error::KeyTooLarge { len: 22, limit: 16 }));
+        let applied = apply(
+            &put("a-very-long-key-indeed", "v", Condition::None),
+            5,
+            0,
+            &limits,
+            &mut v,
+        );
+        assert_eq!(
+            applied.reply,
+            Err(Error::KeyTooLarge { len: 22, limit: 16 })
+        );
     }
 
     #[test]
@@ -412,23 +680,80 @@ mod tests {
         let mut v = MapView::default();
         v.run(put("a", "1", Condition::None), 1, 0).unwrap();
         assert_eq!(
-            v.run(WriteOp::Delete { keys: vec![b("a")], if_version: Some(9) }, 2, 0),
-            Err(Error::VersionMismatch { expected: 9, actual: Some(1) })
+            v.run(
+                WriteOp::Delete {
+                    keys: vec![b("a")],
+                    if_version: Some(9)
+                },
+                2,
+                0
+            ),
+            Err(Error::VersionMismatch {
+                expected: 9,
+                actual: Some(1)
+            })
         );
-        assert_eq!(v.run(WriteOp::Rename { from: b("a"), to: b("b"), if_target_absent: false }, 3, 0), Ok(WriteReply::Applied(true)));
+        assert_eq!(
+            v.run(
+                WriteOp::Rename {
+                    from: b("a"),
+                    to: b("b"),
+                    if_target_absent: false
+                },
+                3,
+                0
+            ),
+            Ok(WriteReply::Applied(true))
+        );
         assert!(!v.0.contains_key(&b("a")));
         assert_eq!(v.0[&b("b")].version, 3);
-        assert_eq!(v.run(WriteOp::Rename { from: b("a"), to: b("b"), if_target_absent: false }, 4, 0), Err(Error::NoSuchKey));
-        assert_eq!(v.run(WriteOp::Delete { keys: vec![b("b"), b("b"), b("zz")], if_version: None }, 5, 0), Ok(WriteReply::Deleted(1)));
+        assert_eq!(
+            v.run(
+                WriteOp::Rename {
+                    from: b("a"),
+                    to: b("b"),
+                    if_target_absent: false
+                },
+                4,
+                0
+            ),
+            Err(Error::NoSuchKey)
+        );
+        assert_eq!(
+            v.run(
+                WriteOp::Delete {
+                    keys: vec![b("b"), b("b"), b("zz")],
+                    if_version: None
+                },
+                5,
+                0
+            ),
+            Ok(WriteReply::Deleted(1))
+        );
     }
 
     #[test]
     fn reap_only_deletes_expired() {
         let mut v = MapView::default();
-        let op = |k: &str, ms| WriteOp::Put { key: b(k), value: b("v"), condition: Condition::None, expiry: Expiry::AfterMillis(ms), return_old: false };
+        let op = |k: &str, ms| WriteOp::Put {
+            key: b(k),
+            value: b("v"),
+            condition: Condition::None,
+            expiry: Expiry::AfterMillis(ms),
+            return_old: false,
+        };
         v.run(op("short", 10), 1, 0).unwrap();
         v.run(op("long", 1_000), 2, 0).unwrap();
-        assert_eq!(v.run(WriteOp::Reap { keys: vec![b("short"), b("long")] }, 3, 50), Ok(WriteReply::Deleted(1)));
+        assert_eq!(
+            v.run(
+                WriteOp::Reap {
+                    keys: vec![b("short"), b("long")]
+                },
+                3,
+                50
+            ),
+            Ok(WriteReply::Deleted(1))
+        );
         assert!(v.0.contains_key(&b("long")));
     }
 
@@ -436,8 +761,28 @@ mod tests {
     fn expire_in_past_deletes_and_persist_reports() {
         let mut v = MapView::default();
         v.run(put("k", "v", Condition::None), 1, 100).unwrap();
-        assert_eq!(v.run(WriteOp::SetExpiry { key: b("k"), expiry: Expiry::Clear }, 2, 100), Ok(WriteReply::Applied(false)));
-        assert_eq!(v.run(WriteOp::SetExpiry { key: b("k"), expiry: Expiry::At(50) }, 3, 100), Ok(WriteReply::Applied(true)));
+        assert_eq!(
+            v.run(
+                WriteOp::SetExpiry {
+                    key: b("k"),
+                    expiry: Expiry::Clear
+                },
+                2,
+                100
+            ),
+            Ok(WriteReply::Applied(false))
+        );
+        assert_eq!(
+            v.run(
+                WriteOp::SetExpiry {
+                    key: b("k"),
+                    expiry: Expiry::At(50)
+                },
+                3,
+                100
+            ),
+            Ok(WriteReply::Applied(true))
+        );
         assert!(v.0.is_empty());
     }
 

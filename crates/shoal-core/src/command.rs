@@ -8,8 +8,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::record::Record;
 use crate::UnixMillis;
+use crate::record::Record;
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,24 +51,63 @@ pub enum Expiry {
 /// A replicated write. Applied deterministically on every replica by `apply::apply`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WriteOp {
-    Put { key: Bytes, value: Bytes, condition: Condition, expiry: Expiry, return_old: bool },
+    Put {
+        key: Bytes,
+        value: Bytes,
+        condition: Condition,
+        expiry: Expiry,
+        return_old: bool,
+    },
     /// Deletes the keys that exist; `if_version` only with a single key.
-    Delete { keys: Vec<Bytes>, if_version: Option<u64> },
-    IncrBy { key: Bytes, delta: i64 },
-    IncrByFloat { key: Bytes, delta: f64 },
-    Append { key: Bytes, value: Bytes },
-    SetRange { key: Bytes, offset: u64, value: Bytes },
+    Delete {
+        keys: Vec<Bytes>,
+        if_version: Option<u64>,
+    },
+    IncrBy {
+        key: Bytes,
+        delta: i64,
+    },
+    IncrByFloat {
+        key: Bytes,
+        delta: f64,
+    },
+    Append {
+        key: Bytes,
+        value: Bytes,
+    },
+    SetRange {
+        key: Bytes,
+        offset: u64,
+        value: Bytes,
+    },
     /// Sets (`Expiry::At`/`AfterMillis`) or clears (`Expiry::Clear`) a key's expiry.
     /// An expiry in the past deletes the key, as Redis does.
-    SetExpiry { key: Bytes, expiry: Expiry },
-    GetDel { key: Bytes },
-    GetEx { key: Bytes, expiry: Expiry },
+    SetExpiry {
+        key: Bytes,
+        expiry: Expiry,
+    },
+    GetDel {
+        key: Bytes,
+    },
+    GetEx {
+        key: Bytes,
+        expiry: Expiry,
+    },
     /// All-or-nothing multi-put within one shard; with `if_none_exist` (MSETNX) nothing is
     /// written if any key exists.
-    PutMany { pairs: Vec<(Bytes, Bytes)>, if_none_exist: bool },
-    Rename { from: Bytes, to: Bytes, if_target_absent: bool },
+    PutMany {
+        pairs: Vec<(Bytes, Bytes)>,
+        if_none_exist: bool,
+    },
+    Rename {
+        from: Bytes,
+        to: Bytes,
+        if_target_absent: bool,
+    },
     /// Leader-proposed TTL reaping: deletes each key that is expired at the entry's time.
-    Reap { keys: Vec<Bytes> },
+    Reap {
+        keys: Vec<Bytes>,
+    },
     /// Deletes every key of the shard.
     Flush,
 }
@@ -98,7 +137,10 @@ impl WriteOp {
 pub enum WriteReply {
     /// A put: `version` is the new version, `None` when a condition (NX/XX) stopped it;
     /// `old` is the previous value when asked for.
-    Put { version: Option<u64>, old: Option<Bytes> },
+    Put {
+        version: Option<u64>,
+        old: Option<Bytes>,
+    },
     /// Number of keys removed.
     Deleted(u64),
     Int(i64),
@@ -124,12 +166,21 @@ pub struct ScanCursor {
 /// A request to the node, independent of protocol.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    Get { key: Bytes },
+    Get {
+        key: Bytes,
+    },
     /// Gets several keys; they must all live in one shard.
-    GetMany { keys: Vec<Bytes> },
+    GetMany {
+        keys: Vec<Bytes>,
+    },
     /// Lists keys in slot order from `cursor`, at most `limit`, optionally only those
     /// starting with `prefix`. Looks at no more than `budget` keys so one call stays bounded.
-    Scan { cursor: ScanCursor, limit: usize, prefix: Option<Bytes>, with_values: bool },
+    Scan {
+        cursor: ScanCursor,
+        limit: usize,
+        prefix: Option<Bytes>,
+        with_values: bool,
+    },
     /// Number of live keys on every shard.
     Count,
     /// Some live key, or none if the store is empty.
@@ -142,7 +193,10 @@ pub enum Command {
 pub enum Reply {
     Record(Option<Record>),
     Records(Vec<Option<Record>>),
-    Scan { entries: Vec<(Bytes, Option<Record>)>, next: Option<ScanCursor> },
+    Scan {
+        entries: Vec<(Bytes, Option<Record>)>,
+        next: Option<ScanCursor>,
+    },
     Count(u64),
     Key(Option<Bytes>),
     Write(WriteReply),

@@ -11,9 +11,7 @@ pub enum Error {
     EmptyKey,
     #[error("key is {len} bytes, over the key size limit of {limit} bytes (--max-key-bytes)")]
     KeyTooLarge { len: usize, limit: usize },
-    #[error(
-        "value is {len} bytes, over the value size limit of {limit} bytes (--max-value-bytes)"
-    )]
+    #[error("value is {len} bytes, over the value size limit of {limit} bytes (--max-value-bytes)")]
     ValueTooLarge { len: usize, limit: usize },
     #[error("keys in request don't hash to the same shard")]
     CrossShard,
@@ -92,7 +90,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::NoLeader { .. } | Error::NotLeader { .. } | Error::Timeout(_) | Error::Overloaded { .. }
+            Error::NoLeader { .. }
+                | Error::NotLeader { .. }
+                | Error::Timeout(_)
+                | Error::Overloaded { .. }
         )
     }
 }

@@ -18,7 +18,7 @@ pub use error::Error;
 pub use limits::Limits;
 pub use record::Record;
 pub use shard::{ShardId, ShardLayout};
-pub use slot::{key_slot, SLOT_COUNT};
+pub use slot::{SLOT_COUNT, key_slot};
 
 /// Milliseconds since the Unix epoch, the clock every expiry is expressed in.
 pub type UnixMillis = u64;

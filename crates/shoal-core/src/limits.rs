@@ -18,7 +18,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_key_bytes: DEFAULT_MAX_KEY_BYTES, max_value_bytes: DEFAULT_MAX_VALUE_BYTES }
+        Self {
+            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+        }
     }
 }
 
@@ -28,14 +31,20 @@ impl Limits {
             return Err(Error::EmptyKey);
         }
         if key.len() > self.max_key_bytes {
-            return Err(Error::KeyTooLarge { len: key.len(), limit: self.max_key_bytes });
+            return Err(Error::KeyTooLarge {
+                len: key.len(),
+                limit: self.max_key_bytes,
+            });
         }
         Ok(())
     }
 
     pub fn check_value_len(&self, len: usize) -> Result<(), Error> {
         if len > self.max_value_bytes {
-            return Err(Error::ValueTooLarge { len, limit: self.max_value_bytes });
+            return Err(Error::ValueTooLarge {
+                len,
+                limit: self.max_value_bytes,
+            });
         }
         Ok(())
     }

@@ -32,7 +32,11 @@ impl Record {
     /// Decodes a stored record; `None` if the bytes are too short to be one.
     pub fn decode(bytes: &[u8]) -> Option<Record> {
         let (version, expire_at) = decode_header(bytes)?;
-        Some(Record { value: Bytes::copy_from_slice(&bytes[RECORD_HEADER..]), version, expire_at })
+        Some(Record {
+            value: Bytes::copy_from_slice(&bytes[RECORD_HEADER..]),
+            version,
+            expire_at,
+        })
     }
 }
 

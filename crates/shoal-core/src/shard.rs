@@ -54,7 +54,13 @@ impl ShardLayout {
             .map(|i| {
                 let start = i * total / shards;
                 let end = (i + 1) * total / shards;
-                (i + 1, SlotRange { start: start as Slot, end })
+                (
+                    i + 1,
+                    SlotRange {
+                        start: start as Slot,
+                        end,
+                    },
+                )
             })
             .collect();
         Ok(Self::from_ranges(ranges))
@@ -74,7 +80,10 @@ impl ShardLayout {
             next = range.end;
         }
         assert_eq!(next, SLOT_COUNT as u32, "slot ranges must cover every slot");
-        Self { ranges, slot_to_shard }
+        Self {
+            ranges,
+            slot_to_shard,
+        }
     }
 
     pub fn shard_of_slot(&self, slot: Slot) -> ShardId {
@@ -91,7 +100,10 @@ impl ShardLayout {
     }
 
     pub fn range_of(&self, shard: ShardId) -> Option<SlotRange> {
-        self.ranges.iter().find(|(id, _)| *id == shard).map(|(_, r)| *r)
+        self.ranges
+            .iter()
+            .find(|(id, _)| *id == shard)
+            .map(|(_, r)| *r)
     }
 
     pub fn len(&self) -> usize {

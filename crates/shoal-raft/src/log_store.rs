@@ -25,7 +25,9 @@ impl LogStore {
     /// index, never silently skipped.
     pub fn open(engine: Engine, group: GroupId) -> Result<Self, StorageError> {
         let store = LogStore { engine, group };
-        let purged = store.purged().map_err(|e| StorageError::corrupt("raft log", e))?;
+        let purged = store
+            .purged()
+            .map_err(|e| StorageError::corrupt("raft log", e))?;
         let mut bounds = store.engine.log_bounds(group)?;
         if let (Some(p), Some(first)) = (&purged, bounds.first)
             && first <= p.index
@@ -41,7 +43,10 @@ impl LogStore {
             {
                 return Err(StorageError::corrupt(
                     format!("raft log of group {group}"),
-                    format!("first entry {first} does not follow purge point {}", p.index),
+                    format!(
+                        "first entry {first} does not follow purge point {}",
+                        p.index
+                    ),
                 ));
             }
             // Walk in bounded chunks so a long log does not load at once.
@@ -55,12 +60,18 @@ impl LogStore {
                         ));
                     }
                     let entry: Entry = postcard::from_bytes(&bytes).map_err(|e| {
-                        StorageError::corrupt(format!("raft log of group {group}, entry {index}"), e)
+                        StorageError::corrupt(
+                            format!("raft log of group {group}, entry {index}"),
+                            e,
+                        )
                     })?;
                     if entry.log_id.index != index {
                         return Err(StorageError::corrupt(
                             format!("raft log of group {group}"),
-                            format!("entry stored at {index} claims index {}", entry.log_id.index),
+                            format!(
+                                "entry stored at {index} claims index {}",
+                                entry.log_id.index
+                            ),
                         ));
                     }
                     expected += 1;
@@ -77,7 +88,11 @@ impl LogStore {
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, tag: u8) -> io::Result<Option<T>> {
-        match self.engine.get_meta(self.group, tag).map_err(io::Error::from)? {
+        match self
+            .engine
+            .get_meta(self.group, tag)
+            .map_err(io::Error::from)?
+        {
             None => Ok(None),
             Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(io_err),
         }
@@ -92,7 +107,8 @@ impl LogStore {
         self.engine.sync(Box::new(move |r| {
             let _ = tx.send(r);
         }));
-        rx.await.map_err(|_| io_err("storage sync thread stopped"))?
+        rx.await
+            .map_err(|_| io_err("storage sync thread stopped"))?
     }
 }
 
@@ -116,11 +132,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = to_range(&range);
-        let raw = self.engine.read_log(self.group, start, end).map_err(io::Error::from)?;
+        let raw = self
+            .engine
+            .read_log(self.group, start, end)
+            .map_err(io::Error::from)?;
         raw.iter()
             .map(|(index, bytes)| {
                 postcard::from_bytes(bytes).map_err(|e| {
-                    io_err(format!("raft log of group {} entry {index} is corrupt: {e}", self.group))
+                    io_err(format!(
+                        "raft log of group {} entry {index} is corrupt: {e}",
+                        self.group
+                    ))
                 })
             })
             .collect()
@@ -136,15 +158,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id = self.purged()?;
-        let bounds = self.engine.log_bounds(self.group).map_err(io::Error::from)?;
+        let bounds = self
+            .engine
+            .log_bounds(self.group)
+            .map_err(io::Error::from)?;
         let last_log_id = match bounds.last {
             Some(last) => {
                 let mut entries = self.try_get_log_entries(last..=last).await?;
                 entries.pop().map(|e| e.log_id)
             }
-            None => last_purged_log_id.clone(),
+            None => last_purged_log_id,
         };
-        Ok(LogState { last_purged_log_id, last_log_id })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -153,21 +181,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let bytes = postcard::to_allocvec(vote).map_err(io_err)?;
-        self.engine.put_meta(self.group, TAG_VOTE, bytes).map_err(io::Error::from)?;
+        self.engine
+            .put_meta(self.group, TAG_VOTE, bytes)
+            .map_err(io::Error::from)?;
         // A vote must be durable before it is acted on, or a restart could vote twice.
         self.sync().await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         let bytes = postcard::to_allocvec(&committed).map_err(io_err)?;
-        self.engine.put_meta(self.group, TAG_COMMITTED, bytes).map_err(io::Error::from)
+        self.engine
+            .put_meta(self.group, TAG_COMMITTED, bytes)
+            .map_err(io::Error::from)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
         Ok(self.read_meta::<Option<LogId>>(TAG_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -177,24 +213,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map(|e| postcard::to_allocvec(&e).map(|b| (e.log_id.index, b)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(io_err)?;
-        self.engine.append_log(self.group, encoded).map_err(io::Error::from)?;
+        self.engine
+            .append_log(self.group, encoded)
+            .map_err(io::Error::from)?;
         // Group commit: the callback fires after the fsync that covers this append,
         // shared with every other group's appends queued meanwhile.
-        self.engine.sync(Box::new(move |r| callback.io_completed(r)));
+        self.engine
+            .sync(Box::new(move |r| callback.io_completed(r)));
         Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |id| id.index + 1);
-        self.engine.truncate_log_from(self.group, from).map_err(io::Error::from)
+        self.engine
+            .truncate_log_from(self.group, from)
+            .map_err(io::Error::from)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         // Record the purge point first: a crash mid-purge then leaves only entries that
         // are below it, which `open` tolerates by purging again.
         let bytes = postcard::to_allocvec(&log_id).map_err(io_err)?;
-        self.engine.put_meta(self.group, TAG_PURGED, bytes).map_err(io::Error::from)?;
-        self.engine.purge_log_upto(self.group, log_id.index).map_err(io::Error::from)
+        self.engine
+            .put_meta(self.group, TAG_PURGED, bytes)
+            .map_err(io::Error::from)?;
+        self.engine
+            .purge_log_upto(self.group, log_id.index)
+            .map_err(io::Error::from)
     }
 }
 
@@ -206,7 +251,13 @@ mod tests {
     use super::*;
 
     fn entry(index: u64) -> Vec<u8> {
-        let log_id = LogId::new(openraft::vote::leader_id_adv::CommittedLeaderId { term: 1, node_id: 1 }, index);
+        let log_id = LogId::new(
+            openraft::vote::leader_id_adv::CommittedLeaderId {
+                term: 1,
+                node_id: 1,
+            },
+            index,
+        );
         postcard::to_allocvec(&Entry::new_blank(log_id)).unwrap()
     }
 
@@ -214,7 +265,9 @@ mod tests {
     async fn intact_log_opens_and_reports_its_state() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
-        engine.append_log(1, (1..=5).map(|i| (i, entry(i)))).unwrap();
+        engine
+            .append_log(1, (1..=5).map(|i| (i, entry(i))))
+            .unwrap();
         let mut store = LogStore::open(engine, 1).unwrap();
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id.map(|l| l.index), Some(5));
@@ -225,8 +278,13 @@ mod tests {
     fn corrupt_entry_is_reported_with_group_and_index() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
-        engine.append_log(3, [(1, entry(1)), (2, vec![0xff, 0xfe, 0x01])]).unwrap();
-        let err = LogStore::open(engine, 3).err().expect("corruption must be reported").to_string();
+        engine
+            .append_log(3, [(1, entry(1)), (2, vec![0xff, 0xfe, 0x01])])
+            .unwrap();
+        let err = LogStore::open(engine, 3)
+            .err()
+            .expect("corruption must be reported")
+            .to_string();
         assert!(err.contains("group 3") && err.contains("entry 2"), "{err}");
     }
 
@@ -234,8 +292,13 @@ mod tests {
     fn gap_in_log_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
-        engine.append_log(2, [(1, entry(1)), (2, entry(2)), (4, entry(4))]).unwrap();
-        let err = LogStore::open(engine, 2).err().expect("gap must be reported").to_string();
+        engine
+            .append_log(2, [(1, entry(1)), (2, entry(2)), (4, entry(4))])
+            .unwrap();
+        let err = LogStore::open(engine, 2)
+            .err()
+            .expect("gap must be reported")
+            .to_string();
         assert!(err.contains("entry 3 is missing"), "{err}");
     }
 }

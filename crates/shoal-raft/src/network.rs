@@ -6,12 +6,13 @@ use std::future::Future;
 
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::{OptionalSend, RaftNetworkV2};
 
 use crate::state_machine::SnapshotFile;
 use crate::types::{TypeConfig, Vote};
-
 
 /// Why an RPC could not be sent.
 #[derive(Debug)]
@@ -19,7 +20,11 @@ struct NoPeerTransport(u64);
 
 impl std::fmt::Display for NoPeerTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "no peer transport configured on this node (target node {})", self.0)
+        write!(
+            f,
+            "no peer transport configured on this node (target node {})",
+            self.0
+        )
     }
 }
 

@@ -5,15 +5,15 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
-use shoal_core::apply::{apply, Change, KeyView};
+use shoal_core::apply::{Change, KeyView, apply};
 use shoal_core::{Error, Limits, Record};
 use shoal_storage::keys::{GroupId, TAG_APPLIED, TAG_SNAPSHOT};
 use shoal_storage::{DataChange, Engine};
@@ -78,7 +78,14 @@ impl ShardStateMachine {
             None => AppliedState::default(),
         };
         key_count.store(state.key_count, Ordering::Relaxed);
-        Ok(Self { engine, group, limits, snapshot_dir, state, key_count })
+        Ok(Self {
+            engine,
+            group,
+            limits,
+            snapshot_dir,
+            state,
+            key_count,
+        })
     }
 }
 
@@ -98,7 +105,9 @@ impl KeyView for BatchView<'_> {
         if self.cleared {
             return Ok(None);
         }
-        self.engine.get_record(self.group, key).map_err(|e| Error::Storage(e.to_string()))
+        self.engine
+            .get_record(self.group, key)
+            .map_err(|e| Error::Storage(e.to_string()))
     }
 }
 
@@ -114,7 +123,12 @@ struct PendingBatch {
 
 impl ShardStateMachine {
     fn view<'a>(&'a self, batch: &'a PendingBatch) -> BatchView<'a> {
-        BatchView { engine: &self.engine, group: self.group, overlay: &batch.overlay, cleared: batch.cleared }
+        BatchView {
+            engine: &self.engine,
+            group: self.group,
+            overlay: &batch.overlay,
+            cleared: batch.cleared,
+        }
     }
 
     fn apply_request(
@@ -125,7 +139,13 @@ impl ShardStateMachine {
     ) -> Result<ShardResponse, io::Error> {
         let mut results = Vec::with_capacity(request.ops.len());
         for op in &request.ops {
-            let applied = apply(op, index, request.now_ms, &self.limits, &mut self.view(batch));
+            let applied = apply(
+                op,
+                index,
+                request.now_ms,
+                &self.limits,
+                &mut self.view(batch),
+            );
             for change in applied.changes {
                 match change {
                     Change::Put(key, record) => {
@@ -143,7 +163,10 @@ impl ShardStateMachine {
                     Change::Delete(key) => {
                         if let Some(old) = self.view(batch).get(&key).map_err(io_err)? {
                             self.state.key_count -= 1;
-                            batch.changes.push(DataChange::Delete { key: key.clone(), old_expire: old.expire_at });
+                            batch.changes.push(DataChange::Delete {
+                                key: key.clone(),
+                                old_expire: old.expire_at,
+                            });
                             batch.overlay.insert(key, None);
                         }
                     }
@@ -165,7 +188,8 @@ impl ShardStateMachine {
         self.engine
             .apply_changes(self.group, &batch.changes, &[(TAG_APPLIED, state)])
             .map_err(io::Error::from)?;
-        self.key_count.store(self.state.key_count, Ordering::Relaxed);
+        self.key_count
+            .store(self.state.key_count, Ordering::Relaxed);
         // Reply only once the changes are visible to reads.
         for (responder, response) in batch.replies {
             responder.send(response);
@@ -179,7 +203,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        Ok((self.state.last_applied.clone(), self.state.membership.clone()))
+        Ok((self.state.last_applied, self.state.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -193,11 +217,11 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                 EntryPayload::Blank => ShardResponse::default(),
                 EntryPayload::Normal(request) => self.apply_request(&mut batch, index, request)?,
                 EntryPayload::Membership(m) => {
-                    self.state.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                    self.state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                     ShardResponse::default()
                 }
             };
-            self.state.last_applied = Some(entry.log_id.clone());
+            self.state.last_applied = Some(entry.log_id);
             if let Some(responder) = responder {
                 batch.replies.push((responder, response));
             }
@@ -213,37 +237,65 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { engine: self.engine.clone(), group: self.group, dir: self.snapshot_dir.clone() }
+        SnapshotBuilder {
+            engine: self.engine.clone(),
+            group: self.group,
+            dir: self.snapshot_dir.clone(),
+        }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
         // Keep the installed file as our current snapshot, under our own name.
         let path = snapshot_path(&self.snapshot_dir, self.group, meta, "installed");
         if snapshot.path != path {
             std::fs::copy(&snapshot.path, &path)?;
         }
         let mut state = AppliedState {
-            last_applied: meta.last_log_id.clone(),
+            last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             key_count: 0,
         };
         // The key count is only known after reading the file; write it in a second step.
-        let record = SnapshotRecord { meta: meta.clone(), file: path.display().to_string() };
+        let record = SnapshotRecord {
+            meta: meta.clone(),
+            file: path.display().to_string(),
+        };
         let count = self
             .engine
-            .import_group(self.group, &path, &[(TAG_SNAPSHOT, postcard::to_allocvec(&record).map_err(io_err)?)])
+            .import_group(
+                self.group,
+                &path,
+                &[(
+                    TAG_SNAPSHOT,
+                    postcard::to_allocvec(&record).map_err(io_err)?,
+                )],
+            )
             .map_err(io::Error::from)?;
         state.key_count = count;
         self.engine
-            .apply_changes(self.group, &[], &[(TAG_APPLIED, postcard::to_allocvec(&state).map_err(io_err)?)])
+            .apply_changes(
+                self.group,
+                &[],
+                &[(TAG_APPLIED, postcard::to_allocvec(&state).map_err(io_err)?)],
+            )
             .map_err(io::Error::from)?;
         self.key_count.store(count, Ordering::Relaxed);
         self.state = state;
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
-        let Some(bytes) = self.engine.get_meta(self.group, TAG_SNAPSHOT).map_err(io::Error::from)? else {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
+        let Some(bytes) = self
+            .engine
+            .get_meta(self.group, TAG_SNAPSHOT)
+            .map_err(io::Error::from)?
+        else {
             return Ok(None);
         };
         let record: SnapshotRecord = postcard::from_bytes(&bytes).map_err(io_err)?;
@@ -251,7 +303,10 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         if !path.exists() {
             return Ok(None);
         }
-        Ok(Some(Snapshot { meta: record.meta, snapshot: SnapshotFile { path } }))
+        Ok(Some(Snapshot {
+            meta: record.meta,
+            snapshot: SnapshotFile { path },
+        }))
     }
 }
 
@@ -270,19 +325,23 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotFile;
 
-    async fn build_snapshot(&mut self) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
         let engine = self.engine.clone();
         let (group, dir) = (self.group, self.dir.clone());
         // Exporting reads the whole shard: keep it off the async workers.
         tokio::task::spawn_blocking(move || -> Result<_, io::Error> {
             let tmp = dir.join(format!("group-{group}-building.snap"));
-            let (state, _count) = engine.export_group(group, &tmp, TAG_APPLIED).map_err(io::Error::from)?;
+            let (state, _count) = engine
+                .export_group(group, &tmp, TAG_APPLIED)
+                .map_err(io::Error::from)?;
             let state: AppliedState = match state {
                 Some(bytes) => postcard::from_bytes(&bytes).map_err(io_err)?,
                 None => AppliedState::default(),
             };
             let meta = SnapshotMeta {
-                last_log_id: state.last_applied.clone(),
+                last_log_id: state.last_applied,
                 last_membership: state.membership.clone(),
             };
             let built_at = std::time::SystemTime::now()
@@ -290,10 +349,19 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .map_or(0, |d| d.as_millis());
             let path = snapshot_path(&dir, group, &meta, &format!("built{built_at}"));
             std::fs::rename(&tmp, &path)?;
-            let previous = engine.get_meta(group, TAG_SNAPSHOT).map_err(io::Error::from)?;
-            let record = SnapshotRecord { meta: meta.clone(), file: path.display().to_string() };
+            let previous = engine
+                .get_meta(group, TAG_SNAPSHOT)
+                .map_err(io::Error::from)?;
+            let record = SnapshotRecord {
+                meta: meta.clone(),
+                file: path.display().to_string(),
+            };
             engine
-                .put_meta(group, TAG_SNAPSHOT, postcard::to_allocvec(&record).map_err(io_err)?)
+                .put_meta(
+                    group,
+                    TAG_SNAPSHOT,
+                    postcard::to_allocvec(&record).map_err(io_err)?,
+                )
                 .map_err(io::Error::from)?;
             // Only the newest snapshot is kept.
             if let Some(prev) = previous
@@ -302,7 +370,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             {
                 let _ = std::fs::remove_file(prev.file);
             }
-            Ok(Snapshot { meta, snapshot: SnapshotFile { path } })
+            Ok(Snapshot {
+                meta,
+                snapshot: SnapshotFile { path },
+            })
         })
         .await
         .map_err(io_err)?

@@ -20,7 +20,9 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { cache_bytes: 256 * 1024 * 1024 }
+        Self {
+            cache_bytes: 256 * 1024 * 1024,
+        }
     }
 }
 
@@ -94,7 +96,11 @@ impl Engine {
 
     /// Runs `callback` once every write made so far is durable (group commit).
     pub fn sync(&self, callback: SyncCallback) {
-        self.inner.syncer.lock().expect("syncer lock").sync(callback);
+        self.inner
+            .syncer
+            .lock()
+            .expect("syncer lock")
+            .sync(callback);
     }
 
     /// Blocks until every write made so far is durable.
@@ -139,7 +145,11 @@ impl Engine {
         if start >= end {
             return Ok(out);
         }
-        for item in self.inner.log.range(keys::log_key(group, start)..keys::log_key(group, end)) {
+        for item in self
+            .inner
+            .log
+            .range(keys::log_key(group, start)..keys::log_key(group, end))
+        {
             let (k, v) = item.into_inner()?;
             let index = keys::log_index_of(&k)
                 .ok_or_else(|| StorageError::corrupt("raft log", "short log key"))?;
@@ -185,7 +195,7 @@ impl Engine {
             batch.remove(&self.inner.log, k);
             n += 1;
             // Bounded batches: a purge after a long outage must not build one huge batch.
-            if n % 4096 == 0 {
+            if n.is_multiple_of(4096) {
                 std::mem::replace(&mut batch, self.inner.db.batch()).commit()?;
             }
         }
@@ -218,17 +228,42 @@ mod tests {
     fn log_append_read_truncate_purge() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
-        engine.append_log(1, (1..=10).map(|i| (i, vec![i as u8]))).unwrap();
-        engine.append_log(2, (1..=3).map(|i| (i, vec![0xff]))).unwrap();
-        assert_eq!(engine.log_bounds(1).unwrap(), LogBounds { first: Some(1), last: Some(10) });
+        engine
+            .append_log(1, (1..=10).map(|i| (i, vec![i as u8])))
+            .unwrap();
+        engine
+            .append_log(2, (1..=3).map(|i| (i, vec![0xff])))
+            .unwrap();
+        assert_eq!(
+            engine.log_bounds(1).unwrap(),
+            LogBounds {
+                first: Some(1),
+                last: Some(10)
+            }
+        );
         let got = engine.read_log(1, 3, 6).unwrap();
-        assert_eq!(got.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(
+            got.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
         assert_eq!(&*got[0].1, &[3u8]);
         engine.truncate_log_from(1, 8).unwrap();
         engine.purge_log_upto(1, 2).unwrap();
-        assert_eq!(engine.log_bounds(1).unwrap(), LogBounds { first: Some(3), last: Some(7) });
+        assert_eq!(
+            engine.log_bounds(1).unwrap(),
+            LogBounds {
+                first: Some(3),
+                last: Some(7)
+            }
+        );
         // Other groups are untouched.
-        assert_eq!(engine.log_bounds(2).unwrap(), LogBounds { first: Some(1), last: Some(3) });
+        assert_eq!(
+            engine.log_bounds(2).unwrap(),
+            LogBounds {
+                first: Some(1),
+                last: Some(3)
+            }
+        );
         assert_eq!(engine.log_bounds(3).unwrap(), LogBounds::default());
     }
 
@@ -256,11 +291,16 @@ mod tests {
         {
             let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
             engine.append_log(4, [(1, b"entry".to_vec())]).unwrap();
-            engine.put_meta(4, keys::TAG_VOTE, b"vote".to_vec()).unwrap();
+            engine
+                .put_meta(4, keys::TAG_VOTE, b"vote".to_vec())
+                .unwrap();
             engine.close().unwrap();
         }
         let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
         assert_eq!(&*engine.read_log(4, 1, 2).unwrap()[0].1, b"entry");
-        assert_eq!(&*engine.get_meta(4, keys::TAG_VOTE).unwrap().unwrap(), b"vote");
+        assert_eq!(
+            &*engine.get_meta(4, keys::TAG_VOTE).unwrap().unwrap(),
+            b"vote"
+        );
     }
 }

@@ -24,7 +24,9 @@ pub enum StorageError {
     Engine(#[from] fjall::Error),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-    #[error("corrupt data in {what}: {detail}; the data directory is damaged, restore it from a replica or backup")]
+    #[error(
+        "corrupt data in {what}: {detail}; the data directory is damaged, restore it from a replica or backup"
+    )]
     Corrupt { what: String, detail: String },
     #[error("storage is closed")]
     Closed,
@@ -32,7 +34,10 @@ pub enum StorageError {
 
 impl StorageError {
     pub fn corrupt(what: impl Into<String>, detail: impl std::fmt::Display) -> Self {
-        StorageError::Corrupt { what: what.into(), detail: detail.to_string() }
+        StorageError::Corrupt {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
     }
 }
 

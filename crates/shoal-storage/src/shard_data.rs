@@ -11,8 +11,15 @@ use crate::{Result, StorageError};
 /// One change to a shard's keys, with the old expiry so the expiry index stays exact.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DataChange {
-    Put { key: Bytes, old_expire: Option<u64>, record: Record },
-    Delete { key: Bytes, old_expire: Option<u64> },
+    Put {
+        key: Bytes,
+        old_expire: Option<u64>,
+        record: Record,
+    },
+    Delete {
+        key: Bytes,
+        old_expire: Option<u64>,
+    },
     DeleteAll,
 }
 
@@ -26,10 +33,14 @@ pub struct ScanPage {
 
 impl Engine {
     pub fn get_record(&self, group: GroupId, key: &[u8]) -> Result<Option<Record>> {
-        let stored = self.inner.data.get(keys::data_key(group, key_slot(key), key))?;
+        let stored = self
+            .inner
+            .data
+            .get(keys::data_key(group, key_slot(key), key))?;
         stored
             .map(|bytes| {
-                Record::decode(&bytes).ok_or_else(|| StorageError::corrupt("shard data", "short record"))
+                Record::decode(&bytes)
+                    .ok_or_else(|| StorageError::corrupt("shard data", "short record"))
             })
             .transpose()
     }
@@ -46,9 +57,17 @@ impl Engine {
         let mut batch = inner.db.batch();
         for change in changes {
             match change {
-                DataChange::Put { key, old_expire, record } => {
+                DataChange::Put {
+                    key,
+                    old_expire,
+                    record,
+                } => {
                     let slot = key_slot(key);
-                    batch.insert(&inner.data, keys::data_key(group, slot, key), record.encode());
+                    batch.insert(
+                        &inner.data,
+                        keys::data_key(group, slot, key),
+                        record.encode(),
+                    );
                     if *old_expire != record.expire_at {
                         if let Some(old) = old_expire {
                             batch.remove(&inner.expiry, keys::expiry_key(group, *old, key));
@@ -137,9 +156,16 @@ impl Engine {
             if prefix.is_none_or(|p| key.starts_with(p)) {
                 let (version, expire_at) = record::decode_header(&v)
                     .ok_or_else(|| StorageError::corrupt("shard data", "short record"))?;
-                if !expire_at.is_some_and(|at| at <= now) {
+                if expire_at.is_none_or(|at| at > now) {
                     let value = Bytes::copy_from_slice(&v[record::RECORD_HEADER..]);
-                    page.entries.push((key, Record { value, version, expire_at }));
+                    page.entries.push((
+                        key,
+                        Record {
+                            value,
+                            version,
+                            expire_at,
+                        },
+                    ));
                 }
             }
             if page.entries.len() >= limit || examined >= budget {
@@ -163,7 +189,7 @@ impl Engine {
                 .ok_or_else(|| StorageError::corrupt("shard data", "short key"))?;
             let (_, expire_at) = record::decode_header(&v)
                 .ok_or_else(|| StorageError::corrupt("shard data", "short record"))?;
-            if !expire_at.is_some_and(|at| at <= now) {
+            if expire_at.is_none_or(|at| at > now) {
                 return Ok(Some(Bytes::copy_from_slice(key)));
             }
         }
@@ -177,28 +203,54 @@ mod tests {
     use crate::EngineOptions;
 
     fn rec(v: &str, version: u64, expire_at: Option<u64>) -> Record {
-        Record { value: Bytes::copy_from_slice(v.as_bytes()), version, expire_at }
+        Record {
+            value: Bytes::copy_from_slice(v.as_bytes()),
+            version,
+            expire_at,
+        }
     }
 
     fn put(key: &str, old_expire: Option<u64>, record: Record) -> DataChange {
-        DataChange::Put { key: Bytes::copy_from_slice(key.as_bytes()), old_expire, record }
+        DataChange::Put {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            old_expire,
+            record,
+        }
     }
 
     #[test]
     fn apply_get_and_expiry_index() {
         let dir = tempfile::tempdir().unwrap();
         let e = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
-        e.apply_changes(1, &[put("a", None, rec("1", 1, Some(100))), put("b", None, rec("2", 1, None))], &[])
-            .unwrap();
+        e.apply_changes(
+            1,
+            &[
+                put("a", None, rec("1", 1, Some(100))),
+                put("b", None, rec("2", 1, None)),
+            ],
+            &[],
+        )
+        .unwrap();
         assert_eq!(e.get_record(1, b"a").unwrap(), Some(rec("1", 1, Some(100))));
         assert_eq!(e.get_record(2, b"a").unwrap(), None);
         assert_eq!(e.due_expiries(1, 99, 10).unwrap(), Vec::<Bytes>::new());
-        assert_eq!(e.due_expiries(1, 100, 10).unwrap(), vec![Bytes::from_static(b"a")]);
+        assert_eq!(
+            e.due_expiries(1, 100, 10).unwrap(),
+            vec![Bytes::from_static(b"a")]
+        );
         // Moving the expiry moves the index entry.
-        e.apply_changes(1, &[put("a", Some(100), rec("1", 2, Some(500)))], &[]).unwrap();
-        assert!(e.due_expiries(1, 499, 10).unwrap().is_empty());
-        e.apply_changes(1, &[DataChange::Delete { key: Bytes::from_static(b"a"), old_expire: Some(500) }], &[])
+        e.apply_changes(1, &[put("a", Some(100), rec("1", 2, Some(500)))], &[])
             .unwrap();
+        assert!(e.due_expiries(1, 499, 10).unwrap().is_empty());
+        e.apply_changes(
+            1,
+            &[DataChange::Delete {
+                key: Bytes::from_static(b"a"),
+                old_expire: Some(500),
+            }],
+            &[],
+        )
+        .unwrap();
         assert!(e.due_expiries(1, u64::MAX - 1, 10).unwrap().is_empty());
         e.apply_changes(1, &[DataChange::DeleteAll], &[]).unwrap();
         assert_eq!(e.get_record(1, b"b").unwrap(), None);
@@ -208,12 +260,16 @@ mod tests {
     fn scan_pages_cover_every_key_once() {
         let dir = tempfile::tempdir().unwrap();
         let e = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
-        let changes: Vec<_> = (0..500).map(|i| put(&format!("key{i}"), None, rec("v", 1, None))).collect();
+        let changes: Vec<_> = (0..500)
+            .map(|i| put(&format!("key{i}"), None, rec("v", 1, None)))
+            .collect();
         e.apply_changes(1, &changes, &[]).unwrap();
         let mut seen = std::collections::BTreeSet::new();
         let (mut slot, mut after) = (0u16, None::<Bytes>);
         loop {
-            let page = e.scan(1, slot, after.as_deref(), 16384, 7, None, 0, 1000).unwrap();
+            let page = e
+                .scan(1, slot, after.as_deref(), 16384, 7, None, 0, 1000)
+                .unwrap();
             for (k, _) in page.entries {
                 assert!(seen.insert(k), "key returned twice");
             }

@@ -39,9 +39,16 @@ impl Fnv {
 impl Engine {
     /// Writes a consistent copy of `group`'s keys to `path`, and returns the group's
     /// bookkeeping entry `tag` read from the same point in time, plus the key count.
-    pub fn export_group(&self, group: GroupId, path: &Path, tag: u8) -> Result<(Option<Vec<u8>>, u64)> {
+    pub fn export_group(
+        &self,
+        group: GroupId,
+        path: &Path,
+        tag: u8,
+    ) -> Result<(Option<Vec<u8>>, u64)> {
         let view = self.inner.db.snapshot();
-        let meta = view.get(&self.inner.meta, keys::meta_key(group, tag))?.map(|v| v.to_vec());
+        let meta = view
+            .get(&self.inner.meta, keys::meta_key(group, tag))?
+            .map(|v| v.to_vec());
         let tmp = path.with_extension("tmp");
         let mut out = BufWriter::new(File::create(&tmp)?);
         out.write_all(SNAPSHOT_MAGIC)?;
@@ -113,7 +120,7 @@ impl Engine {
             full_key.extend_from_slice(&key);
             batch.insert(&inner.data, full_key, record);
             count += 1;
-            if count as usize % IMPORT_BATCH == 0 {
+            if (count as usize).is_multiple_of(IMPORT_BATCH) {
                 std::mem::replace(&mut batch, inner.db.batch()).commit()?;
             }
         }
@@ -143,7 +150,10 @@ fn read_exact_vec(input: &mut impl Read, len: usize, what: &dyn Fn() -> String) 
     // A frame can never exceed key + value limits by much; refuse absurd lengths before
     // allocating them.
     if len > 64 * 1024 * 1024 {
-        return Err(StorageError::corrupt(what(), format!("frame of {len} bytes")));
+        return Err(StorageError::corrupt(
+            what(),
+            format!("frame of {len} bytes"),
+        ));
     }
     let mut buf = vec![0u8; len];
     input.read_exact(&mut buf)?;
@@ -173,13 +183,17 @@ mod tests {
                 },
             })
             .collect();
-        e.apply_changes(3, &changes, &[(keys::TAG_APPLIED, b"applied".to_vec())]).unwrap();
+        e.apply_changes(3, &changes, &[(keys::TAG_APPLIED, b"applied".to_vec())])
+            .unwrap();
         let path = dir.path().join("snap");
         let (meta, count) = e.export_group(3, &path, keys::TAG_APPLIED).unwrap();
         assert_eq!(meta.as_deref(), Some(&b"applied"[..]));
         assert_eq!(count, 100);
         assert_eq!(e.import_group(5, &path, &[]).unwrap(), 100);
-        assert_eq!(e.get_record(5, b"k7").unwrap().unwrap().value, Bytes::from("v7"));
+        assert_eq!(
+            e.get_record(5, b"k7").unwrap().unwrap().value,
+            Bytes::from("v7")
+        );
         assert_eq!(e.due_expiries(5, 2_000, 100).unwrap().len(), 10);
         assert!(!e.install_interrupted(5).unwrap());
 

@@ -4,9 +4,9 @@
 //! here. The thread takes every callback queued so far, calls `persist(SyncData)` once,
 //! and completes them all: each fsync covers every group's appends made before it.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use fjall::{Database, PersistMode};
@@ -38,7 +38,11 @@ impl Syncer {
         let thread = std::thread::Builder::new()
             .name("shoal-group-commit".into())
             .spawn(move || run(db, rx, &thread_counters))?;
-        Ok(Self { tx: Some(tx), thread: Some(thread), counters })
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            counters,
+        })
     }
 
     /// Queues `callback` to run after the next fsync.
@@ -80,12 +84,17 @@ fn run(db: Database, rx: mpsc::Receiver<SyncCallback>, counters: &SyncCounters) 
         }
         let result = db.persist(PersistMode::SyncData);
         counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        counters.requests.fetch_add(pending.len() as u64, Ordering::Relaxed);
+        counters
+            .requests
+            .fetch_add(pending.len() as u64, Ordering::Relaxed);
         if let Err(e) = &result {
             tracing::error!(error = %e, "fsync failed; writes waiting on it are failed");
         }
         for cb in pending.drain(..) {
-            cb(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+            cb(result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string())));
         }
     }
 }

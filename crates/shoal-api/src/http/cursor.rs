@@ -74,7 +74,10 @@ mod tests {
     use super::*;
 
     fn cursor(slot: u16, after: Option<&[u8]>) -> ScanCursor {
-        ScanCursor { slot, after: after.map(Bytes::copy_from_slice) }
+        ScanCursor {
+            slot,
+            after: after.map(Bytes::copy_from_slice),
+        }
     }
 
     #[test]
@@ -86,7 +89,10 @@ mod tests {
             cursor(1, Some(&[0, 0xff, b'/'])),
         ] {
             let text = encode_cursor(&c);
-            assert!(text.bytes().all(|b| b.is_ascii_hexdigit()), "{text} must be URL-safe");
+            assert!(
+                text.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{text} must be URL-safe"
+            );
             assert_eq!(decode_cursor(&text), Ok(c));
         }
     }
@@ -94,7 +100,10 @@ mod tests {
     #[test]
     fn documented_format() {
         assert_eq!(encode_cursor(&cursor(0x2f96, Some(b"foo"))), "2f96666f6f");
-        assert_eq!(decode_cursor("2F96666F6F"), Ok(cursor(0x2f96, Some(b"foo"))));
+        assert_eq!(
+            decode_cursor("2F96666F6F"),
+            Ok(cursor(0x2f96, Some(b"foo")))
+        );
         assert_eq!(encode_cursor(&cursor(5, None)), "0005");
     }
 
@@ -104,12 +113,27 @@ mod tests {
         assert_eq!(decode_cursor("abc"), Err(CursorError::TooShort));
         assert_eq!(decode_cursor("zzzz"), Err(CursorError::BadSlot));
         assert_eq!(decode_cursor("+fff"), Err(CursorError::BadSlot));
-        assert_eq!(decode_cursor("4000"), Err(CursorError::SlotOutOfRange(0x4000)));
-        assert_eq!(decode_cursor("ffff"), Err(CursorError::SlotOutOfRange(0xffff)));
-        assert_eq!(decode_cursor("0000abc"), Err(CursorError::BadKey(HexError::OddLength)));
-        assert_eq!(decode_cursor("0000zz"), Err(CursorError::BadKey(HexError::NotHex { at: 0 })));
+        assert_eq!(
+            decode_cursor("4000"),
+            Err(CursorError::SlotOutOfRange(0x4000))
+        );
+        assert_eq!(
+            decode_cursor("ffff"),
+            Err(CursorError::SlotOutOfRange(0xffff))
+        );
+        assert_eq!(
+            decode_cursor("0000abc"),
+            Err(CursorError::BadKey(HexError::OddLength))
+        );
+        assert_eq!(
+            decode_cursor("0000zz"),
+            Err(CursorError::BadKey(HexError::NotHex { at: 0 }))
+        );
         assert_eq!(decode_cursor("000é"), Err(CursorError::BadSlot));
-        assert_eq!(decode_cursor("0000é"), Err(CursorError::BadKey(HexError::NotHex { at: 0 })));
+        assert_eq!(
+            decode_cursor("0000é"),
+            Err(CursorError::BadKey(HexError::NotHex { at: 0 }))
+        );
     }
 
     proptest::proptest! {

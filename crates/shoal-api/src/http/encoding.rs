@@ -16,7 +16,11 @@ pub struct BadEscape {
 
 impl fmt::Display for BadEscape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed percent-escape at byte {}: `%` must be followed by two hex digits", self.at)
+        write!(
+            f,
+            "malformed percent-escape at byte {}: `%` must be followed by two hex digits",
+            self.at
+        )
     }
 }
 
@@ -116,7 +120,7 @@ impl fmt::Display for HexError {
 /// Decodes hex (either case).
 pub fn hex_decode(input: &str) -> Result<Vec<u8>, HexError> {
     let bytes = input.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(HexError::OddLength);
     }
     bytes
@@ -137,7 +141,11 @@ const BASE64_ALPHABET: &[u8; 64] =
 pub fn base64_encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         let sextets = [n >> 18, n >> 12, n >> 6, n];
         // A chunk of k bytes yields k + 1 significant characters; the rest is padding.

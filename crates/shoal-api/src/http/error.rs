@@ -46,7 +46,11 @@ impl ApiError {
     /// The request body exceeds the value size limit (axum refused to buffer it).
     pub fn body_too_large(limit: usize, content_length: Option<u64>) -> Self {
         let message = match content_length {
-            Some(len) => Error::ValueTooLarge { len: len as usize, limit }.to_string(),
+            Some(len) => Error::ValueTooLarge {
+                len: len as usize,
+                limit,
+            }
+            .to_string(),
             None => format!(
                 "request body is over the value size limit of {limit} bytes (--max-value-bytes)"
             ),
@@ -154,16 +158,25 @@ mod tests {
             Error::Overflow,
             Error::NanOrInfinity,
             Error::NoSuchKey,
-            Error::VersionMismatch { expected: 3, actual: Some(5) },
+            Error::VersionMismatch {
+                expected: 3,
+                actual: Some(5),
+            },
             Error::KeyExists,
             Error::KeyMissing,
             Error::Invalid("x".into()),
             Error::Disabled("FLUSHALL".into(), "start with --allow-flush".into()),
             Error::NoLeader { shard: 1 },
-            Error::NotLeader { shard: 1, leader: 7 },
+            Error::NotLeader {
+                shard: 1,
+                leader: 7,
+            },
             Error::Timeout(100),
             Error::ShuttingDown,
-            Error::Overloaded { shard: 1, limit: 10 },
+            Error::Overloaded {
+                shard: 1,
+                limit: 10,
+            },
             Error::Storage("disk".into()),
             Error::Internal("bug".into()),
         ]
@@ -206,7 +219,11 @@ mod tests {
     fn only_unavailable_errors_ask_for_a_retry() {
         for err in every_error() {
             let api = ApiError::from(err.clone());
-            assert_eq!(api.retry_after, api.status == StatusCode::SERVICE_UNAVAILABLE, "{err:?}");
+            assert_eq!(
+                api.retry_after,
+                api.status == StatusCode::SERVICE_UNAVAILABLE,
+                "{err:?}"
+            );
             assert_eq!(api.code, err.code());
             assert_eq!(api.message, err.to_string());
         }
@@ -218,25 +235,47 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["code"], "no_leader");
-        assert_eq!(body["error"]["message"], "shard 3 has no leader right now; retry shortly");
+        assert_eq!(
+            body["error"]["message"],
+            "shard 3 has no leader right now; retry shortly"
+        );
 
-        let response = ApiError::from(Error::NotLeader { shard: 3, leader: 9 }).into_response();
+        let response = ApiError::from(Error::NotLeader {
+            shard: 3,
+            leader: 9,
+        })
+        .into_response();
         assert_eq!(response.headers()[LEADER_HEADER], "9");
     }
 
     #[tokio::test]
     async fn version_mismatch_reports_the_actual_version() {
-        let response =
-            ApiError::from(Error::VersionMismatch { expected: 3, actual: None }).into_response();
+        let response = ApiError::from(Error::VersionMismatch {
+            expected: 3,
+            actual: None,
+        })
+        .into_response();
         assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["code"], "version_mismatch");
-        assert_eq!(body["error"]["message"], "version mismatch: expected 3, key is at absent");
+        assert_eq!(
+            body["error"]["message"],
+            "version mismatch: expected 3, key is at absent"
+        );
         assert_eq!(body["error"]["actual_version"], serde_json::Value::Null);
-        assert!(body["error"].as_object().unwrap().contains_key("actual_version"));
+        assert!(
+            body["error"]
+                .as_object()
+                .unwrap()
+                .contains_key("actual_version")
+        );
     }
 }

@@ -3,19 +3,19 @@
 //! Each handler parses the path and query, builds one `Command`, and renders the `Reply`;
 //! semantics (conditions, expiry, versions) live in the node, not here.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 use shoal_core::{Command, Condition, Consistency, Error, Record, Reply, WriteOp, WriteReply};
 
+use super::AppState;
 use super::backend::Backend;
 use super::error::ApiError;
 use super::params::{DeleteParams, PutParams, ReadParams, key_from_path};
-use super::AppState;
 
 /// Response header carrying the key's version.
 pub const VERSION_HEADER: &str = "x-shoal-version";
@@ -28,7 +28,11 @@ pub(crate) async fn get_key<B: Backend>(
 ) -> Result<Response, ApiError> {
     let key = key_from_path(uri.path(), &state.limits)?;
     let params = ReadParams::parse(uri.query())?;
-    match state.backend.execute(Command::Get { key }, params.consistency).await? {
+    match state
+        .backend
+        .execute(Command::Get { key }, params.consistency)
+        .await?
+    {
         Reply::Record(Some(record)) => Ok(value_response(record)),
         Reply::Record(None) => Err(Error::NoSuchKey.into()),
         other => Err(ApiError::unexpected_reply("get", &other)),
@@ -37,7 +41,10 @@ pub(crate) async fn get_key<B: Backend>(
 
 fn value_response(record: Record) -> Response {
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     headers.insert(VERSION_HEADER, HeaderValue::from(record.version));
     if let Some(at) = record.expire_at {
         headers.insert(EXPIRE_AT_HEADER, HeaderValue::from(at));
@@ -62,8 +69,15 @@ pub(crate) async fn put_key<B: Backend>(
         expiry: params.expiry,
         return_old: false,
     };
-    match state.backend.execute(Command::Write(op), Consistency::Linearizable).await? {
-        Reply::Write(WriteReply::Put { version: Some(version), .. }) => Ok((
+    match state
+        .backend
+        .execute(Command::Write(op), Consistency::Linearizable)
+        .await?
+    {
+        Reply::Write(WriteReply::Put {
+            version: Some(version),
+            ..
+        }) => Ok((
             [(VERSION_HEADER, HeaderValue::from(version))],
             Json(json!({ "version": version })),
         )
@@ -87,7 +101,10 @@ fn body_error<B>(rejection: BytesRejection, headers: &HeaderMap, state: &AppStat
             .and_then(|v| v.parse().ok());
         ApiError::body_too_large(state.limits.max_value_bytes, content_length)
     } else {
-        ApiError::invalid(format!("could not read the request body: {}", rejection.body_text()))
+        ApiError::invalid(format!(
+            "could not read the request body: {}",
+            rejection.body_text()
+        ))
     }
 }
 
@@ -97,10 +114,19 @@ pub(crate) async fn delete_key<B: Backend>(
 ) -> Result<Response, ApiError> {
     let key = key_from_path(uri.path(), &state.limits)?;
     let params = DeleteParams::parse(uri.query())?;
-    let op = WriteOp::Delete { keys: vec![key], if_version: params.if_version };
-    match state.backend.execute(Command::Write(op), Consistency::Linearizable).await? {
+    let op = WriteOp::Delete {
+        keys: vec![key],
+        if_version: params.if_version,
+    };
+    match state
+        .backend
+        .execute(Command::Write(op), Consistency::Linearizable)
+        .await?
+    {
         Reply::Write(WriteReply::Deleted(0)) => Err(Error::NoSuchKey.into()),
-        Reply::Write(WriteReply::Deleted(_)) => Ok(Json(json!({ "deleted": true })).into_response()),
+        Reply::Write(WriteReply::Deleted(_)) => {
+            Ok(Json(json!({ "deleted": true })).into_response())
+        }
         other => Err(ApiError::unexpected_reply("delete", &other)),
     }
 }

@@ -24,7 +24,11 @@ pub(crate) async fn list_keys<B: Backend>(
     uri: Uri,
 ) -> Result<Json<Value>, ApiError> {
     let config = &state.config;
-    let params = ListParams::parse(uri.query(), config.default_list_limit, config.max_list_limit)?;
+    let params = ListParams::parse(
+        uri.query(),
+        config.default_list_limit,
+        config.max_list_limit,
+    )?;
     let mut items = Vec::new();
     let mut next = Some(params.cursor);
     let mut calls = 0;
@@ -37,8 +41,15 @@ pub(crate) async fn list_keys<B: Backend>(
         };
         calls += 1;
         match state.backend.execute(command, params.consistency).await? {
-            Reply::Scan { entries, next: after } => {
-                items.extend(entries.iter().map(|(key, record)| item(key, record.as_ref())));
+            Reply::Scan {
+                entries,
+                next: after,
+            } => {
+                items.extend(
+                    entries
+                        .iter()
+                        .map(|(key, record)| item(key, record.as_ref())),
+                );
                 next = after;
             }
             other => return Err(ApiError::unexpected_reply("scan", &other)),
@@ -47,7 +58,9 @@ pub(crate) async fn list_keys<B: Backend>(
             break;
         }
     }
-    Ok(Json(json!({ "items": items, "next_cursor": next.as_ref().map(encode_cursor) })))
+    Ok(Json(
+        json!({ "items": items, "next_cursor": next.as_ref().map(encode_cursor) }),
+    ))
 }
 
 /// One listed key: `key` when it is UTF-8, else `key_base64`, so JSON stays lossless.
@@ -61,4 +74,3 @@ fn item(key: &Bytes, record: Option<&Record>) -> Value {
     item.insert("expire_at".into(), json!(record.and_then(|r| r.expire_at)));
     Value::Object(item)
 }
-

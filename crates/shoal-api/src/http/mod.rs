@@ -56,7 +56,11 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { default_list_limit: 100, max_list_limit: 1000, max_scan_calls: 8 }
+        Self {
+            default_list_limit: 100,
+            max_list_limit: 1000,
+            max_scan_calls: 8,
+        }
     }
 }
 
@@ -91,12 +95,18 @@ pub(crate) async fn serve_backend<B: Backend>(
     config: HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router_for(backend, config)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router_for(backend, config))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 pub(crate) fn router_for<B: Backend>(backend: B, config: HttpConfig) -> Router {
     let limits = backend.limits();
-    let state = AppState { backend, limits, config: Arc::new(config) };
+    let state = AppState {
+        backend,
+        limits,
+        config: Arc::new(config),
+    };
     Router::new()
         .route("/health", get(health::<B>))
         .route("/v1/cluster", get(cluster::<B>))

@@ -22,7 +22,8 @@ pub const KEY_PATH_PREFIX: &str = "/v1/kv/";
 /// bytes (`%FF` included) and may contain `/`.
 pub fn key_from_path(path: &str, limits: &Limits) -> Result<Bytes, ApiError> {
     let encoded = path.strip_prefix(KEY_PATH_PREFIX).unwrap_or_default();
-    let key = percent_decode(encoded).map_err(|e| ApiError::invalid(format!("key in path: {e}")))?;
+    let key =
+        percent_decode(encoded).map_err(|e| ApiError::invalid(format!("key in path: {e}")))?;
     limits.check_key(&key)?;
     Ok(Bytes::from(key))
 }
@@ -41,7 +42,9 @@ impl Query {
             let name = form_decode(name)
                 .ok()
                 .and_then(|n| String::from_utf8(n).ok())
-                .ok_or_else(|| ApiError::invalid(format!("malformed query parameter name `{name}`")))?;
+                .ok_or_else(|| {
+                    ApiError::invalid(format!("malformed query parameter name `{name}`"))
+                })?;
             if !allowed.contains(&name.as_str()) {
                 return Err(ApiError::invalid(if allowed.is_empty() {
                     format!("unknown query parameter `{name}`: this endpoint takes none")
@@ -53,7 +56,9 @@ impl Query {
                 }));
             }
             if pairs.iter().any(|(n, _)| *n == name) {
-                return Err(ApiError::invalid(format!("query parameter `{name}` given twice")));
+                return Err(ApiError::invalid(format!(
+                    "query parameter `{name}` given twice"
+                )));
             }
             let value = form_decode(value)
                 .map_err(|e| ApiError::invalid(format!("query parameter `{name}`: {e}")))?;
@@ -63,7 +68,10 @@ impl Query {
     }
 
     fn bytes(&self, name: &str) -> Option<&[u8]> {
-        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
     }
 
     /// The value as text; parameters other than `prefix` are all ASCII when valid.
@@ -127,7 +135,9 @@ pub struct ReadParams {
 impl ReadParams {
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
         let query = Query::parse(raw, &["consistency"])?;
-        Ok(Self { consistency: query.consistency()? })
+        Ok(Self {
+            consistency: query.consistency()?,
+        })
     }
 }
 
@@ -149,7 +159,9 @@ impl PutParams {
             }
             (Some(secs), None) => {
                 let ms = secs.checked_mul(1000).ok_or_else(|| {
-                    ApiError::invalid(format!("query parameter `ttl` is too large: {secs} seconds"))
+                    ApiError::invalid(format!(
+                        "query parameter `ttl` is too large: {secs} seconds"
+                    ))
                 })?;
                 Expiry::AfterMillis(positive_ttl("ttl", ms)?)
             }
@@ -191,7 +203,9 @@ pub struct DeleteParams {
 impl DeleteParams {
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
         let query = Query::parse(raw, &["if_version"])?;
-        Ok(Self { if_version: query.u64("if_version", "a version number")? })
+        Ok(Self {
+            if_version: query.u64("if_version", "a version number")?,
+        })
     }
 }
 
@@ -212,7 +226,10 @@ impl ListParams {
     ) -> Result<Self, ApiError> {
         let query = Query::parse(raw, &["prefix", "limit", "cursor", "consistency"])?;
         // An empty prefix or cursor is what a client sends for "none" (`?prefix=&cursor=`).
-        let prefix = query.bytes("prefix").filter(|p| !p.is_empty()).map(Bytes::copy_from_slice);
+        let prefix = query
+            .bytes("prefix")
+            .filter(|p| !p.is_empty())
+            .map(Bytes::copy_from_slice);
         let limit = match query.u64("limit", &format!("a whole number from 1 to {max_limit}"))? {
             None => default_limit,
             Some(0) => {
@@ -232,7 +249,12 @@ impl ListParams {
             None | Some("") => ScanCursor::default(),
             Some(text) => decode_cursor(text).map_err(|e| ApiError::invalid(e.to_string()))?,
         };
-        Ok(Self { prefix, limit, cursor, consistency: query.consistency()? })
+        Ok(Self {
+            prefix,
+            limit,
+            cursor,
+            consistency: query.consistency()?,
+        })
     }
 }
 
@@ -247,12 +269,21 @@ mod tests {
 
     #[test]
     fn key_from_path_decodes_bytes_and_checks_limits() {
-        let limits = Limits { max_key_bytes: 4, max_value_bytes: 10 };
+        let limits = Limits {
+            max_key_bytes: 4,
+            max_value_bytes: 10,
+        };
         assert_eq!(key_from_path("/v1/kv/a%2Fb", &limits).unwrap(), &b"a/b"[..]);
         assert_eq!(key_from_path("/v1/kv/a/b", &limits).unwrap(), &b"a/b"[..]);
         assert_eq!(key_from_path("/v1/kv/%FF", &limits).unwrap(), &[0xff][..]);
-        assert_eq!(key_from_path("/v1/kv/", &limits).unwrap_err().code, "empty_key");
-        assert_eq!(key_from_path("/v1/kv/abcde", &limits).unwrap_err().code, "key_too_large");
+        assert_eq!(
+            key_from_path("/v1/kv/", &limits).unwrap_err().code,
+            "empty_key"
+        );
+        assert_eq!(
+            key_from_path("/v1/kv/abcde", &limits).unwrap_err().code,
+            "key_too_large"
+        );
         assert!(message(key_from_path("/v1/kv/%G0", &limits).unwrap_err()).contains("percent"));
     }
 
@@ -261,9 +292,15 @@ mod tests {
         let p = PutParams::parse(None).unwrap();
         assert_eq!((p.condition, p.expiry), (Condition::None, Expiry::Clear));
         let p = PutParams::parse(Some("ttl=5&if_version=3")).unwrap();
-        assert_eq!((p.condition, p.expiry), (Condition::IfVersion(3), Expiry::AfterMillis(5000)));
+        assert_eq!(
+            (p.condition, p.expiry),
+            (Condition::IfVersion(3), Expiry::AfterMillis(5000))
+        );
         let p = PutParams::parse(Some("ttl_ms=250&if_absent")).unwrap();
-        assert_eq!((p.condition, p.expiry), (Condition::IfAbsent, Expiry::AfterMillis(250)));
+        assert_eq!(
+            (p.condition, p.expiry),
+            (Condition::IfAbsent, Expiry::AfterMillis(250))
+        );
         let p = PutParams::parse(Some("if_absent=false")).unwrap();
         assert_eq!(p.condition, Condition::None);
     }
@@ -271,15 +308,21 @@ mod tests {
     #[test]
     fn put_params_errors_name_the_problem() {
         let cases = [
-            ("ttl=abc", "`ttl` must be a whole number of seconds, got `abc`"),
+            (
+                "ttl=abc",
+                "`ttl` must be a whole number of seconds, got `abc`",
+            ),
             ("ttl=-1", "got `-1`"),
-            ("ttl=+1", "got `+1`"),
+            ("ttl=%2B1", "got `+1`"),
             ("ttl=0", "`ttl` must be positive"),
             ("ttl=1&ttl_ms=1", "not both"),
             ("ttl=18446744073709551615", "too large"),
             ("if_version=1&if_absent=true", "not both"),
             ("if_absent=yes", "must be true or false"),
-            ("tll=5", "unknown query parameter `tll`; this endpoint takes: ttl, ttl_ms"),
+            (
+                "tll=5",
+                "unknown query parameter `tll`; this endpoint takes: ttl, ttl_ms",
+            ),
             ("ttl=1&ttl=2", "`ttl` given twice"),
             ("ttl=%zz", "malformed percent-escape"),
         ];
@@ -291,26 +334,48 @@ mod tests {
 
     #[test]
     fn read_and_delete_params() {
-        assert_eq!(ReadParams::parse(None).unwrap().consistency, Consistency::Linearizable);
         assert_eq!(
-            ReadParams::parse(Some("consistency=stale")).unwrap().consistency,
+            ReadParams::parse(None).unwrap().consistency,
+            Consistency::Linearizable
+        );
+        assert_eq!(
+            ReadParams::parse(Some("consistency=stale"))
+                .unwrap()
+                .consistency,
             Consistency::Stale
         );
         let msg = message(ReadParams::parse(Some("consistency=eventual")).unwrap_err());
-        assert!(msg.contains("`linearizable` or `stale`, got `eventual`"), "{msg}");
-        assert_eq!(DeleteParams::parse(Some("if_version=7")).unwrap().if_version, Some(7));
+        assert!(
+            msg.contains("`linearizable` or `stale`, got `eventual`"),
+            "{msg}"
+        );
+        assert_eq!(
+            DeleteParams::parse(Some("if_version=7"))
+                .unwrap()
+                .if_version,
+            Some(7)
+        );
         assert!(message(DeleteParams::parse(Some("ttl=1")).unwrap_err()).contains("`ttl`"));
     }
 
     #[test]
     fn list_params() {
         let p = ListParams::parse(None, 100, 1000).unwrap();
-        assert_eq!((p.prefix, p.limit, p.cursor), (None, 100, ScanCursor::default()));
-        let p = ListParams::parse(Some("prefix=a+b%FF&limit=1000&cursor=0001ff"), 100, 1000)
-            .unwrap();
+        assert_eq!(
+            (p.prefix, p.limit, p.cursor),
+            (None, 100, ScanCursor::default())
+        );
+        let p =
+            ListParams::parse(Some("prefix=a+b%FF&limit=1000&cursor=0001ff"), 100, 1000).unwrap();
         assert_eq!(p.prefix.as_deref(), Some(&b"a b\xff"[..]));
         assert_eq!(p.limit, 1000);
-        assert_eq!(p.cursor, ScanCursor { slot: 1, after: Some(Bytes::from_static(&[0xff])) });
+        assert_eq!(
+            p.cursor,
+            ScanCursor {
+                slot: 1,
+                after: Some(Bytes::from_static(&[0xff]))
+            }
+        );
         let p = ListParams::parse(Some("prefix=&cursor="), 100, 1000).unwrap();
         assert_eq!((p.prefix, p.cursor), (None, ScanCursor::default()));
     }

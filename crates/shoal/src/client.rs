@@ -1,0 +1,890 @@
+//! `shoal get|put|del|scan`: a small command-line client that talks to any node's
+//! HTTP/JSON API with plain reqwest.
+//!
+//! Output is `human` (values raw on stdout, notes on stderr) or `json` (exactly one JSON
+//! object on stdout, errors included). Exit codes: 0 success, 1 the node answered "no"
+//! (key not found, condition failed), 2 anything else (usage, connection, server errors).
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Map, Value, json};
+use shoal_api::http::encoding::{base64_encode, percent_encode_key};
+use tokio::io::AsyncReadExt;
+
+/// Longest a request may take before the CLI gives up; a node answers or times out well
+/// within this, so hitting it means the node is stuck or unreachable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The server's page-size cap; `scan` asks for at most this much per request.
+const MAX_PAGE: u64 = 1000;
+
+/// The key-value subcommands; `main` flattens them into the top-level command list.
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Print the value of a key (the version goes to stderr).
+    #[command(after_help = "Examples:\n  shoal get user:42\n  shoal get user:42 --output json")]
+    Get(GetArgs),
+    /// Set a key to a value, optionally with a TTL or a condition.
+    #[command(
+        after_help = "Examples:\n  shoal put greeting hello\n  shoal put session:1 token \
+                            --ttl 3600\n  cat photo.jpg | shoal put photo -\n  shoal put counter \
+                            8 --if-version 12   (compare-and-set)"
+    )]
+    Put(PutArgs),
+    /// Delete a key, optionally only if it is at a given version.
+    #[command(after_help = "Examples:\n  shoal del greeting\n  shoal del lock --if-version 7")]
+    Del(DelArgs),
+    /// List keys in slot order (not sorted by name), following pages until --limit.
+    #[command(
+        after_help = "Examples:\n  shoal scan --prefix user: --limit 20\n  shoal scan --all \
+                            --output json"
+    )]
+    Scan(ScanArgs),
+}
+
+/// Where the node is and how to print; shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// HTTP address of any shoal node: host:port or http://host:port.
+    #[arg(long, env = "SHOAL_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// `human`: values raw on stdout, notes on stderr; `json`: one JSON object on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub output: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The key (any bytes your shell can pass).
+    pub key: OsString,
+    /// Read from any replica without a leadership check: faster, possibly behind.
+    #[arg(long)]
+    pub stale: bool,
+    #[command(flatten)]
+    pub conn: Connection,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The key (any bytes your shell can pass).
+    pub key: OsString,
+    /// The value; `-` reads it from stdin (for binary data or large values).
+    pub value: OsString,
+    /// Expire the key this many seconds from now (without it the key never expires).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ttl: Option<u64>,
+    /// Only write if the key is at exactly this version (0: only if it does not exist).
+    #[arg(long, value_name = "N", conflicts_with = "if_absent")]
+    pub if_version: Option<u64>,
+    /// Only write if the key does not exist yet.
+    #[arg(long)]
+    pub if_absent: bool,
+    #[command(flatten)]
+    pub conn: Connection,
+}
+
+#[derive(Debug, Args)]
+pub struct DelArgs {
+    /// The key (any bytes your shell can pass).
+    pub key: OsString,
+    /// Only delete if the key is at exactly this version.
+    #[arg(long, value_name = "N")]
+    pub if_version: Option<u64>,
+    #[command(flatten)]
+    pub conn: Connection,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Only keys starting with this.
+    #[arg(long)]
+    pub prefix: Option<OsString>,
+    /// Stop after this many keys.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: u64,
+    /// List every key, however many (instead of --limit).
+    #[arg(long, conflicts_with = "limit")]
+    pub all: bool,
+    /// Continue a previous listing from the cursor it printed.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Read from any replica without a leadership check: faster, possibly behind.
+    #[arg(long)]
+    pub stale: bool,
+    #[command(flatten)]
+    pub conn: Connection,
+}
+
+/// Runs one key-value subcommand, printing its result or a one-line error.
+pub async fn run(cmd: KvCommand) -> ExitCode {
+    let format = cmd.connection().output;
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let mut sink = Sink {
+        out: &mut out,
+        err: &mut err,
+        tty: std::io::stdout().is_terminal(),
+    };
+    let result = execute(cmd, &mut sink).await;
+    // A closed pipe (`shoal scan | head`) is the reader's choice, not a failure.
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            let _ = match format {
+                Format::Human => writeln!(sink.err, "error: {error}"),
+                Format::Json => writeln!(sink.out, "{}", error.to_json()),
+            };
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+impl KvCommand {
+    fn connection(&self) -> &Connection {
+        match self {
+            KvCommand::Get(a) => &a.conn,
+            KvCommand::Put(a) => &a.conn,
+            KvCommand::Del(a) => &a.conn,
+            KvCommand::Scan(a) => &a.conn,
+        }
+    }
+}
+
+/// Where results go: stdout and stderr in production, buffers in tests.
+struct Sink<'a> {
+    out: &'a mut dyn Write,
+    err: &'a mut dyn Write,
+    /// Whether `out` is a terminal: then a value gets a trailing newline for readability.
+    tty: bool,
+}
+
+async fn execute(cmd: KvCommand, sink: &mut Sink<'_>) -> Result<(), CliError> {
+    let client = Client::new(&cmd.connection().addr)?;
+    match cmd {
+        KvCommand::Get(args) => get(&client, args, sink).await,
+        KvCommand::Put(args) => put(&client, args, sink).await,
+        KvCommand::Del(args) => del(&client, args, sink).await,
+        KvCommand::Scan(args) => scan(&client, args, sink).await,
+    }
+}
+
+async fn get(client: &Client, args: GetArgs, sink: &mut Sink<'_>) -> Result<(), CliError> {
+    let key = args.key.as_encoded_bytes();
+    let query = if args.stale { "?consistency=stale" } else { "" };
+    let url = format!("{}{query}", client.key_url(key)?);
+    let response = client.send(client.http.get(url), Some(key)).await?;
+    let version = header_u64(&response, "x-shoal-version");
+    let expire_at = header_u64(&response, "x-shoal-expire-at");
+    let value = response.bytes().await.map_err(|e| client.transport(e))?;
+    match args.conn.output {
+        Format::Human => {
+            sink.out.write_all(&value)?;
+            if sink.tty && !value.ends_with(b"\n") {
+                sink.out.write_all(b"\n")?;
+            }
+            sink.out.flush()?;
+            let version = version.map_or("unknown".into(), |v| v.to_string());
+            match expire_at {
+                Some(at) => writeln!(sink.err, "(version {version}, expires at {at} unix ms)")?,
+                None => writeln!(sink.err, "(version {version})")?,
+            }
+        }
+        Format::Json => {
+            let mut fields = bytes_field("value", &value);
+            fields.insert("version".into(), json!(version));
+            fields.insert("expire_at".into(), json!(expire_at));
+            write_keyed(sink, key, Value::Object(fields))?;
+        }
+    }
+    Ok(())
+}
+
+async fn put(client: &Client, args: PutArgs, sink: &mut Sink<'_>) -> Result<(), CliError> {
+    let key = args.key.as_encoded_bytes();
+    let value = if args.value == "-" {
+        let mut buf = Vec::new();
+        tokio::io::stdin()
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot read the value from stdin: {e}")))?;
+        buf
+    } else {
+        args.value.as_encoded_bytes().to_vec()
+    };
+    let query: Vec<String> = [
+        args.ttl.map(|ttl| format!("ttl={ttl}")),
+        args.if_version
+            .map(|version| format!("if_version={version}")),
+        args.if_absent.then(|| "if_absent=true".to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let url = with_query(client.key_url(key)?, &query);
+    let response = client
+        .send(client.http.put(url).body(value), Some(key))
+        .await?;
+    let body = client.json(response).await?;
+    let version = body["version"]
+        .as_u64()
+        .ok_or_else(|| client.unexpected(format!("the put answer has no version: {body}")))?;
+    match args.conn.output {
+        Format::Human => writeln!(sink.out, "OK (version {version})")?,
+        Format::Json => write_keyed(sink, key, json!({ "version": version }))?,
+    }
+    Ok(())
+}
+
+async fn del(client: &Client, args: DelArgs, sink: &mut Sink<'_>) -> Result<(), CliError> {
+    let key = args.key.as_encoded_bytes();
+    let query: Vec<String> = args
+        .if_version
+        .map(|v| format!("if_version={v}"))
+        .into_iter()
+        .collect();
+    let url = with_query(client.key_url(key)?, &query);
+    client.send(client.http.delete(url), Some(key)).await?;
+    match args.conn.output {
+        Format::Human => writeln!(sink.out, "OK (deleted)")?,
+        Format::Json => write_keyed(sink, key, json!({ "deleted": true }))?,
+    }
+    Ok(())
+}
+
+async fn scan(client: &Client, args: ScanArgs, sink: &mut Sink<'_>) -> Result<(), CliError> {
+    let limit = if args.all { u64::MAX } else { args.limit };
+    let mut fixed = Vec::new();
+    if let Some(prefix) = &args.prefix {
+        fixed.push(format!(
+            "prefix={}",
+            percent_encode_key(prefix.as_encoded_bytes())
+        ));
+    }
+    if args.stale {
+        fixed.push("consistency=stale".to_string());
+    }
+    let mut cursor = args.cursor.clone();
+    let mut listed: u64 = 0;
+    let mut items = Vec::new();
+    loop {
+        let mut query = fixed.clone();
+        query.push(format!("limit={}", (limit - listed).min(MAX_PAGE)));
+        if let Some(cursor) = &cursor {
+            query.push(format!("cursor={}", percent_encode_key(cursor.as_bytes())));
+        }
+        let url = with_query(format!("{}/v1/kv", client.base), &query);
+        let page = client
+            .json(client.send(client.http.get(url), None).await?)
+            .await?;
+        let page_items = page["items"]
+            .as_array()
+            .ok_or_else(|| client.unexpected(format!("the listing has no items: {page}")))?;
+        listed += page_items.len() as u64;
+        match args.conn.output {
+            // Printed page by page, so `--all` over many keys starts output at once.
+            Format::Human => {
+                for item in page_items {
+                    writeln!(sink.out, "{}", human_key(item))?;
+                }
+                sink.out.flush()?;
+            }
+            Format::Json => items.extend(page_items.iter().cloned()),
+        }
+        cursor = page["next_cursor"].as_str().map(str::to_string);
+        if cursor.is_none() || listed >= limit {
+            break;
+        }
+    }
+    match args.conn.output {
+        Format::Human => match &cursor {
+            Some(next) => writeln!(
+                sink.err,
+                "({listed} keys; more remain: raise --limit, use --all, or continue with \
+                 --cursor {next})"
+            )?,
+            None => writeln!(sink.err, "({listed} keys)")?,
+        },
+        Format::Json => writeln!(
+            sink.out,
+            "{}",
+            json!({ "items": items, "count": listed, "next_cursor": cursor })
+        )?,
+    }
+    Ok(())
+}
+
+/// A listed key for humans: as text, or `base64:...` when it is not UTF-8.
+fn human_key(item: &Value) -> String {
+    match (item["key"].as_str(), item["key_base64"].as_str()) {
+        (Some(key), _) => key.to_string(),
+        (None, Some(b64)) => format!("base64:{b64}"),
+        (None, None) => item.to_string(),
+    }
+}
+
+/// `{"<name>": text}` for UTF-8 bytes, else `{"<name>_base64": ...}`: lossless JSON.
+fn bytes_field(name: &str, bytes: &[u8]) -> Map<String, Value> {
+    let mut map = Map::new();
+    match std::str::from_utf8(bytes) {
+        Ok(text) => map.insert(name.into(), json!(text)),
+        Err(_) => map.insert(format!("{name}_base64"), json!(base64_encode(bytes))),
+    };
+    map
+}
+
+/// Prints `{"key": ..., ...fields}` as one line; `fields` is a JSON object.
+fn write_keyed(sink: &mut Sink<'_>, key: &[u8], fields: Value) -> Result<(), CliError> {
+    let mut object = bytes_field("key", key);
+    if let Value::Object(fields) = fields {
+        object.extend(fields);
+    }
+    writeln!(sink.out, "{}", Value::Object(object))?;
+    Ok(())
+}
+
+fn with_query(url: String, params: &[String]) -> String {
+    if params.is_empty() {
+        url
+    } else {
+        format!("{url}?{}", params.join("&"))
+    }
+}
+
+fn header_u64(response: &reqwest::Response, name: &str) -> Option<u64> {
+    response.headers().get(name)?.to_str().ok()?.parse().ok()
+}
+
+/// A node's HTTP API at one address.
+struct Client {
+    http: reqwest::Client,
+    /// `http://host:port`, no trailing slash.
+    base: String,
+    /// The address as the user gave it, for messages.
+    addr: String,
+}
+
+impl Client {
+    fn new(addr: &str) -> Result<Self, CliError> {
+        let base = base_url(addr)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| CliError::Usage(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base,
+            addr: addr.to_string(),
+        })
+    }
+
+    fn key_url(&self, key: &[u8]) -> Result<String, CliError> {
+        // URL parsers resolve `.` and `..` segments (even percent-encoded), so these two
+        // keys can never reach the node over HTTP.
+        if key == b"." || key == b".." {
+            return Err(CliError::Usage(format!(
+                "the key `{}` cannot be addressed over HTTP (URLs treat it as a directory \
+                 step); use the Redis protocol for it, e.g. redis-cli",
+                String::from_utf8_lossy(key)
+            )));
+        }
+        Ok(format!("{}/v1/kv/{}", self.base, percent_encode_key(key)))
+    }
+
+    /// Sends a request; any non-2xx answer becomes `CliError::Refused`.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        key: Option<&[u8]>,
+    ) -> Result<reqwest::Response, CliError> {
+        let response = request.send().await.map_err(|e| self.transport(e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| self.transport(e))?;
+        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        let error = parsed.as_ref().map(|v| &v["error"]);
+        match error.and_then(|e| Some((e["code"].as_str()?, e["message"].as_str()?))) {
+            Some((code, message)) => Err(CliError::Refused(Refusal {
+                status,
+                code: code.to_string(),
+                line: describe(
+                    code,
+                    message,
+                    key,
+                    error.and_then(|e| e.get("actual_version")),
+                    &self.addr,
+                ),
+            })),
+            None => Err(self.unexpected(format!(
+                "HTTP {status} without a shoal error body: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ))),
+        }
+    }
+
+    async fn json(&self, response: reqwest::Response) -> Result<Value, CliError> {
+        let body = response.bytes().await.map_err(|e| self.transport(e))?;
+        serde_json::from_slice(&body).map_err(|e| self.unexpected(format!("invalid JSON: {e}")))
+    }
+
+    fn transport(&self, err: reqwest::Error) -> CliError {
+        let detail = if err.is_connect() {
+            return CliError::Unreachable(self.addr.clone());
+        } else if err.is_timeout() {
+            let secs = REQUEST_TIMEOUT.as_secs();
+            format!("no answer within {secs}s; check the node's logs, then retry")
+        } else {
+            let chain = error_chain(&err);
+            format!(
+                "{chain}; is --addr a node's HTTP address (default port 8080), not its RESP port?"
+            )
+        };
+        self.failed("transport", detail)
+    }
+
+    /// An answer that is not what a shoal node sends.
+    fn unexpected(&self, detail: String) -> CliError {
+        let detail =
+            format!("unexpected answer ({detail}); is --addr a shoal node's HTTP address?");
+        self.failed("unexpected_response", detail)
+    }
+
+    fn failed(&self, code: &'static str, detail: String) -> CliError {
+        CliError::Failed {
+            code,
+            addr: self.addr.clone(),
+            detail,
+        }
+    }
+}
+
+/// reqwest's own message is terse ("error sending request"); the cause says why.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Normalises `--addr` into a base URL: `host:port` gets `http://`, a trailing `/` goes.
+fn base_url(addr: &str) -> Result<String, CliError> {
+    let trimmed = addr.trim().trim_end_matches('/');
+    let usage = |why: &str| {
+        CliError::Usage(format!(
+            "--addr `{addr}` {why}: pass a node's HTTP address as host:port, e.g. 127.0.0.1:8080"
+        ))
+    };
+    if trimmed.is_empty() {
+        return Err(usage("is empty"));
+    }
+    if trimmed.starts_with("https://") {
+        return Err(usage("uses https, which shoal does not serve yet"));
+    }
+    let with_scheme = if trimmed.starts_with("http://") {
+        trimmed.to_string()
+    } else if trimmed.contains("://") {
+        return Err(usage("has a scheme other than http://"));
+    } else {
+        format!("http://{trimmed}")
+    };
+    let url =
+        reqwest::Url::parse(&with_scheme).map_err(|e| usage(&format!("is not valid ({e})")))?;
+    if url.path() != "/" || url.query().is_some() {
+        return Err(usage("has a path; give only host and port"));
+    }
+    Ok(with_scheme)
+}
+
+/// The line shown for a refusal: the node's message plus the next step, where we know a
+/// better one than the message implies.
+fn describe(
+    code: &str,
+    message: &str,
+    key: Option<&[u8]>,
+    actual_version: Option<&Value>,
+    addr: &str,
+) -> String {
+    let key = key.map(String::from_utf8_lossy).unwrap_or_default();
+    let hint = match code {
+        // The node's "no such key" says less than naming the key.
+        "not_found" => return format!("key `{key}` not found"),
+        "version_mismatch" => match actual_version.and_then(Value::as_u64) {
+            Some(version) => format!("re-read the key and retry with --if-version {version}"),
+            None => "the key does not exist; use --if-absent to create it".to_string(),
+        },
+        "key_exists" => {
+            return format!("key `{key}` already exists: drop --if-absent to overwrite it");
+        }
+        "unknown_route" => format!(
+            "{addr} does not serve the HTTP API this client expects: check --addr, and that \
+             client and node versions match"
+        ),
+        "no_leader" | "not_leader" | "overloaded" | "shutting_down" | "timeout" => {
+            "retry in a moment".to_string()
+        }
+        "storage" | "internal" => "the node failed: see its logs".to_string(),
+        _ => return message.to_string(),
+    };
+    format!("{message}; {hint}")
+}
+
+/// What the node said when it refused a request.
+#[derive(Debug)]
+struct Refusal {
+    status: u16,
+    code: String,
+    /// What the user sees: the node's message and what to do next.
+    line: String,
+}
+
+/// Everything that can stop a command; `Display` is the one line a human sees.
+#[derive(Debug)]
+enum CliError {
+    /// Bad flags or input.
+    Usage(String),
+    /// Nothing accepts connections at this address.
+    Unreachable(String),
+    /// Connected, but the exchange failed: timeout, reset, or an answer that is not shoal's.
+    Failed {
+        code: &'static str,
+        addr: String,
+        detail: String,
+    },
+    /// The node answered with an error.
+    Refused(Refusal),
+    /// Writing our own output failed.
+    Output(std::io::Error),
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(err: std::io::Error) -> Self {
+        CliError::Output(err)
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Usage(message) => f.write_str(message),
+            CliError::Unreachable(addr) => write!(
+                f,
+                "cannot reach a shoal node at {addr}: is one running? start one with `shoal \
+                 server`, or pass --addr"
+            ),
+            CliError::Failed { addr, detail, .. } => {
+                write!(f, "request to {addr} failed: {detail}")
+            }
+            CliError::Refused(refusal) => f.write_str(&refusal.line),
+            CliError::Output(err) => write!(f, "cannot write output: {err}"),
+        }
+    }
+}
+
+impl CliError {
+    /// 1 when the node answered "no" (missing key, failed condition), 2 otherwise.
+    fn exit_code(&self) -> u8 {
+        const ANSWERED_NO: [&str; 4] =
+            ["not_found", "version_mismatch", "key_exists", "key_missing"];
+        match self {
+            CliError::Refused(r) if ANSWERED_NO.contains(&r.code.as_str()) => 1,
+            _ => 2,
+        }
+    }
+
+    /// The error as the one JSON object `--output json` prints.
+    fn to_json(&self) -> Value {
+        let code = match self {
+            CliError::Usage(_) => "usage",
+            CliError::Unreachable(_) => "unreachable",
+            CliError::Failed { code, .. } => code,
+            CliError::Refused(r) => r.code.as_str(),
+            CliError::Output(_) => "output",
+        };
+        let mut error = json!({ "code": code, "message": self.to_string() });
+        if let CliError::Refused(r) = self {
+            error["status"] = json!(r.status);
+        }
+        json!({ "error": error })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct TestCli {
+        #[command(subcommand)]
+        command: KvCommand,
+    }
+
+    /// Parses a command line given as one string, split on spaces.
+    fn parse(line: &str) -> Result<KvCommand, clap::Error> {
+        let args = std::iter::once("shoal").chain(line.split(' '));
+        TestCli::try_parse_from(args).map(|cli| cli.command)
+    }
+
+    #[test]
+    fn command_definitions_are_valid() {
+        TestCli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_flags() {
+        let Ok(KvCommand::Put(put)) = parse("put k v --ttl 5 --if-version 3 --addr h:1") else {
+            panic!("not a put");
+        };
+        assert_eq!(
+            (put.ttl, put.if_version, put.if_absent),
+            (Some(5), Some(3), false)
+        );
+        assert_eq!(put.conn.addr, "h:1");
+        let Ok(KvCommand::Scan(scan)) = parse("scan --output json") else {
+            panic!("not a scan");
+        };
+        assert_eq!(
+            (scan.limit, scan.all, scan.conn.output),
+            (100, false, Format::Json)
+        );
+    }
+
+    #[test]
+    fn refuses_contradictory_or_invalid_flags() {
+        for line in [
+            "put k v --if-version 1 --if-absent",
+            "put k v --ttl 0",
+            "scan --limit 0",
+            "scan --limit 5 --all",
+            "get k --output yaml",
+            "get",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn normalises_addresses() {
+        assert_eq!(base_url("127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
+        assert_eq!(base_url("http://node-1:80/").unwrap(), "http://node-1:80");
+        assert_eq!(base_url(" localhost:9 ").unwrap(), "http://localhost:9");
+        for bad in ["", "https://x:1", "ftp://x:1", "x:1/v1", "exa mple:1"] {
+            let err = base_url(bad).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("--addr `{bad}`")), "{err}");
+            assert!(err.contains("e.g. 127.0.0.1:8080"), "{err}");
+        }
+    }
+
+    #[test]
+    fn key_urls_keep_every_byte_in_one_segment() {
+        let client = Client::new("h:1").unwrap();
+        assert_eq!(
+            client.key_url(b"a/b c").unwrap(),
+            "http://h:1/v1/kv/a%2Fb%20c"
+        );
+        assert_eq!(client.key_url(&[0xff]).unwrap(), "http://h:1/v1/kv/%FF");
+        assert!(
+            client
+                .key_url(b"..")
+                .unwrap_err()
+                .to_string()
+                .contains("redis-cli")
+        );
+    }
+
+    /// The line and exit code for a refusal with this code and message.
+    fn refused(code: &str, message: &str, actual: Option<Value>) -> (String, u8) {
+        let line = describe(code, message, Some(b"k"), actual.as_ref(), "h:1");
+        let err = CliError::Refused(Refusal {
+            status: 412,
+            code: code.into(),
+            line,
+        });
+        assert_eq!(err.to_json()["error"]["code"], code);
+        (err.to_string(), err.exit_code())
+    }
+
+    #[test]
+    fn refusals_say_what_to_do_and_exit_accordingly() {
+        let line = |s: &str| s.to_string();
+        assert_eq!(
+            refused("not_found", "no such key", None),
+            (line("key `k` not found"), 1)
+        );
+        assert_eq!(
+            refused(
+                "version_mismatch",
+                "version mismatch: expected 3, key is at 5",
+                Some(json!(5))
+            ),
+            (
+                line(
+                    "version mismatch: expected 3, key is at 5; re-read the key and retry with --if-version 5"
+                ),
+                1
+            )
+        );
+        assert_eq!(
+            refused("key_exists", "key already exists", None),
+            (
+                line("key `k` already exists: drop --if-absent to overwrite it"),
+                1
+            )
+        );
+        assert_eq!(
+            refused("no_leader", "no leader", None),
+            (line("no leader; retry in a moment"), 2)
+        );
+        assert_eq!(refused("invalid_argument", "bad", None), (line("bad"), 2));
+    }
+
+    /// Runs a command line (`{a}` is replaced by the node address), capturing its output.
+    async fn cli(line: &str, addr: &str) -> (Result<(), CliError>, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut sink = Sink {
+            out: &mut out,
+            err: &mut err,
+            tty: false,
+        };
+        let command = parse(&line.replace("{a}", addr)).unwrap();
+        let result = execute(command, &mut sink).await;
+        (
+            result,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    async fn ok(line: &str, addr: &str) -> (String, String) {
+        let (result, out, err) = cli(line, addr).await;
+        result.unwrap_or_else(|e| panic!("{line}: {e}"));
+        (out, err)
+    }
+
+    async fn fails(line: &str, addr: &str) -> CliError {
+        cli(line, addr).await.0.expect_err(line)
+    }
+
+    #[tokio::test]
+    async fn unreachable_node_is_a_clear_error() {
+        // A port nothing listens on: bind one, note it, close it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let err = fails("get k --addr {a}", &addr).await;
+        assert_eq!(err.exit_code(), 2);
+        let expected = format!(
+            "cannot reach a shoal node at {addr}: is one running? start one with `shoal server`, \
+             or pass --addr"
+        );
+        assert_eq!(err.to_string(), expected);
+        assert_eq!(err.to_json()["error"]["code"], "unreachable");
+    }
+
+    /// The commands against a real node (panics in `Node::start` while the node is a stub).
+    #[tokio::test]
+    async fn commands_against_a_real_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = &listener.local_addr().unwrap().to_string();
+        let node = shoal_cluster::Node::start(shoal_cluster::NodeConfig {
+            id: 1,
+            data_dir: dir.path().to_path_buf(),
+            shards: 2,
+            resp_addr: "127.0.0.1:0".into(),
+            http_addr: a.clone(),
+            limits: Default::default(),
+            allow_flush: false,
+            max_keys_reply: 1000,
+        })
+        .await
+        .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serve = shoal_api::http::serve(listener, node.clone(), Default::default(), async {
+            let _ = stopped.await;
+        });
+        let server = tokio::spawn(serve);
+
+        let (out, _) = ok("put greeting hello --addr {a}", a).await;
+        let version = out
+            .strip_prefix("OK (version ")
+            .and_then(|r| r.strip_suffix(")\n"));
+        let version: u64 = version
+            .unwrap_or_else(|| panic!("{out:?}"))
+            .parse()
+            .unwrap();
+        let (out, err) = ok("get greeting --addr {a}", a).await;
+        assert_eq!(
+            (out.as_str(), err),
+            ("hello", format!("(version {version})\n"))
+        );
+        let (out, _) = ok("get greeting --addr {a} --output json", a).await;
+        let expected =
+            json!({"key": "greeting", "value": "hello", "version": version, "expire_at": null});
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), expected);
+
+        assert_eq!(
+            fails("put greeting x --if-absent --addr {a}", a)
+                .await
+                .exit_code(),
+            1
+        );
+        let err = fails(
+            &format!("put greeting x --if-version {} --addr {{a}}", version - 1),
+            a,
+        )
+        .await;
+        assert_eq!(err.exit_code(), 1);
+        assert!(
+            err.to_string().contains(&format!("--if-version {version}")),
+            "{err}"
+        );
+
+        for i in 0..25 {
+            ok(&format!("put user:{i:02} v --ttl 600 --addr {{a}}"), a).await;
+        }
+        let (out, err) = ok("scan --prefix user: --limit 10 --addr {a}", a).await;
+        assert_eq!(out.lines().count(), 10);
+        assert!(
+            err.contains("more remain") && err.contains("--cursor "),
+            "{err}"
+        );
+        let (out, _) = ok("scan --prefix user: --all --addr {a} --output json", a).await;
+        let listing: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            (listing["count"].as_u64(), listing["next_cursor"].is_null()),
+            (Some(25), true)
+        );
+        assert!(listing["items"][0]["expire_at"].is_u64());
+
+        assert_eq!(ok("del greeting --addr {a}", a).await.0, "OK (deleted)\n");
+        let err = fails("del greeting --addr {a}", a).await;
+        assert_eq!(
+            (err.to_string().as_str(), err.exit_code()),
+            ("key `greeting` not found", 1)
+        );
+        assert_eq!(fails("get greeting --addr {a}", a).await.exit_code(), 1);
+
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        node.shutdown().await;
+    }
+}
