@@ -171,6 +171,9 @@ impl ShardStateMachine {
                         }
                     }
                     Change::DeleteAll => {
+                        // Earlier changes of this batch are void; they are not on disk yet,
+                        // so the storage-side delete would not see them.
+                        batch.changes.clear();
                         batch.changes.push(DataChange::DeleteAll);
                         batch.overlay.clear();
                         batch.cleared = true;
@@ -226,7 +229,9 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                 batch.replies.push((responder, response));
             }
             batch.entries += 1;
-            if batch.entries >= MAX_ENTRIES_PER_BATCH {
+            // After a flush, commit at once: a later put of a key the flush deleted must not
+            // share a storage batch with that delete.
+            if batch.entries >= MAX_ENTRIES_PER_BATCH || batch.cleared {
                 self.flush(std::mem::take(&mut batch))?;
             }
         }

@@ -1,1 +1,57 @@
-//! RESP (Redis protocol) front end.
+//! RESP (Redis protocol) front end: lets Redis clients, `redis-cli` and `redis-benchmark`
+//! talk to a shoal node.
+//!
+//! Layers, bottom up:
+//! - [`frame`]: the wire format (RESP2/RESP3 decoding and encoding), knows no commands.
+//! - `cmd`: one request in, one reply out; translates Redis commands into
+//!   `shoal_core::Command`s and renders `Reply`/`Error` the way Redis would.
+//! - `connection`: one client; pipelined requests run concurrently but in Redis order.
+//! - `listener`: the accept loop, the connection limit and graceful shutdown ([`serve`]).
+//!
+//! The node is reached through the `backend` trait so tests can run the whole stack over
+//! real TCP against an in-memory fake (`fake`, `tests`); `suite` holds the scenarios, shared
+//! with `tests/resp.rs`, which runs them against a real node.
+
+mod backend;
+mod cmd;
+mod connection;
+pub mod frame;
+mod glob;
+mod listener;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+#[macro_use]
+mod suite;
+#[cfg(test)]
+mod tests;
+
+pub use frame::{Frame, Protocol};
+pub use listener::serve;
+
+/// Settings of the RESP listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RespConfig {
+    /// Most clients connected at once; the next one gets
+    /// `-ERR max number of clients reached` and is closed. Redis's default `maxclients`.
+    pub max_connections: usize,
+    /// Most bytes one incomplete request may occupy in a connection's input buffer (an MSET
+    /// of many large values can legitimately be big; a client that never finishes its
+    /// request must not hold memory without bound). Over it: a protocol error and close.
+    pub max_request_bytes: usize,
+}
+
+/// Default [`RespConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default [`RespConfig::max_request_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+impl Default for RespConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The slice of the node the RESP front end uses, as an object-safe trait.
+//!
+//! Production only ever passes a `shoal_cluster::Node`; the trait exists so the whole
+//! front end (framing, pipelining order, every command) can be tested over real TCP
+//! against an in-memory fake while the node runtime is being built. Dynamic dispatch costs
+//! one allocation per command, noise next to a Raft round.
+
+use futures_util::future::BoxFuture;
+use shoal_cluster::Node;
+use shoal_core::map::ClusterView;
+use shoal_core::{Command, Consistency, Error, Limits, Reply, ShardLayout};
+
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// Orders `command` now (before the future is polled) and resolves to its result.
+    fn execute(
+        &self,
+        command: Command,
+        consistency: Consistency,
+    ) -> BoxFuture<'static, Result<Reply, Error>>;
+    fn id(&self) -> u64;
+    fn limits(&self) -> Limits;
+    fn layout(&self) -> &ShardLayout;
+    fn allow_flush(&self) -> bool;
+    fn max_keys_reply(&self) -> usize;
+    fn cluster_view(&self) -> ClusterView;
+}
+
+impl Backend for Node {
+    fn execute(
+        &self,
+        command: Command,
+        consistency: Consistency,
+    ) -> BoxFuture<'static, Result<Reply, Error>> {
+        Box::pin(Node::execute(self, command, consistency))
+    }
+
+    fn id(&self) -> u64 {
+        Node::id(self)
+    }
+
+    fn limits(&self) -> Limits {
+        Node::limits(self)
+    }
+
+    fn layout(&self) -> &ShardLayout {
+        Node::layout(self)
+    }
+
+    fn allow_flush(&self) -> bool {
+        Node::allow_flush(self)
+    }
+
+    fn max_keys_reply(&self) -> usize {
+        Node::max_keys_reply(self)
+    }
+
+    fn cluster_view(&self) -> ClusterView {
+        Node::cluster_view(self)
+    }
+}

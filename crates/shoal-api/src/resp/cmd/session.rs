@@ -1,0 +1,254 @@
+//! Connection commands: PING, ECHO, HELLO, AUTH, SELECT, CLIENT, QUIT, and the per-connection
+//! state they read and change.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use shoal_core::Consistency;
+
+use super::args::{self, err, is, syntax_error, unknown_subcommand, wrong_args};
+use super::{Ctx, Outcome};
+use crate::resp::frame::{Frame, Protocol};
+
+/// The Redis version shoal reports: the command set and protocol it is compatible with.
+/// Clients look at it (in HELLO and INFO) to decide which features to use.
+pub(crate) const REDIS_COMPAT_VERSION: &str = "7.2.0";
+
+const AUTH_WITHOUT_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// What one connection remembers between commands.
+pub(crate) struct Session {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub protocol: Protocol,
+    pub name: Option<Bytes>,
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
+    /// Linearizable by default; READONLY lets reads be served from any replica.
+    pub consistency: Consistency,
+}
+
+impl Session {
+    pub fn new(id: u64, peer: SocketAddr) -> Self {
+        Self {
+            id,
+            peer,
+            protocol: Protocol::Resp2,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            consistency: Consistency::Linearizable,
+        }
+    }
+}
+
+pub(super) fn ping(_: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    Ok(Outcome::Now(match args {
+        [_] => Frame::simple("PONG"),
+        [_, message] => Frame::Bulk(message.clone()),
+        _ => wrong_args("ping"),
+    }))
+}
+
+pub(super) fn echo(_: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    Ok(Outcome::Now(Frame::Bulk(args[1].clone())))
+}
+
+pub(super) fn quit(_: &Ctx, _: &mut Session, _: &[Bytes]) -> Result<Outcome, Frame> {
+    Ok(Outcome::Close(Frame::ok()))
+}
+
+/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.
+pub(super) fn hello(_: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    let mut protocol = session.protocol;
+    if let Some(version) = args.get(1) {
+        protocol = match crate::resp::frame::parse_int(version) {
+            Some(2) => Protocol::Resp2,
+            Some(3) => Protocol::Resp3,
+            Some(_) => return Err(Frame::error("NOPROTO unsupported protocol version")),
+            None => return Err(err("Protocol version is not an integer or out of range")),
+        };
+    }
+    let mut credentials = None;
+    let mut name = None;
+    let mut i = 2;
+    while i < args.len() {
+        let more = args.len() - 1 - i;
+        if is(&args[i], "AUTH") && more >= 2 {
+            credentials = Some((&args[i + 1], &args[i + 2]));
+            i += 3;
+        } else if is(&args[i], "SETNAME") && more >= 1 {
+            name = Some(&args[i + 1]);
+            i += 2;
+        } else {
+            return Err(err(format!(
+                "Syntax error in HELLO option '{}'",
+                args::lossy(&args[i])
+            )));
+        }
+    }
+    if let Some((user, _password)) = credentials {
+        check_user(user)?;
+    }
+    if let Some(name) = name {
+        session.name = valid_client_name(name)?;
+    }
+    session.protocol = protocol;
+    Ok(Outcome::Now(Frame::Map(vec![
+        (Frame::bulk("server"), Frame::bulk("shoal")),
+        (Frame::bulk("version"), Frame::bulk(REDIS_COMPAT_VERSION)),
+        (Frame::bulk("proto"), Frame::Integer(protocol.version())),
+        (Frame::bulk("id"), Frame::Integer(session.id as i64)),
+        (Frame::bulk("mode"), Frame::bulk("cluster")),
+        (Frame::bulk("role"), Frame::bulk("master")),
+        (Frame::bulk("modules"), Frame::Array(vec![])),
+    ])))
+}
+
+/// No password is configured (shoal has no ACLs yet), so the default user accepts any
+/// password, exactly as a Redis default user with `nopass` does.
+fn check_user(user: &[u8]) -> Result<(), Frame> {
+    if user == b"default" {
+        Ok(())
+    } else {
+        Err(Frame::error(WRONGPASS))
+    }
+}
+
+pub(super) fn auth(_: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    match args {
+        [_, _password] => Err(Frame::error(AUTH_WITHOUT_PASSWORD)),
+        [_, user, _password] => check_user(user).map(|()| Outcome::Now(Frame::ok())),
+        _ => Err(syntax_error()),
+    }
+}
+
+/// Only database 0 exists: a cluster has one keyspace, as in Redis Cluster.
+pub(super) fn select(_: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    match args::int(&args[1])? {
+        0 => Ok(Outcome::Now(Frame::ok())),
+        _ => Err(err("DB index is out of range")),
+    }
+}
+
+/// A client name as Redis accepts it: printable ASCII without spaces; empty clears it.
+fn valid_client_name(name: &Bytes) -> Result<Option<Bytes>, Frame> {
+    if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        return Err(err(
+            "Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    Ok((!name.is_empty()).then(|| name.clone()))
+}
+
+const CLIENT_HELP: &[&str] = &[
+    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GETNAME",
+    "    Return the name of the current connection.",
+    "ID",
+    "    Return the ID of the current connection.",
+    "INFO",
+    "    Return information about the current client connection.",
+    "SETINFO <option> <value>",
+    "    Set client meta attr. Options are:",
+    "    * LIB-NAME: the client lib name.",
+    "    * LIB-VER: the client lib version.",
+    "SETNAME <name>",
+    "    Assign the name <name> to the current connection.",
+    "HELP",
+    "    Print this help.",
+];
+
+pub(super) fn client(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    let sub = &args[1];
+    let expect = |argc: usize, name: &str| {
+        if args.len() == argc {
+            Ok(())
+        } else {
+            Err(wrong_args(&format!("client|{name}")))
+        }
+    };
+    let reply = if is(sub, "SETNAME") {
+        expect(3, "setname")?;
+        session.name = valid_client_name(&args[2])?;
+        Frame::ok()
+    } else if is(sub, "GETNAME") {
+        expect(2, "getname")?;
+        Frame::bulk_or_null(session.name.clone())
+    } else if is(sub, "ID") {
+        expect(2, "id")?;
+        Frame::Integer(session.id as i64)
+    } else if is(sub, "SETINFO") {
+        expect(4, "setinfo")?;
+        let value = args[3].clone();
+        if value.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+            return Err(err(format!(
+                "{} cannot contain spaces, newlines or special characters.",
+                args::lossy(&args[2]).to_ascii_lowercase()
+            )));
+        }
+        if is(&args[2], "LIB-NAME") {
+            session.lib_name = Some(value);
+        } else if is(&args[2], "LIB-VER") {
+            session.lib_ver = Some(value);
+        } else {
+            return Err(err(format!(
+                "Unrecognized option '{}'",
+                args::lossy(&args[2])
+            )));
+        }
+        Frame::ok()
+    } else if is(sub, "INFO") {
+        expect(2, "info")?;
+        Frame::Verbatim(client_info(ctx, session))
+    } else if is(sub, "HELP") {
+        expect(2, "help")?;
+        Frame::Array(
+            CLIENT_HELP
+                .iter()
+                .map(|line| Frame::simple(*line))
+                .collect(),
+        )
+    } else {
+        return Err(unknown_subcommand(sub, "CLIENT"));
+    };
+    Ok(Outcome::Now(reply))
+}
+
+/// One CLIENT LIST style line for this connection.
+fn client_info(ctx: &Ctx, session: &Session) -> String {
+    let text = |value: &Option<Bytes>| value.as_deref().map(args::lossy).unwrap_or_default();
+    format!(
+        "id={} addr={} laddr={} name={} db=0 resp={} lib-name={} lib-ver={}\n",
+        session.id,
+        session.peer,
+        ctx.local_addr,
+        text(&session.name),
+        session.protocol.version(),
+        text(&session.lib_name),
+        text(&session.lib_ver),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_names() {
+        assert_eq!(
+            valid_client_name(&Bytes::from_static(b"app-1")),
+            Ok(Some(Bytes::from_static(b"app-1")))
+        );
+        assert_eq!(valid_client_name(&Bytes::new()), Ok(None));
+        assert!(valid_client_name(&Bytes::from_static(b"a b")).is_err());
+        assert!(valid_client_name(&Bytes::from_static(b"a\nb")).is_err());
+    }
+
+    #[test]
+    fn auth_users() {
+        assert!(check_user(b"default").is_ok());
+        assert_eq!(check_user(b"alice"), Err(Frame::error(WRONGPASS)));
+    }
+}

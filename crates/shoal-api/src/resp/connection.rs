@@ -1,0 +1,216 @@
+//! One client connection: reads whatever has arrived, runs every complete request, and
+//! writes all the replies of that batch with one write.
+//!
+//! Pipelining with Redis's ordering: consecutive commands of the same kind (all reads or all
+//! writes) are submitted to the node in order and awaited together, so 16 pipelined SETs
+//! share one Raft round. When the kind switches, the earlier run finishes first, so a read
+//! always sees the writes sent before it on this connection. Replies always leave in request
+//! order. Connection-local commands (PING, CLIENT, HELLO...) take their place in that order
+//! without ending a run.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::cmd::{self, ClientGuard, Ctx, Kind, Outcome, Pending, Session};
+use super::frame::{self, Frame, Protocol};
+
+/// Room made in the input buffer before each read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Stop gathering already-arrived input into one batch beyond this many bytes, so a fast
+/// client cannot make one batch (and its replies) arbitrarily large.
+const MAX_BATCH_INPUT: usize = 1024 * 1024;
+/// Write replies out as soon as this many bytes are waiting, even mid-batch.
+const FLUSH_THRESHOLD: usize = 1024 * 1024;
+
+/// Runs one client connection to its end. Errors (a client vanishing mid-write) end only
+/// this connection and are not worth more than a debug line.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Ctx>,
+    guard: ClientGuard,
+    shutdown: watch::Receiver<bool>,
+) {
+    let session = Session::new(guard.id(), peer);
+    let mut connection = Connection {
+        stream,
+        ctx,
+        session,
+        input: BytesMut::with_capacity(READ_CHUNK),
+        output: BytesMut::new(),
+        run: Run::default(),
+    };
+    if let Err(err) = connection.serve(shutdown).await {
+        tracing::debug!(%err, %peer, "RESP connection ended with an error");
+    }
+    drop(guard);
+}
+
+/// Whether the connection stays open after a batch.
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Commands submitted to the node and not yet answered, in request order.
+#[derive(Default)]
+struct Run {
+    /// Read or Write once a node command joined the run; `None` while only local replies wait.
+    kind: Option<Kind>,
+    pending: FuturesOrdered<Pending>,
+    /// The protocol each reply is encoded in: a `HELLO 3` mid-pipeline changes it for the
+    /// replies after it only.
+    protocols: VecDeque<Protocol>,
+}
+
+struct Connection {
+    stream: TcpStream,
+    ctx: Arc<Ctx>,
+    session: Session,
+    input: BytesMut,
+    output: BytesMut,
+    run: Run,
+}
+
+impl Connection {
+    async fn serve(&mut self, mut shutdown: watch::Receiver<bool>) -> io::Result<()> {
+        loop {
+            let flow = self.process_input().await?;
+            self.flush().await?;
+            if let Flow::Close = flow {
+                // Best effort: the client may already be gone.
+                let _ = self.stream.shutdown().await;
+                return Ok(());
+            }
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            if self.input.len() > self.ctx.config.max_request_bytes {
+                let limit = self.ctx.config.max_request_bytes;
+                self.reply_now(
+                    Frame::error(format!(
+                        "ERR Protocol error: request exceeds the limit of {limit} bytes (max_request_bytes)"
+                    )),
+                    self.session.protocol,
+                );
+                self.flush().await?;
+                let _ = self.stream.shutdown().await;
+                return Ok(());
+            }
+            self.input.reserve(READ_CHUNK);
+            tokio::select! {
+                read = self.stream.read_buf(&mut self.input) => {
+                    if read? == 0 {
+                        return Ok(());
+                    }
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
+            // Take in everything else that already arrived, so one batch covers the whole
+            // pipeline the client sent and its replies leave in one write.
+            while self.input.len() < MAX_BATCH_INPUT {
+                self.input.reserve(READ_CHUNK);
+                match self.stream.try_read_buf(&mut self.input) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+    }
+
+    /// Runs every complete request in the input buffer; replies end up in `output`.
+    async fn process_input(&mut self) -> io::Result<Flow> {
+        let max_bulk = self.ctx.max_bulk;
+        loop {
+            match frame::decode_request(&mut self.input, max_bulk) {
+                Ok(Some(args)) if args.is_empty() => continue,
+                Ok(Some(args)) => {
+                    if let Flow::Close = self.submit(args).await? {
+                        self.finish_run().await?;
+                        return Ok(Flow::Close);
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    // The requests before the malformed one still run and are answered.
+                    self.finish_run().await?;
+                    self.reply_now(Frame::error(format!("ERR {err}")), self.session.protocol);
+                    return Ok(Flow::Close);
+                }
+            }
+        }
+        self.finish_run().await?;
+        Ok(Flow::Continue)
+    }
+
+    /// Runs one request, keeping the ordering rules described at the top of this module.
+    async fn submit(&mut self, args: Vec<Bytes>) -> io::Result<Flow> {
+        let spec = cmd::lookup(&args[0]);
+        let kind = spec.map_or(Kind::Local, |spec| spec.kind);
+        if matches!(kind, Kind::Read | Kind::Write) && self.run.kind.is_some_and(|k| k != kind) {
+            self.finish_run().await?;
+        }
+        let outcome = cmd::dispatch(&self.ctx, &mut self.session, spec, &args);
+        // After dispatch: HELLO 3's own reply is already RESP3, as in Redis.
+        let protocol = self.session.protocol;
+        match outcome {
+            Outcome::Now(frame) => self.reply_now(frame, protocol),
+            Outcome::Later(pending) => {
+                if matches!(kind, Kind::Read | Kind::Write) {
+                    self.run.kind = Some(kind);
+                }
+                self.run.pending.push_back(pending);
+                self.run.protocols.push_back(protocol);
+            }
+            Outcome::Close(frame) => {
+                self.reply_now(frame, protocol);
+                return Ok(Flow::Close);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Queues a reply that is already known behind the ones still pending.
+    fn reply_now(&mut self, frame: Frame, protocol: Protocol) {
+        if self.run.pending.is_empty() {
+            frame.encode(protocol, &mut self.output);
+        } else {
+            self.run
+                .pending
+                .push_back(Box::pin(std::future::ready(frame)));
+            self.run.protocols.push_back(protocol);
+        }
+    }
+
+    /// Waits for every pending reply, in order, encoding each as it completes.
+    async fn finish_run(&mut self) -> io::Result<()> {
+        while let Some(frame) = self.run.pending.next().await {
+            let protocol = self.run.protocols.pop_front().unwrap_or_default();
+            frame.encode(protocol, &mut self.output);
+            if self.output.len() >= FLUSH_THRESHOLD {
+                self.flush().await?;
+            }
+        }
+        self.run.kind = None;
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.output.is_empty() {
+            self.stream.write_all(&self.output).await?;
+            self.output.clear();
+        }
+        Ok(())
+    }
+}

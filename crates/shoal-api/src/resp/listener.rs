@@ -1,0 +1,95 @@
+//! The accept loop: admits clients up to the connection limit, and on shutdown stops
+//! accepting, lets every connection finish what it is running, then returns.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_cluster::Node;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::RespConfig;
+use super::backend::Backend;
+use super::cmd::Ctx;
+use super::connection;
+
+/// The line a client over the limit receives before it is closed (Redis's wording).
+const TOO_MANY_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// How long to pause after a failed accept (e.g. out of file descriptors) so the loop
+/// does not spin while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves RESP on `listener` until `shutdown` completes.
+///
+/// On shutdown: stops accepting (the listener is closed), tells every connection to stop
+/// reading, waits until each has finished the commands it already read and written their
+/// replies, then returns. Errors only if the listener itself is unusable.
+pub async fn serve(
+    listener: TcpListener,
+    node: Node,
+    config: RespConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_backend(listener, Arc::new(node), config, shutdown).await
+}
+
+/// [`serve`] over any [`Backend`]: tests use an in-memory fake.
+pub(crate) async fn serve_backend(
+    listener: TcpListener,
+    node: Arc<dyn Backend>,
+    config: RespConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let local_addr = listener.local_addr()?;
+    let ctx = Arc::new(Ctx::new(node, config, local_addr));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    tracing::info!(addr = %local_addr, "RESP listening");
+
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(done) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(err) = done {
+                    tracing::error!(%err, "RESP connection task failed");
+                }
+            }
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::warn!(%err, "RESP accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                };
+                let Some(guard) = ctx.admit() else {
+                    // Never blocks the accept loop: a fresh socket's send buffer has room
+                    // for one line, and if it does not the client misses only the message.
+                    let _ = stream.try_write(TOO_MANY_CLIENTS);
+                    continue;
+                };
+                if let Err(err) = stream.set_nodelay(true) {
+                    tracing::debug!(%err, %peer, "could not set TCP_NODELAY");
+                }
+                connections.spawn(connection::serve(stream, peer, ctx.clone(), guard, stop_rx.clone()));
+            }
+        }
+    }
+
+    drop(listener);
+    // Receivers see the change even if they are busy now: they check it between batches.
+    let _ = stop_tx.send(true);
+    while let Some(done) = connections.join_next().await {
+        if let Err(err) = done {
+            tracing::error!(%err, "RESP connection task failed");
+        }
+    }
+    tracing::info!(addr = %local_addr, "RESP stopped");
+    Ok(())
+}

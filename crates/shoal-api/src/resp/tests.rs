@@ -1,0 +1,46 @@
+//! Runs the RESP conformance suite (`suite/`) over real TCP against the in-memory fake
+//! node, so the whole front end is tested without Raft. `tests/resp.rs` runs the same
+//! suite against a real node.
+
+use std::sync::Arc;
+
+use shoal_core::Limits;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::RespConfig;
+use super::fake::FakeNode;
+use super::listener::serve_backend;
+use super::suite::{self, Options, Server};
+
+async fn start(options: Options) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let limits = Limits {
+        max_key_bytes: suite::MAX_KEY_BYTES,
+        max_value_bytes: suite::MAX_VALUE_BYTES,
+    };
+    let node = FakeNode::new(
+        suite::SHARDS,
+        limits,
+        options.allow_flush,
+        suite::MAX_KEYS_REPLY,
+        addr.to_string(),
+    );
+    let config = RespConfig {
+        max_connections: options.max_connections,
+        ..RespConfig::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve_backend(listener, Arc::new(node), config, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        addr,
+        stop,
+        task,
+        keep: Box::new(()),
+    }
+}
+
+resp_suite!(start);

@@ -1,0 +1,83 @@
+//! The RESP front end against a real in-process node: a `shoal_cluster::Node` over a temp
+//! directory, served on a loopback port, driven with the `redis` crate and raw TCP.
+//!
+//! The scenarios live in `src/resp/suite/`, shared with the crate's unit tests, which run
+//! them against an in-memory fake node; here every one of them runs against the real thing.
+
+#[macro_use]
+#[path = "../src/resp/suite/mod.rs"]
+mod suite;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use shoal_api::resp::{RespConfig, serve};
+use shoal_cluster::{Node, NodeConfig};
+use shoal_core::{Command, Consistency, Limits};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use suite::{Options, Server};
+
+async fn start(options: Options) -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let node = Node::start(NodeConfig {
+        id: 1,
+        data_dir: dir.path().to_path_buf(),
+        shards: suite::SHARDS,
+        resp_addr: addr.to_string(),
+        http_addr: "127.0.0.1:0".into(),
+        limits: Limits {
+            max_key_bytes: suite::MAX_KEY_BYTES,
+            max_value_bytes: suite::MAX_VALUE_BYTES,
+        },
+        allow_flush: options.allow_flush,
+        max_keys_reply: suite::MAX_KEYS_REPLY,
+    })
+    .await
+    .expect("node starts");
+    wait_until_serving(&node).await;
+    let config = RespConfig {
+        max_connections: options.max_connections,
+        ..RespConfig::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, node.clone(), config, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        addr,
+        stop,
+        task,
+        keep: Box::new((node, dir)),
+    }
+}
+
+/// Every shard answers a linearizable read (its group has a leader) before the suite runs.
+async fn wait_until_serving(node: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let layout = node.layout().clone();
+    for (shard, _) in layout.shards() {
+        // A key routed to this shard: try keys until one lands there.
+        let key = (0u32..)
+            .map(|i| Bytes::from(format!("ready:{i}")))
+            .find(|k| layout.shard_of_key(k) == *shard)
+            .expect("some key routes to every shard");
+        loop {
+            match node
+                .execute(Command::Get { key: key.clone() }, Consistency::Linearizable)
+                .await
+            {
+                Ok(_) => break,
+                Err(err) if err.is_retryable() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => panic!("shard {shard} does not serve: {err}"),
+            }
+        }
+    }
+}
+
+resp_suite!(start);
