@@ -8,8 +8,8 @@ use clap::{Args, ValueEnum};
 use shoal_api::http::{self, HttpConfig};
 use shoal_api::resp::{self, RespConfig};
 use shoal_cluster::{Node, NodeConfig};
-use shoal_core::limits::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
 use shoal_core::Limits;
+use shoal_core::limits::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -61,9 +61,15 @@ enum LogFormat {
 }
 
 fn init_logging(args: &ServerArgs) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .map_err(|e| format!("--log-level {:?} is not a valid filter: {e}", args.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level).map_err(|e| {
+        format!(
+            "--log-level {:?} is not a valid filter: {e}",
+            args.log_level
+        )
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -103,23 +109,45 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         shards: args.shards,
         resp_addr: resp_addr.to_string(),
         http_addr: http_addr.to_string(),
-        limits: Limits { max_key_bytes: args.max_key_bytes, max_value_bytes: args.max_value_bytes },
+        limits: Limits {
+            max_key_bytes: args.max_key_bytes,
+            max_value_bytes: args.max_value_bytes,
+        },
         allow_flush: args.allow_flush,
         max_keys_reply: args.max_keys_reply,
     };
     let node = Node::start(config).await.map_err(|e| {
-        format!("cannot start the node with data directory {}: {e}", args.data_dir.display())
+        format!(
+            "cannot start the node with data directory {}: {e}",
+            args.data_dir.display()
+        )
     })?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let resp_config = RespConfig { max_connections: args.max_connections, ..RespConfig::default() };
-    let resp_task = tokio::spawn(resp::serve(resp_listener, node.clone(), resp_config, stopped(stop_rx.clone())));
-    let http_task = tokio::spawn(http::serve(http_listener, node.clone(), HttpConfig::default(), stopped(stop_rx)));
+    let resp_config = RespConfig {
+        max_connections: args.max_connections,
+        ..RespConfig::default()
+    };
+    let resp_task = tokio::spawn(resp::serve(
+        resp_listener,
+        node.clone(),
+        resp_config,
+        stopped(stop_rx.clone()),
+    ));
+    let http_task = tokio::spawn(http::serve(
+        http_listener,
+        node.clone(),
+        HttpConfig::default(),
+        stopped(stop_rx),
+    ));
     tracing::info!(%resp_addr, %http_addr, data_dir = %args.data_dir.display(), "serving");
-    eprintln!("shoal node {} serving RESP on {resp_addr} and HTTP on http://{http_addr}", args.id);
+    eprintln!(
+        "shoal node {} serving RESP on {resp_addr} and HTTP on http://{http_addr}",
+        args.id
+    );
 
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
