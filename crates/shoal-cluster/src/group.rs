@@ -10,15 +10,16 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
+use openraft::async_runtime::WatchReceiver;
 use openraft::ReadPolicy;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::impls::ProgressResponder;
 use shoal_core::{Error, ShardId, WriteOp, WriteReply};
 use shoal_raft::{Raft, ShardRequest, ShardResponse, TypeConfig};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::clock::now_ms;
 
@@ -42,22 +43,36 @@ pub struct Group {
     reads: mpsc::Sender<oneshot::Sender<Result<(), Error>>>,
     pub key_count: Arc<AtomicU64>,
     max_pending: usize,
+    /// True while this node leads the group and is its only voter (see `local_reads_ok`).
+    sole_voter_leader: Arc<AtomicBool>,
 }
 
 impl Group {
-    pub fn start(id: ShardId, raft: Raft, key_count: Arc<AtomicU64>, max_pending: usize) -> Group {
+    pub fn start(
+        id: ShardId,
+        node_id: u64,
+        raft: Raft,
+        key_count: Arc<AtomicU64>,
+        max_pending: usize,
+        max_inflight_entries: usize,
+    ) -> Group {
         let (proposals, proposal_rx) = mpsc::channel(max_pending);
         let (reads, read_rx) = mpsc::channel(max_pending);
-        tokio::spawn(run_proposer(id, raft.clone(), proposal_rx));
+        let sole_voter_leader = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run_proposer(id, raft.clone(), proposal_rx, max_inflight_entries));
         tokio::spawn(run_read_gate(id, raft.clone(), read_rx));
-        Group {
-            id,
-            raft,
-            proposals,
-            reads,
-            key_count,
-            max_pending,
-        }
+        tokio::spawn(watch_sole_voter(raft.clone(), node_id, sole_voter_leader.clone()));
+        Group { id, raft, proposals, reads, key_count, max_pending, sole_voter_leader }
+    }
+
+    /// Whether a linearizable read may be answered from local applied state without a
+    /// ReadIndex round. True when this node leads the group and is its only voter in both
+    /// the effective and the committed membership: then no other node can commit anything,
+    /// every acknowledged write is already applied here (writes are acknowledged after
+    /// apply), and applied state only moves forward. Startup runs one ReadIndex round per
+    /// group before serving, so state from before a restart is applied first.
+    pub fn local_reads_ok(&self) -> bool {
+        self.sole_voter_leader.load(Ordering::Acquire)
     }
 
     /// Queues a write now; the returned receiver yields its result once applied.
@@ -130,9 +145,35 @@ fn op_bytes(op: &WriteOp) -> usize {
     }
 }
 
-async fn run_proposer(id: ShardId, raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
+/// Keeps `flag` equal to "this node leads and is the only voter".
+async fn watch_sole_voter(raft: Raft, node_id: u64, flag: Arc<AtomicBool>) {
+    let mut rx = raft.server_metrics();
+    loop {
+        let ok = {
+            let m = rx.borrow_watched();
+            let only_me = |ids: &mut dyn Iterator<Item = u64>| {
+                let ids: Vec<u64> = ids.collect();
+                ids == [node_id]
+            };
+            m.current_leader == Some(node_id)
+                && only_me(&mut m.membership_config.voter_ids())
+                && only_me(&mut m.committed_membership_config.voter_ids())
+        };
+        flag.store(ok, Ordering::Release);
+        if rx.changed().await.is_err() {
+            flag.store(false, Ordering::Release);
+            return;
+        }
+    }
+}
+
+async fn run_proposer(id: ShardId, raft: Raft, mut rx: mpsc::Receiver<Proposal>, max_inflight: usize) {
+    // Bounding entries in flight lets requests that arrive meanwhile gather into the next
+    // entry: fewer, fuller entries cost less per op than many small ones.
+    let inflight = Arc::new(Semaphore::new(max_inflight.max(1)));
     let mut carry: Option<Proposal> = None;
     loop {
+        let Ok(permit) = inflight.clone().acquire_owned().await else { return };
         let first = match carry.take() {
             Some(p) => p,
             None => match rx.recv().await {
@@ -178,7 +219,9 @@ async fn run_proposer(id: ShardId, raft: Raft, mut rx: mpsc::Receiver<Proposal>)
         }
         // Entries are handed to Raft in order; completions are awaited concurrently.
         tokio::spawn(async move {
-            let outcome = match done.await {
+            let done = done.await;
+            drop(permit);
+            let outcome = match done {
                 Ok(Ok(response)) => Ok(response.data),
                 Ok(Err(e)) => Err(write_error(id, &e)),
                 Err(_) => Err(Error::ShuttingDown),

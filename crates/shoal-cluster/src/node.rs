@@ -46,6 +46,8 @@ pub struct NodeConfig {
 pub struct Tuning {
     /// Queued writes (and queued reads) per shard before clients get `Overloaded`.
     pub max_pending_per_shard: usize,
+    /// Log entries a shard leader keeps in flight at once.
+    pub max_inflight_entries: usize,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: (u64, u64),
     /// Log entries between snapshots of a shard.
@@ -63,6 +65,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Self {
             max_pending_per_shard: 65_536,
+            max_inflight_entries: 2,
             heartbeat_ms: 100,
             election_timeout_ms: (300, 600),
             snapshot_every: 20_000,
@@ -173,6 +176,12 @@ impl Node {
                 node.inner.tuning.startup_timeout,
             )
             .await?;
+            // One ReadIndex round: everything committed before a restart is applied before
+            // the first read, which local reads (`Group::local_reads_ok`) rely on.
+            group
+                .read_barrier()?
+                .await
+                .map_err(|_| Error::ShuttingDown)??;
         }
         tokio::spawn(crate::reaper::run(node.clone()));
         tracing::info!(
@@ -304,7 +313,7 @@ impl Node {
                     if let Some(barrier) = barrier {
                         barrier.await.map_err(|_| Error::ShuttingDown)??;
                     }
-                    node.read(command).await
+                    node.read(command, consistency).await
                 }
             }
         }
@@ -316,9 +325,10 @@ impl Node {
         }
         let limits = self.limits();
         let barrier = |shard: ShardId| -> Result<Option<_>, Error> {
+            let group = self.group(shard);
             match consistency {
-                Consistency::Linearizable => self.group(shard).read_barrier().map(Some),
-                Consistency::Stale => Ok(None),
+                Consistency::Linearizable if !group.local_reads_ok() => group.read_barrier().map(Some),
+                _ => Ok(None),
             }
         };
         match command {
@@ -381,7 +391,7 @@ impl Node {
     }
 
     /// Answers a read from local applied state (after any barrier).
-    async fn read(&self, command: Command) -> Result<Reply, Error> {
+    async fn read(&self, command: Command, consistency: Consistency) -> Result<Reply, Error> {
         let engine = self.engine();
         let now = now_ms();
         let get = |key: &[u8]| -> Result<_, Error> {
@@ -401,7 +411,7 @@ impl Node {
                 limit,
                 prefix,
                 with_values,
-            } => self.scan(cursor, limit, prefix, with_values, now).await,
+            } => self.scan(cursor, limit, prefix, with_values, now, consistency).await,
             Command::Count => Ok(Reply::Count(
                 self.data_groups()
                     .iter()
@@ -435,6 +445,7 @@ impl Node {
         prefix: Option<Bytes>,
         with_values: bool,
         now: u64,
+        consistency: Consistency,
     ) -> Result<Reply, Error> {
         let limit = limit.max(1);
         let mut entries = Vec::new();
@@ -445,8 +456,9 @@ impl Node {
             let range: SlotRange = self.inner.layout.range_of(shard).expect("range");
             if !first_shard {
                 // Linearizable scans confirm leadership per shard; the first was done by submit.
-                if let Ok(rx) = self.group(shard).read_barrier() {
-                    rx.await.map_err(|_| Error::ShuttingDown)??;
+                let group = self.group(shard);
+                if consistency == Consistency::Linearizable && !group.local_reads_ok() {
+                    group.read_barrier()?.await.map_err(|_| Error::ShuttingDown)??;
                 }
             }
             first_shard = false;
@@ -574,9 +586,11 @@ async fn open_group(
     }
     Ok(Group::start(
         id,
+        node_id,
         raft,
         key_count,
         tuning.max_pending_per_shard,
+        tuning.max_inflight_entries,
     ))
 }
 

@@ -89,11 +89,12 @@ impl ShardStateMachine {
     }
 }
 
-/// The group's keys as of the current batch: this batch's changes over stored data.
+/// The group's keys as of the current batch: this batch's changes over stored data. Reads
+/// from storage are remembered, so each key is looked up in the LSM at most once per batch.
 struct BatchView<'a> {
     engine: &'a Engine,
     group: GroupId,
-    overlay: &'a HashMap<Bytes, Option<Record>>,
+    overlay: &'a mut HashMap<Bytes, Option<Record>>,
     cleared: bool,
 }
 
@@ -105,9 +106,9 @@ impl KeyView for BatchView<'_> {
         if self.cleared {
             return Ok(None);
         }
-        self.engine
-            .get_record(self.group, key)
-            .map_err(|e| Error::Storage(e.to_string()))
+        let stored = self.engine.get_record(self.group, key).map_err(|e| Error::Storage(e.to_string()))?;
+        self.overlay.insert(Bytes::copy_from_slice(key), stored.clone());
+        Ok(stored)
     }
 }
 
@@ -121,16 +122,13 @@ struct PendingBatch {
     entries: usize,
 }
 
-impl ShardStateMachine {
-    fn view<'a>(&'a self, batch: &'a PendingBatch) -> BatchView<'a> {
-        BatchView {
-            engine: &self.engine,
-            group: self.group,
-            overlay: &batch.overlay,
-            cleared: batch.cleared,
-        }
+impl PendingBatch {
+    fn view<'a>(&'a mut self, engine: &'a Engine, group: GroupId) -> BatchView<'a> {
+        BatchView { engine, group, overlay: &mut self.overlay, cleared: self.cleared }
     }
+}
 
+impl ShardStateMachine {
     fn apply_request(
         &mut self,
         batch: &mut PendingBatch,
@@ -139,17 +137,14 @@ impl ShardStateMachine {
     ) -> Result<ShardResponse, io::Error> {
         let mut results = Vec::with_capacity(request.ops.len());
         for op in &request.ops {
-            let applied = apply(
-                op,
-                index,
-                request.now_ms,
-                &self.limits,
-                &mut self.view(batch),
-            );
+            let applied = {
+                let mut view = batch.view(&self.engine, self.group);
+                apply(op, index, request.now_ms, &self.limits, &mut view)
+            };
             for change in applied.changes {
                 match change {
                     Change::Put(key, record) => {
-                        let old = self.view(batch).get(&key).map_err(io_err)?;
+                        let old = batch.view(&self.engine, self.group).get(&key).map_err(io_err)?;
                         if old.is_none() {
                             self.state.key_count += 1;
                         }
@@ -161,12 +156,9 @@ impl ShardStateMachine {
                         batch.overlay.insert(key, Some(record));
                     }
                     Change::Delete(key) => {
-                        if let Some(old) = self.view(batch).get(&key).map_err(io_err)? {
+                        if let Some(old) = batch.view(&self.engine, self.group).get(&key).map_err(io_err)? {
                             self.state.key_count -= 1;
-                            batch.changes.push(DataChange::Delete {
-                                key: key.clone(),
-                                old_expire: old.expire_at,
-                            });
+                            batch.changes.push(DataChange::Delete { key: key.clone(), old_expire: old.expire_at });
                             batch.overlay.insert(key, None);
                         }
                     }

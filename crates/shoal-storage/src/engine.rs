@@ -64,7 +64,8 @@ impl Engine {
     /// write only after the fsync that covers it.
     pub fn open(dir: &Path, options: &EngineOptions) -> Result<Engine> {
         std::fs::create_dir_all(dir)?;
-        let db = Database::builder(dir.join("db"))
+        let db_dir = dir.join("db");
+        let db = Database::builder(&db_dir)
             .cache_size(options.cache_bytes)
             .manual_journal_persist(true)
             .open()?;
@@ -73,7 +74,7 @@ impl Engine {
         let meta = open("raft_meta")?;
         let data = open("shard_data")?;
         let expiry = open("shard_expiry")?;
-        let syncer = Syncer::start(db.clone())?;
+        let syncer = Syncer::start(db.clone(), db_dir)?;
         let counters = syncer.counters.clone();
         Ok(Engine {
             inner: Arc::new(Inner {

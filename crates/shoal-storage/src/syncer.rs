@@ -1,9 +1,19 @@
 //! Group commit: one thread turns many "make my writes durable" requests into one fsync.
 //!
 //! Writers put their batch into fjall (journal buffer, no sync) and then hand a callback
-//! here. The thread takes every callback queued so far, calls `persist(SyncData)` once,
+//! here. The thread takes every callback queued so far, makes the journal durable once,
 //! and completes them all: each fsync covers every group's appends made before it.
+//!
+//! fjall's own `persist(SyncData)` holds the journal lock for the whole fdatasync, which
+//! stalls every other write (and the async workers doing them) for the fsync's duration.
+//! So the thread only flushes fjall's buffer under the lock (`PersistMode::Buffer`) and then
+//! calls fdatasync on its own handle to the active journal file, outside the lock.
+//! fdatasync acts on the file, not the descriptor, so it covers writes made through fjall's
+//! handle. If fjall rotated to a new journal meanwhile, the old one was fully synced by the
+//! rotation itself (fjall seals a journal with `SyncAll`), and we move to the newest file.
 
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -31,13 +41,15 @@ pub struct Syncer {
 }
 
 impl Syncer {
-    pub fn start(db: Database) -> std::io::Result<Self> {
+    /// `db_dir` is the fjall database directory, where its `<id>.jnl` journals live.
+    pub fn start(db: Database, db_dir: PathBuf) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<SyncCallback>();
         let counters = Arc::new(SyncCounters::default());
         let thread_counters = counters.clone();
+        let journal = ActiveJournal::open(db_dir)?;
         let thread = std::thread::Builder::new()
             .name("shoal-group-commit".into())
-            .spawn(move || run(db, rx, &thread_counters))?;
+            .spawn(move || run(db, journal, rx, &thread_counters))?;
         Ok(Self {
             tx: Some(tx),
             thread: Some(thread),
@@ -72,7 +84,48 @@ impl Drop for Syncer {
     }
 }
 
-fn run(db: Database, rx: mpsc::Receiver<SyncCallback>, counters: &SyncCounters) {
+/// Our own handle to fjall's newest journal file.
+struct ActiveJournal {
+    dir: PathBuf,
+    id: u64,
+    file: File,
+}
+
+fn journal_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id}.jnl"))
+}
+
+impl ActiveJournal {
+    fn open(dir: PathBuf) -> std::io::Result<Self> {
+        let newest = std::fs::read_dir(&dir)?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".jnl")?.parse::<u64>().ok())
+            .max()
+            .ok_or_else(|| {
+                std::io::Error::other(format!("no journal file in {}", dir.display()))
+            })?;
+        let file = File::open(journal_path(&dir, newest))?;
+        Ok(Self { dir, id: newest, file })
+    }
+
+    /// Makes everything fjall has written to its journal so far durable.
+    fn sync(&mut self, db: &Database) -> std::io::Result<()> {
+        db.persist(PersistMode::Buffer).map_err(std::io::Error::other)?;
+        // Move to the newest journal if fjall rotated; rotation synced the older ones.
+        while journal_path(&self.dir, self.id + 1).exists() {
+            self.id += 1;
+            self.file = File::open(journal_path(&self.dir, self.id))?;
+        }
+        self.file.sync_data()
+    }
+}
+
+fn run(
+    db: Database,
+    mut journal: ActiveJournal,
+    rx: mpsc::Receiver<SyncCallback>,
+    counters: &SyncCounters,
+) {
     let mut pending = Vec::new();
     while let Ok(first) = rx.recv() {
         pending.push(first);
@@ -82,19 +135,14 @@ fn run(db: Database, rx: mpsc::Receiver<SyncCallback>, counters: &SyncCounters) 
                 Err(_) => break,
             }
         }
-        let result = db.persist(PersistMode::SyncData);
+        let result = journal.sync(&db);
         counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        counters
-            .requests
-            .fetch_add(pending.len() as u64, Ordering::Relaxed);
+        counters.requests.fetch_add(pending.len() as u64, Ordering::Relaxed);
         if let Err(e) = &result {
             tracing::error!(error = %e, "fsync failed; writes waiting on it are failed");
         }
         for cb in pending.drain(..) {
-            cb(result
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| std::io::Error::other(e.to_string())));
+            cb(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
         }
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use shoal_api::http::{self, HttpConfig};
 use shoal_api::resp::{self, RespConfig};
-use shoal_cluster::{Node, NodeConfig};
+use shoal_cluster::{Node, NodeConfig, Tuning};
 use shoal_core::Limits;
 use shoal_core::limits::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
 use tokio::net::TcpListener;
@@ -46,6 +46,16 @@ pub struct ServerArgs {
     /// Allow FLUSHALL/FLUSHDB, which delete every key.
     #[arg(long)]
     allow_flush: bool,
+    /// Raft log entries each shard leader keeps in flight. Fewer means fuller entries
+    /// (less work per write), more means lower latency when load is light.
+    #[arg(long, default_value_t = Tuning::default().max_inflight_entries, help_heading = "Tuning")]
+    max_inflight_entries: usize,
+    /// Queued requests per shard before clients get a retryable "overloaded" error.
+    #[arg(long, default_value_t = Tuning::default().max_pending_per_shard, help_heading = "Tuning")]
+    max_pending_per_shard: usize,
+    /// Log entries between snapshots of a shard (the log before a snapshot is discarded).
+    #[arg(long, default_value_t = Tuning::default().snapshot_every, help_heading = "Tuning")]
+    snapshot_every: u64,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
     #[arg(long, default_value = "info", env = "SHOAL_LOG")]
     log_level: String,
@@ -116,7 +126,13 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         allow_flush: args.allow_flush,
         max_keys_reply: args.max_keys_reply,
     };
-    let node = Node::start(config).await.map_err(|e| {
+    let tuning = Tuning {
+        max_inflight_entries: args.max_inflight_entries,
+        max_pending_per_shard: args.max_pending_per_shard,
+        snapshot_every: args.snapshot_every,
+        ..Tuning::default()
+    };
+    let node = Node::start_with(config, tuning).await.map_err(|e| {
         format!(
             "cannot start the node with data directory {}: {e}",
             args.data_dir.display()
