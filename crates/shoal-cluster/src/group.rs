@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
-use openraft::async_runtime::WatchReceiver;
 use openraft::ReadPolicy;
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::impls::ProgressResponder;
+use openraft::raft::ClientWriteResult;
 use shoal_core::{Error, ShardId, WriteOp, WriteReply};
-use shoal_raft::{Raft, ShardRequest, ShardResponse, TypeConfig};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use shoal_raft::{CallbackResponder, Raft, ShardRequest, ShardResponse, TypeConfig};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::clock::now_ms;
 
@@ -45,6 +45,14 @@ pub struct Group {
     max_pending: usize,
     /// True while this node leads the group and is its only voter (see `local_reads_ok`).
     sole_voter_leader: Arc<AtomicBool>,
+    pub counters: Arc<GroupCounters>,
+}
+
+/// What the proposer did, for INFO and tuning: ops per entry shows batching at work.
+#[derive(Debug, Default)]
+pub struct GroupCounters {
+    pub entries: AtomicU64,
+    pub ops: AtomicU64,
 }
 
 impl Group {
@@ -59,10 +67,30 @@ impl Group {
         let (proposals, proposal_rx) = mpsc::channel(max_pending);
         let (reads, read_rx) = mpsc::channel(max_pending);
         let sole_voter_leader = Arc::new(AtomicBool::new(false));
-        tokio::spawn(run_proposer(id, raft.clone(), proposal_rx, max_inflight_entries));
+        let counters = Arc::new(GroupCounters::default());
+        tokio::spawn(run_proposer(
+            id,
+            raft.clone(),
+            proposal_rx,
+            max_inflight_entries,
+            counters.clone(),
+        ));
         tokio::spawn(run_read_gate(id, raft.clone(), read_rx));
-        tokio::spawn(watch_sole_voter(raft.clone(), node_id, sole_voter_leader.clone()));
-        Group { id, raft, proposals, reads, key_count, max_pending, sole_voter_leader }
+        tokio::spawn(watch_sole_voter(
+            raft.clone(),
+            node_id,
+            sole_voter_leader.clone(),
+        ));
+        Group {
+            id,
+            raft,
+            proposals,
+            reads,
+            key_count,
+            max_pending,
+            sole_voter_leader,
+            counters,
+        }
     }
 
     /// Whether a linearizable read may be answered from local applied state without a
@@ -167,13 +195,21 @@ async fn watch_sole_voter(raft: Raft, node_id: u64, flag: Arc<AtomicBool>) {
     }
 }
 
-async fn run_proposer(id: ShardId, raft: Raft, mut rx: mpsc::Receiver<Proposal>, max_inflight: usize) {
+async fn run_proposer(
+    id: ShardId,
+    raft: Raft,
+    mut rx: mpsc::Receiver<Proposal>,
+    max_inflight: usize,
+    counters: Arc<GroupCounters>,
+) {
     // Bounding entries in flight lets requests that arrive meanwhile gather into the next
     // entry: fewer, fuller entries cost less per op than many small ones.
     let inflight = Arc::new(Semaphore::new(max_inflight.max(1)));
     let mut carry: Option<Proposal> = None;
     loop {
-        let Ok(permit) = inflight.clone().acquire_owned().await else { return };
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            return;
+        };
         let first = match carry.take() {
             Some(p) => p,
             None => match rx.recv().await {
@@ -205,29 +241,19 @@ async fn run_proposer(id: ShardId, raft: Raft, mut rx: mpsc::Receiver<Proposal>,
             }
             next = rx.try_recv().ok();
         }
+        counters.entries.fetch_add(1, Ordering::Relaxed);
+        counters.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
         let request = ShardRequest {
             now_ms: now_ms(),
             ops,
         };
-        let (responder, done) = ProgressResponder::complete_only();
-        if let Err(e) = raft.client_write_ff(request, Some(responder)).await {
-            tracing::debug!(shard = id, error = %e, "proposal failed: group stopped");
-            for reply in replies.into_iter().flatten() {
-                let _ = reply.send(Err(Error::ShuttingDown));
-            }
-            continue;
-        }
-        // Entries are handed to Raft in order; completions are awaited concurrently.
-        tokio::spawn(async move {
-            let done = done.await;
+        // The callback runs where the entry is applied and answers every op of it; if
+        // the group stops first, dropping it drops the senders and waiters see shutdown.
+        let responder = CallbackResponder::new(move |outcome: ClientWriteResult<TypeConfig>| {
             drop(permit);
-            let outcome = match done {
-                Ok(Ok(response)) => Ok(response.data),
-                Ok(Err(e)) => Err(write_error(id, &e)),
-                Err(_) => Err(Error::ShuttingDown),
-            };
             match outcome {
-                Ok(ShardResponse { results }) => {
+                Ok(response) => {
+                    let ShardResponse { results } = response.data;
                     debug_assert_eq!(results.len(), replies.len());
                     for (reply, result) in replies.into_iter().zip(results) {
                         if let Some(reply) = reply {
@@ -235,13 +261,18 @@ async fn run_proposer(id: ShardId, raft: Raft, mut rx: mpsc::Receiver<Proposal>,
                         }
                     }
                 }
-                Err(err) => {
+                Err(e) => {
+                    let err = write_error(id, &e);
                     for reply in replies.into_iter().flatten() {
                         let _ = reply.send(Err(err.clone()));
                     }
                 }
             }
         });
+        // Entries are handed to Raft in order, without waiting for earlier ones to commit.
+        if let Err(e) = raft.client_write_ff(request, Some(responder)).await {
+            tracing::debug!(shard = id, error = %e, "proposal failed: group stopped");
+        }
     }
 }
 

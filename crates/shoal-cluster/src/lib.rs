@@ -11,4 +11,4 @@ mod reaper;
 
 pub use clock::now_ms;
 pub use group::{MAX_BYTES_PER_ENTRY, MAX_OPS_PER_ENTRY};
-pub use node::{Node, NodeConfig, Tuning};
+pub use node::{Node, NodeConfig, NodeStats, Tuning};

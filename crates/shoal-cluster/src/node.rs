@@ -217,14 +217,22 @@ impl Node {
         self.inner.started.elapsed()
     }
 
-    /// Commands executed since start.
-    pub fn commands_processed(&self) -> u64 {
-        self.inner.commands.load(Ordering::Relaxed)
-    }
-
-    /// Group-commit counters: fsyncs done and the durability requests they covered.
-    pub fn storage_stats(&self) -> shoal_storage::StorageStats {
-        self.inner.engine.stats()
+    /// Counters for INFO and tuning.
+    pub fn stats(&self) -> NodeStats {
+        let storage = self.inner.engine.stats();
+        let sum = |f: fn(&Group) -> &AtomicU64| {
+            self.data_groups()
+                .iter()
+                .map(|g| f(g).load(Ordering::Relaxed))
+                .sum()
+        };
+        NodeStats {
+            commands: self.inner.commands.load(Ordering::Relaxed),
+            log_entries_proposed: sum(|g| &g.counters.entries),
+            writes_proposed: sum(|g| &g.counters.ops),
+            fsyncs: storage.fsyncs,
+            fsync_requests: storage.sync_requests,
+        }
     }
 
     pub(crate) fn data_groups(&self) -> &[Group] {
@@ -327,7 +335,9 @@ impl Node {
         let barrier = |shard: ShardId| -> Result<Option<_>, Error> {
             let group = self.group(shard);
             match consistency {
-                Consistency::Linearizable if !group.local_reads_ok() => group.read_barrier().map(Some),
+                Consistency::Linearizable if !group.local_reads_ok() => {
+                    group.read_barrier().map(Some)
+                }
                 _ => Ok(None),
             }
         };
@@ -411,7 +421,10 @@ impl Node {
                 limit,
                 prefix,
                 with_values,
-            } => self.scan(cursor, limit, prefix, with_values, now, consistency).await,
+            } => {
+                self.scan(cursor, limit, prefix, with_values, now, consistency)
+                    .await
+            }
             Command::Count => Ok(Reply::Count(
                 self.data_groups()
                     .iter()
@@ -458,7 +471,10 @@ impl Node {
                 // Linearizable scans confirm leadership per shard; the first was done by submit.
                 let group = self.group(shard);
                 if consistency == Consistency::Linearizable && !group.local_reads_ok() {
-                    group.read_barrier()?.await.map_err(|_| Error::ShuttingDown)??;
+                    group
+                        .read_barrier()?
+                        .await
+                        .map_err(|_| Error::ShuttingDown)??;
                 }
             }
             first_shard = false;
@@ -525,6 +541,19 @@ impl Node {
         }
         tracing::info!(node = self.id(), "node stopped");
     }
+}
+
+/// Node counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub commands: u64,
+    /// Log entries proposed by data shards, and the writes they carried.
+    pub log_entries_proposed: u64,
+    pub writes_proposed: u64,
+    /// fsyncs done by group commit, and the durability requests (log appends, votes)
+    /// they covered.
+    pub fsyncs: u64,
+    pub fsync_requests: u64,
 }
 
 enum Submitted {

@@ -13,7 +13,7 @@ mod types;
 pub use log_store::LogStore;
 pub use network::{NetworkFactory, NoPeers};
 pub use state_machine::{ShardStateMachine, SnapshotFile};
-pub use types::{ShardRequest, ShardResponse, TypeConfig};
+pub use types::{CallbackResponder, ShardRequest, ShardResponse, TypeConfig};
 
 /// A Raft instance of any shoal group.
 pub type Raft = openraft::Raft<TypeConfig, ShardStateMachine>;

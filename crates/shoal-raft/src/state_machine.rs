@@ -106,8 +106,12 @@ impl KeyView for BatchView<'_> {
         if self.cleared {
             return Ok(None);
         }
-        let stored = self.engine.get_record(self.group, key).map_err(|e| Error::Storage(e.to_string()))?;
-        self.overlay.insert(Bytes::copy_from_slice(key), stored.clone());
+        let stored = self
+            .engine
+            .get_record(self.group, key)
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        self.overlay
+            .insert(Bytes::copy_from_slice(key), stored.clone());
         Ok(stored)
     }
 }
@@ -124,7 +128,12 @@ struct PendingBatch {
 
 impl PendingBatch {
     fn view<'a>(&'a mut self, engine: &'a Engine, group: GroupId) -> BatchView<'a> {
-        BatchView { engine, group, overlay: &mut self.overlay, cleared: self.cleared }
+        BatchView {
+            engine,
+            group,
+            overlay: &mut self.overlay,
+            cleared: self.cleared,
+        }
     }
 }
 
@@ -144,7 +153,10 @@ impl ShardStateMachine {
             for change in applied.changes {
                 match change {
                     Change::Put(key, record) => {
-                        let old = batch.view(&self.engine, self.group).get(&key).map_err(io_err)?;
+                        let old = batch
+                            .view(&self.engine, self.group)
+                            .get(&key)
+                            .map_err(io_err)?;
                         if old.is_none() {
                             self.state.key_count += 1;
                         }
@@ -156,9 +168,16 @@ impl ShardStateMachine {
                         batch.overlay.insert(key, Some(record));
                     }
                     Change::Delete(key) => {
-                        if let Some(old) = batch.view(&self.engine, self.group).get(&key).map_err(io_err)? {
+                        if let Some(old) = batch
+                            .view(&self.engine, self.group)
+                            .get(&key)
+                            .map_err(io_err)?
+                        {
                             self.state.key_count -= 1;
-                            batch.changes.push(DataChange::Delete { key: key.clone(), old_expire: old.expire_at });
+                            batch.changes.push(DataChange::Delete {
+                                key: key.clone(),
+                                old_expire: old.expire_at,
+                            });
                             batch.overlay.insert(key, None);
                         }
                     }

@@ -25,14 +25,55 @@ pub struct ShardResponse {
     pub results: Vec<Result<WriteReply, Error>>,
 }
 
-openraft::declare_raft_types!(
-    /// Types of every shoal Raft group (metadata and shards alike).
-    pub TypeConfig:
-        D = ShardRequest,
-        R = ShardResponse,
-        NodeId = u64,
-        Node = openraft::impls::BasicNode,
-);
+/// Types of every shoal Raft group (metadata and shards alike). Written out rather than
+/// declared with `declare_raft_types!`, whose syntax cannot name a generic responder.
+#[derive(Debug, Clone, Copy, Default, Eq, PartialEq, Ord, PartialOrd)]
+pub struct TypeConfig {}
+
+impl openraft::RaftTypeConfig for TypeConfig {
+    type D = ShardRequest;
+    type R = ShardResponse;
+    type NodeId = u64;
+    type Node = openraft::impls::BasicNode;
+    type Term = u64;
+    type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, u64>;
+    type Vote = openraft::impls::Vote<Self::LeaderId>;
+    type Payload = openraft::EntryPayload<ShardRequest, u64, openraft::impls::BasicNode>;
+    type Entry =
+        openraft::Entry<<Self::LeaderId as openraft::vote::RaftLeaderId>::Committed, Self::Payload>;
+    type AsyncRuntime = openraft::impls::TokioRuntime;
+    type Responder<T>
+        = CallbackResponder<T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type Batch<T>
+        = openraft::impls::InlineBatch<T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type ErrorSource = openraft::impls::BoxedErrorSource;
+}
+
+/// Completes a proposal by calling a closure where the entry is applied, so results fan
+/// out to waiting clients without another task hop per entry.
+pub struct CallbackResponder<T> {
+    callback: Box<dyn FnOnce(T) + Send>,
+}
+
+impl<T> CallbackResponder<T> {
+    pub fn new(callback: impl FnOnce(T) + Send + 'static) -> Self {
+        Self {
+            callback: Box::new(callback),
+        }
+    }
+}
+
+impl<T: openraft::OptionalSend + 'static> openraft::raft::responder::Responder<TypeConfig, T>
+    for CallbackResponder<T>
+{
+    fn on_complete(self, result: T) {
+        (self.callback)(result)
+    }
+}
 
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;

@@ -63,6 +63,12 @@ impl Engine {
     /// which only ever loses writes that were never acknowledged, since we acknowledge a
     /// write only after the fsync that covers it.
     pub fn open(dir: &Path, options: &EngineOptions) -> Result<Engine> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(StorageError::Io(std::io::Error::other(format!(
+                "{} exists and is not a directory; pass a directory path",
+                dir.display()
+            ))));
+        }
         std::fs::create_dir_all(dir)?;
         let db_dir = dir.join("db");
         let db = Database::builder(&db_dir)

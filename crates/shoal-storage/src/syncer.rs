@@ -99,18 +99,29 @@ impl ActiveJournal {
     fn open(dir: PathBuf) -> std::io::Result<Self> {
         let newest = std::fs::read_dir(&dir)?
             .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".jnl")?.parse::<u64>().ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".jnl")?
+                    .parse::<u64>()
+                    .ok()
+            })
             .max()
             .ok_or_else(|| {
                 std::io::Error::other(format!("no journal file in {}", dir.display()))
             })?;
         let file = File::open(journal_path(&dir, newest))?;
-        Ok(Self { dir, id: newest, file })
+        Ok(Self {
+            dir,
+            id: newest,
+            file,
+        })
     }
 
     /// Makes everything fjall has written to its journal so far durable.
     fn sync(&mut self, db: &Database) -> std::io::Result<()> {
-        db.persist(PersistMode::Buffer).map_err(std::io::Error::other)?;
+        db.persist(PersistMode::Buffer)
+            .map_err(std::io::Error::other)?;
         // Move to the newest journal if fjall rotated; rotation synced the older ones.
         while journal_path(&self.dir, self.id + 1).exists() {
             self.id += 1;
@@ -137,12 +148,17 @@ fn run(
         }
         let result = journal.sync(&db);
         counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        counters.requests.fetch_add(pending.len() as u64, Ordering::Relaxed);
+        counters
+            .requests
+            .fetch_add(pending.len() as u64, Ordering::Relaxed);
         if let Err(e) = &result {
             tracing::error!(error = %e, "fsync failed; writes waiting on it are failed");
         }
         for cb in pending.drain(..) {
-            cb(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
+            cb(result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
         }
     }
 }

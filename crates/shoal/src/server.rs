@@ -57,7 +57,7 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = Tuning::default().snapshot_every, help_heading = "Tuning")]
     snapshot_every: u64,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
-    #[arg(long, default_value = "info", env = "SHOAL_LOG")]
+    #[arg(long, default_value = "info,openraft=warn", env = "SHOAL_LOG")]
     log_level: String,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -108,6 +108,7 @@ pub async fn run(args: ServerArgs) -> ExitCode {
 
 async fn serve(args: ServerArgs) -> Result<(), String> {
     init_logging(&args)?;
+    let mut signals = StopSignals::install()?;
     let resp_listener = bind("--resp-addr", args.resp_addr).await?;
     let http_listener = bind("--http-addr", args.http_addr).await?;
     let resp_addr = resp_listener.local_addr().map_err(|e| e.to_string())?;
@@ -165,7 +166,7 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         args.id
     );
 
-    shutdown_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
     for (name, task) in [("RESP", resp_task), ("HTTP", http_task)] {
@@ -179,23 +180,38 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and SIGINT, listened for from the very start so a signal that arrives while
+/// the node is still starting is not fatal: it is seen once startup ends and the node
+/// stops cleanly.
+struct StopSignals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self, String> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let term = signal(SignalKind::terminate())
+                .map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
+            let int = signal(SignalKind::interrupt())
+                .map_err(|e| format!("cannot listen for SIGINT: {e}"))?;
+            Ok(Self { term, int })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

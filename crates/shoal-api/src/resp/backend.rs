@@ -23,6 +23,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn allow_flush(&self) -> bool;
     fn max_keys_reply(&self) -> usize;
     fn cluster_view(&self) -> ClusterView;
+    /// `name:value` counters for INFO's stats section.
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 impl Backend for Node {
@@ -56,5 +60,16 @@ impl Backend for Node {
 
     fn cluster_view(&self) -> ClusterView {
         Node::cluster_view(self)
+    }
+
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        let s = Node::stats(self);
+        vec![
+            ("total_commands_processed", s.commands),
+            ("shoal_log_entries_proposed", s.log_entries_proposed),
+            ("shoal_writes_proposed", s.writes_proposed),
+            ("shoal_fsyncs", s.fsyncs),
+            ("shoal_fsync_requests", s.fsync_requests),
+        ]
     }
 }

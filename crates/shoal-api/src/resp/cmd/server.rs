@@ -174,7 +174,7 @@ pub(super) fn dbsize(ctx: &Ctx, session: &mut Session, _: &[Bytes]) -> Result<Ou
     )
 }
 
-const INFO_SECTIONS: &[&str] = &["server", "clients", "cluster", "keyspace"];
+const INFO_SECTIONS: &[&str] = &["server", "clients", "stats", "cluster", "keyspace"];
 
 /// `INFO [section ...]`: server, clients, cluster and keyspace. The keyspace section needs
 /// the key count from the node; the others are answered at once.
@@ -240,6 +240,13 @@ fn info_text(ctx: &Ctx, sections: &[&str]) -> String {
                 ctx.config.max_connections,
             )),
             "cluster" => text.push_str("# Cluster\r\ncluster_enabled:1\r\n\r\n"),
+            "stats" => {
+                text.push_str("# Stats\r\n");
+                for (name, value) in ctx.node.stats() {
+                    text.push_str(&format!("{name}:{value}\r\n"));
+                }
+                text.push_str("\r\n");
+            }
             _ => {}
         }
     }

@@ -1,0 +1,588 @@
+//! End-to-end tests of the `shoal` binary: each test runs the real executable as a child
+//! process, with its own temp data directory and free loopback ports, and drives it over
+//! RESP (the `redis` crate) and through the binary's own `get|put|del|scan` CLI.
+//!
+//! Nothing here sleeps blindly: a server is ready when it answers PING, and every wait
+//! (start, exit, a reply) is bounded, so a hung server fails a test instead of hanging it.
+//! Every child is killed when its guard drops, including when a test panics.
+
+use std::fs::{self, File};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+/// Longest a node may take from spawn to answering PING.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a graceful shutdown, a refused start or a CLI command may take.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest one RESP exchange may take.
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+/// Fewer shards than the default start faster; the same value is passed on every restart.
+const SHARDS: &str = "4";
+/// Lines of a failed test's server log to show (startup alone logs a few hundred).
+const LOG_TAIL: usize = 40;
+/// Environment variables the binary reads; cleared for every child so the caller's
+/// environment cannot change what a test exercises.
+const SHOAL_ENV: [&str; 6] = [
+    "SHOAL_ID",
+    "SHOAL_DATA_DIR",
+    "SHOAL_RESP_ADDR",
+    "SHOAL_HTTP_ADDR",
+    "SHOAL_LOG",
+    "SHOAL_ADDR",
+];
+
+/// The binary with a clean environment and no stdin.
+fn shoal() -> Command {
+    let mut cmd = Command::new(SHOAL);
+    for var in SHOAL_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Loopback ports nothing listens on right now, all different: bind port 0 `N` times
+/// (holding every listener so no port comes back twice), read the ports, close them.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [TcpListener; N] =
+        std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"));
+    listeners.map(|l| l.local_addr().expect("local addr").port())
+}
+
+fn free_port() -> u16 {
+    let [port] = free_ports();
+    port
+}
+
+/// Kills the child when dropped, so no test leaves a process behind, even when it fails.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to `limit` for the child to exit; `None` if it is still running.
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` to completion within `EXIT_TIMEOUT`, failing the test if it takes longer.
+/// Output goes to files, so a chatty child can never block on a full pipe.
+fn run(mut cmd: Command) -> Finished {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    cmd.stdout(File::create(&out_path).expect("stdout file"));
+    cmd.stderr(File::create(&err_path).expect("stderr file"));
+    let description = format!("{cmd:?}");
+    let mut child = KillOnDrop(cmd.spawn().expect("spawn shoal"));
+    let status = wait_exit(&mut child.0, EXIT_TIMEOUT)
+        .unwrap_or_else(|| panic!("{description} did not finish within {EXIT_TIMEOUT:?}"));
+    Finished {
+        status,
+        stdout: fs::read_to_string(out_path).expect("read stdout"),
+        stderr: fs::read_to_string(err_path).expect("read stderr"),
+    }
+}
+
+/// The binary's `get|put|del|scan` with these arguments.
+fn cli(args: &[&str]) -> Finished {
+    let mut cmd = shoal();
+    cmd.args(args);
+    run(cmd)
+}
+
+/// A RESP connection with bounded reads and writes.
+fn try_connect(port: u16) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let con = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    con.set_read_timeout(Some(IO_TIMEOUT))?;
+    con.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(con)
+}
+
+/// One node's data directory and ports, kept across restarts.
+struct Node {
+    root: TempDir,
+    resp_port: u16,
+    http_port: u16,
+    starts: u32,
+}
+
+impl Node {
+    fn new() -> Node {
+        let [resp_port, http_port] = free_ports();
+        Node {
+            root: tempfile::tempdir().expect("temp dir"),
+            resp_port,
+            http_port,
+            starts: 0,
+        }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    /// The HTTP address the CLI's `--addr` takes.
+    fn http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    /// Starts `shoal server` on this node's directory and ports; returns once it answers
+    /// PING. Its stderr goes to a file of its own per start, shown if the test fails.
+    fn start(&mut self) -> Server {
+        self.starts += 1;
+        let log = self.root.path().join(format!("server-{}.log", self.starts));
+        let mut cmd = shoal();
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--resp-addr", &format!("127.0.0.1:{}", self.resp_port)])
+            .args(["--http-addr", &self.http_addr()])
+            .args(["--shards", SHARDS])
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("log file"));
+        let mut server = Server {
+            child: KillOnDrop(cmd.spawn().expect("spawn shoal server")),
+            resp_port: self.resp_port,
+            log,
+        };
+        server.wait_ready();
+        server
+    }
+}
+
+/// A running `shoal server`: killed when dropped, its log printed if the test is failing.
+struct Server {
+    child: KillOnDrop,
+    resp_port: u16,
+    log: PathBuf,
+}
+
+impl Server {
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls until a PING succeeds; fails at once if the server exits first.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.0.try_wait().expect("try_wait") {
+                panic!("the server exited ({status}) before answering PING");
+            }
+            let pong = try_connect(self.resp_port)
+                .and_then(|mut con| redis::cmd("PING").query::<String>(&mut con));
+            match pong {
+                Ok(pong) if pong == "PONG" => return,
+                Ok(other) => panic!("PING answered {other:?}"),
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+                Err(e) => panic!("no PONG within {START_TIMEOUT:?}: {e}"),
+            }
+        }
+    }
+
+    fn connect(&self) -> redis::Connection {
+        try_connect(self.resp_port).expect("connect over RESP")
+    }
+
+    /// Sends SIGTERM (through kill(1): libc is not a dependency).
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed: {status}");
+    }
+
+    /// Waits for the process to exit, failing the test after `EXIT_TIMEOUT`.
+    fn wait_exit(&mut self) -> ExitStatus {
+        wait_exit(&mut self.child.0, EXIT_TIMEOUT)
+            .unwrap_or_else(|| panic!("the server did not exit within {EXIT_TIMEOUT:?}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n");
+            eprintln!(
+                "--- server stderr, last {LOG_TAIL} lines ({}) ---\n{tail}",
+                self.log.display()
+            );
+        }
+    }
+}
+
+fn key(i: u64) -> String {
+    format!("key:{i}")
+}
+
+/// Values differ per key and in length, so a mix-up or truncation cannot go unnoticed.
+fn value(i: u64) -> String {
+    format!("value-{i}-{}", "x".repeat((i % 97) as usize))
+}
+
+/// Writes `keys` with one pipeline and checks every reply is OK.
+fn set_all(con: &mut redis::Connection, keys: std::ops::Range<u64>) {
+    let mut pipe = redis::pipe();
+    for i in keys.clone() {
+        pipe.cmd("SET").arg(key(i)).arg(value(i));
+    }
+    let replies: Vec<redis::Value> = pipe.query(con).expect("pipelined SETs");
+    assert_eq!(replies.len(), keys.clone().count());
+    for (i, reply) in keys.zip(replies) {
+        assert_eq!(reply, redis::Value::Okay, "SET {}", key(i));
+    }
+}
+
+/// Checks, with one pipeline of GETs, that key(i) holds value(i) for every i in `keys`.
+/// (Not MGET: like Redis Cluster, shoal refuses multi-key commands across slots.)
+fn assert_all_present(con: &mut redis::Connection, keys: std::ops::Range<u64>) {
+    let names: Vec<String> = keys.clone().map(key).collect();
+    let mut pipe = redis::pipe();
+    for name in &names {
+        pipe.cmd("GET").arg(name);
+    }
+    let values: Vec<Option<String>> = pipe.query(con).expect("pipelined GETs");
+    assert_eq!(values.len(), names.len());
+    let wrong: Vec<String> = keys
+        .zip(values)
+        .filter(|(i, got)| got.as_deref() != Some(value(*i).as_str()))
+        .map(|(i, got)| format!("{} = {got:?}", key(i)))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} keys lost or wrong, e.g. {:?}",
+        wrong.len(),
+        names.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+fn get(con: &mut redis::Connection, key: &str) -> Option<String> {
+    redis::cmd("GET").arg(key).query(con).expect("GET")
+}
+
+/// The one line of `stderr`, failing the test if there is not exactly one, or a panic.
+fn one_line(stderr: &str) -> &str {
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "not one line: {stderr:?}");
+    lines[0]
+}
+
+#[test]
+fn an_address_in_use_is_a_one_line_error_naming_the_flag() {
+    for flag in ["--resp-addr", "--http-addr"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken_addr = taken.local_addr().expect("local addr").to_string();
+        let other_flag = if flag == "--resp-addr" {
+            "--http-addr"
+        } else {
+            "--resp-addr"
+        };
+        let mut cmd = shoal();
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args([flag, &taken_addr])
+            .args([other_flag, &format!("127.0.0.1:{}", free_port())]);
+        let started = Instant::now();
+        let done = run(cmd);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{flag}: took {:?} to fail",
+            started.elapsed()
+        );
+        assert_eq!(done.status.code(), Some(1), "{flag}: {done:?}");
+        let line = one_line(&done.stderr);
+        assert!(line.starts_with("error: "), "{line}");
+        for expected in [flag, taken_addr.as_str(), "already in use"] {
+            assert!(
+                line.contains(expected),
+                "{flag}: no {expected:?} in {line:?}"
+            );
+        }
+        drop(taken);
+    }
+}
+
+#[test]
+fn sigterm_exits_zero_and_keeps_every_write() {
+    const KEYS: u64 = 1000;
+    let mut node = Node::new();
+    let mut server = node.start();
+    let mut con = server.connect();
+    set_all(&mut con, 0..KEYS);
+    // Overwrites and deletes must survive as well.
+    let _: () = redis::cmd("SET")
+        .arg(key(0))
+        .arg("overwritten")
+        .query(&mut con)
+        .expect("SET");
+    let deleted: u64 = redis::cmd("DEL").arg(key(1)).query(&mut con).expect("DEL");
+    assert_eq!(deleted, 1);
+
+    // The connection stays open: an idle client must not hold up the shutdown.
+    server.sigterm();
+    let status = server.wait_exit();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    drop(con);
+    drop(server);
+
+    let server = node.start();
+    let mut con = server.connect();
+    assert_all_present(&mut con, 2..KEYS);
+    assert_eq!(get(&mut con, &key(0)).as_deref(), Some("overwritten"));
+    assert_eq!(get(&mut con, &key(1)), None);
+    let size: u64 = redis::cmd("DBSIZE").query(&mut con).expect("DBSIZE");
+    assert_eq!(size, KEYS - 1);
+}
+
+#[test]
+fn sigkill_keeps_every_acknowledged_write() {
+    const BATCH: u64 = 20;
+    const BEFORE_KILL: u64 = 1000;
+    let mut node = Node::new();
+    let mut server = node.start();
+
+    // A writer pipelines batches until the server dies under it, counting the keys whose
+    // batch was fully acknowledged; the kill lands while writes are in flight.
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut con = server.connect();
+    let writer = {
+        let acked = Arc::clone(&acked);
+        thread::spawn(move || {
+            for start in (0..).step_by(BATCH as usize) {
+                let mut pipe = redis::pipe();
+                for i in start..start + BATCH {
+                    pipe.cmd("SET").arg(key(i)).arg(value(i));
+                }
+                match pipe.query::<Vec<redis::Value>>(&mut con) {
+                    Ok(replies) if replies.iter().all(|r| *r == redis::Value::Okay) => {
+                        acked.store(start + BATCH, Ordering::SeqCst);
+                    }
+                    Ok(replies) => panic!("a SET was refused: {replies:?}"),
+                    Err(_) => return, // the server is gone
+                }
+            }
+        })
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    while acked.load(Ordering::SeqCst) < BEFORE_KILL {
+        assert!(!writer.is_finished(), "the writer stopped early");
+        assert!(Instant::now() < deadline, "writes too slow");
+        thread::sleep(Duration::from_millis(5));
+    }
+    server.child.0.kill().expect("SIGKILL");
+    let status = server.wait_exit();
+    assert_eq!(
+        status.code(),
+        None,
+        "killed by a signal, not an exit: {status}"
+    );
+    writer.join().expect("writer thread");
+    let acked = acked.load(Ordering::SeqCst);
+    assert!(acked >= BEFORE_KILL);
+    drop(server);
+
+    let server = node.start();
+    let mut con = server.connect();
+    assert_all_present(&mut con, 0..acked);
+}
+
+#[test]
+fn help_exits_zero_and_names_the_main_flags() {
+    let top = cli(&["--help"]);
+    assert!(top.status.success(), "{top:?}");
+    for expected in ["server", "get", "put", "del", "scan"] {
+        assert!(
+            top.stdout.contains(expected),
+            "no {expected} in {}",
+            top.stdout
+        );
+    }
+
+    let server = cli(&["server", "--help"]);
+    assert!(server.status.success(), "{server:?}");
+    for flag in [
+        "--data-dir",
+        "--resp-addr",
+        "--http-addr",
+        "--shards",
+        "--max-value-bytes",
+        "--max-key-bytes",
+    ] {
+        assert!(
+            server.stdout.contains(flag),
+            "no {flag} in {}",
+            server.stdout
+        );
+    }
+
+    let version = cli(&["--version"]);
+    assert!(version.status.success(), "{version:?}");
+    assert!(version.stdout.starts_with("shoal "), "{}", version.stdout);
+
+    let bad = cli(&["server", "--no-such-flag"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(bad.stderr.contains("--no-such-flag"), "{}", bad.stderr);
+}
+
+#[test]
+fn cli_against_a_running_server() {
+    let mut node = Node::new();
+    let server = node.start();
+    let addr = node.http_addr();
+    let a = addr.as_str();
+
+    let put = cli(&["put", "greeting", "hello", "--addr", a]);
+    assert!(put.status.success(), "{put:?}");
+    let version: u64 = put
+        .stdout
+        .strip_prefix("OK (version ")
+        .and_then(|rest| rest.strip_suffix(")\n"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("put printed {:?}", put.stdout));
+
+    // Not a terminal: the value exactly, no newline added; the version on stderr.
+    let got = cli(&["get", "greeting", "--addr", a]);
+    assert!(got.status.success(), "{got:?}");
+    assert_eq!(got.stdout, "hello");
+    assert_eq!(got.stderr, format!("(version {version})\n"));
+
+    let got = cli(&["get", "greeting", "--addr", a, "--output", "json"]);
+    assert!(got.status.success(), "{got:?}");
+    let parsed: Value = serde_json::from_str(&got.stdout).expect("get prints JSON");
+    assert_eq!(
+        parsed,
+        json!({"key": "greeting", "value": "hello", "version": version, "expire_at": null})
+    );
+
+    // The address can come from SHOAL_ADDR instead of --addr.
+    let mut cmd = shoal();
+    cmd.args(["get", "greeting"]).env("SHOAL_ADDR", a);
+    assert_eq!(run(cmd).stdout, "hello");
+
+    // Written over HTTP, read over RESP, and the other way round.
+    let mut con = server.connect();
+    assert_eq!(get(&mut con, "greeting").as_deref(), Some("hello"));
+    let _: () = redis::cmd("SET")
+        .arg("from-resp")
+        .arg("resp value")
+        .query(&mut con)
+        .expect("SET");
+    assert_eq!(cli(&["get", "from-resp", "--addr", a]).stdout, "resp value");
+
+    let missing = cli(&["get", "missing", "--addr", a]);
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert_eq!(missing.stdout, "");
+    assert_eq!(one_line(&missing.stderr), "error: key `missing` not found");
+
+    let missing = cli(&["get", "missing", "--addr", a, "--output", "json"]);
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    let parsed: Value = serde_json::from_str(&missing.stdout).expect("errors print JSON too");
+    assert_eq!(parsed["error"]["code"], "not_found", "{parsed}");
+    assert_eq!(missing.stderr, "");
+
+    let scan = cli(&["scan", "--all", "--addr", a, "--output", "json"]);
+    assert!(scan.status.success(), "{scan:?}");
+    let parsed: Value = serde_json::from_str(&scan.stdout).expect("scan prints JSON");
+    let mut keys: Vec<&str> = parsed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|item| item["key"].as_str())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["from-resp", "greeting"], "{parsed}");
+
+    let del = cli(&["del", "greeting", "--addr", a]);
+    assert!(del.status.success(), "{del:?}");
+    assert_eq!(
+        cli(&["get", "greeting", "--addr", a]).status.code(),
+        Some(1)
+    );
+    assert_eq!(get(&mut con, "greeting"), None);
+
+    // Nothing listening: a connection failure is exit 2, not "not found".
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let unreachable = cli(&["get", "greeting", "--addr", &nowhere]);
+    assert_eq!(unreachable.status.code(), Some(2), "{unreachable:?}");
+    assert!(
+        one_line(&unreachable.stderr).contains("cannot reach a shoal node"),
+        "{}",
+        unreachable.stderr
+    );
+}
+
+/// Runs `shoal server` on `data_dir`, expecting it to refuse to start.
+fn refused_start(data_dir: &Path) -> Finished {
+    let [resp_port, http_port] = free_ports();
+    let mut cmd = shoal();
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--resp-addr", &format!("127.0.0.1:{resp_port}")])
+        .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+        .args(["--shards", SHARDS]);
+    run(cmd)
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_is_a_one_line_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("not-a-dir");
+    fs::write(&file, b"some bytes").expect("write file");
+    for data_dir in [file.clone(), file.join("below")] {
+        let done = refused_start(&data_dir);
+        assert_eq!(
+            done.status.code(),
+            Some(1),
+            "{}: {done:?}",
+            data_dir.display()
+        );
+        let line = one_line(&done.stderr);
+        assert!(line.starts_with("error: "), "{line}");
+        assert!(line.contains("data directory"), "{line}");
+        assert!(
+            line.contains(&data_dir.display().to_string()),
+            "the path is not named: {line}"
+        );
+    }
+    // The file is left alone.
+    assert_eq!(fs::read(&file).expect("read file"), b"some bytes");
+}
