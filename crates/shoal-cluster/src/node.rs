@@ -65,7 +65,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Self {
             max_pending_per_shard: 65_536,
-            max_inflight_entries: 2,
+            max_inflight_entries: 4,
             heartbeat_ms: 100,
             election_timeout_ms: (300, 600),
             snapshot_every: 20_000,
