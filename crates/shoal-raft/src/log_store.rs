@@ -1,12 +1,14 @@
 //! Raft log storage for one group over the shared engine: appends join group commit.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
-use shoal_storage::keys::{GroupId, TAG_COMMITTED, TAG_PURGED, TAG_VOTE};
+use shoal_storage::keys::{GroupId, TAG_PURGED, TAG_VOTE};
 use shoal_storage::{Engine, StorageError};
 
 use crate::io_err;
@@ -17,6 +19,67 @@ use crate::types::{Entry, LogId, TypeConfig, Vote};
 pub struct LogStore {
     engine: Engine,
     group: GroupId,
+    /// The newest entries, so the state machine applies what was just appended without
+    /// reading it back from the LSM and decoding it again.
+    recent: Arc<Mutex<RecentEntries>>,
+}
+
+/// Most entries kept in the recent-entry cache per group.
+const RECENT_ENTRIES: usize = 4096;
+
+/// A contiguous run of the newest log entries.
+#[derive(Default)]
+struct RecentEntries {
+    entries: VecDeque<Entry>,
+}
+
+impl RecentEntries {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.log_id.index)
+    }
+
+    fn push(&mut self, entry: Entry) {
+        let contiguous = self
+            .entries
+            .back()
+            .is_none_or(|last| last.log_id.index + 1 == entry.log_id.index);
+        if !contiguous {
+            // Appends after a truncation restart the run.
+            self.entries.clear();
+        }
+        if self.entries.len() >= RECENT_ENTRIES {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(entry);
+    }
+
+    /// Entries `[start, end)` if all of them are cached.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+        let first = self.first_index()?;
+        let last = self.entries.back()?.log_id.index;
+        if start < first || end > last + 1 || start >= end {
+            return None;
+        }
+        let from = (start - first) as usize;
+        let to = (end - first) as usize;
+        Some(self.entries.range(from..to).cloned().collect())
+    }
+
+    fn truncate_from(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|e| e.log_id.index >= index) {
+            self.entries.pop_back();
+        }
+    }
+
+    fn purge_upto(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.log_id.index <= index)
+        {
+            self.entries.pop_front();
+        }
+    }
 }
 
 impl LogStore {
@@ -24,7 +87,11 @@ impl LogStore {
     /// contiguous from the purge point. A damaged log is an error naming the group and
     /// index, never silently skipped.
     pub fn open(engine: Engine, group: GroupId) -> Result<Self, StorageError> {
-        let store = LogStore { engine, group };
+        let store = LogStore {
+            engine,
+            group,
+            recent: Arc::default(),
+        };
         let purged = store
             .purged()
             .map_err(|e| StorageError::corrupt("raft log", e))?;
@@ -132,6 +199,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = to_range(&range);
+        if let Some(hit) = self
+            .recent
+            .lock()
+            .expect("recent entries lock")
+            .get(start, end)
+        {
+            return Ok(hit);
+        }
         let raw = self
             .engine
             .read_log(self.group, start, end)
@@ -188,16 +263,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.sync().await
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        let bytes = postcard::to_allocvec(&committed).map_err(io_err)?;
-        self.engine
-            .put_meta(self.group, TAG_COMMITTED, bytes)
-            .map_err(io::Error::from)
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.read_meta::<Option<LogId>>(TAG_COMMITTED)?.flatten())
-    }
+    // `save_committed`/`read_committed` keep openraft's defaults (not persisted): writing
+    // the commit index is one more journal write per entry, and it only lets a restarted
+    // node apply before its first election. The node instead runs one ReadIndex round per
+    // group at startup, which applies everything committed before serving any read.
 
     async fn append<I>(
         &mut self,
@@ -208,14 +277,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let encoded = entries
-            .into_iter()
-            .map(|e| postcard::to_allocvec(&e).map(|b| (e.log_id.index, b)))
+            .iter()
+            .map(|e| postcard::to_allocvec(e).map(|b| (e.log_id.index, b)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(io_err)?;
         self.engine
             .append_log(self.group, encoded)
             .map_err(io::Error::from)?;
+        {
+            let mut recent = self.recent.lock().expect("recent entries lock");
+            for entry in entries {
+                recent.push(entry);
+            }
+        }
         // Group commit: the callback fires after the fsync that covers this append,
         // shared with every other group's appends queued meanwhile.
         self.engine
@@ -225,6 +301,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |id| id.index + 1);
+        self.recent
+            .lock()
+            .expect("recent entries lock")
+            .truncate_from(from);
         self.engine
             .truncate_log_from(self.group, from)
             .map_err(io::Error::from)
@@ -237,6 +317,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.engine
             .put_meta(self.group, TAG_PURGED, bytes)
             .map_err(io::Error::from)?;
+        self.recent
+            .lock()
+            .expect("recent entries lock")
+            .purge_upto(log_id.index);
         self.engine
             .purge_log_upto(self.group, log_id.index)
             .map_err(io::Error::from)

@@ -57,7 +57,11 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = Tuning::default().snapshot_every, help_heading = "Tuning")]
     snapshot_every: u64,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
-    #[arg(long, default_value = "info,openraft=error,fjall=warn,lsm_tree=warn", env = "SHOAL_LOG")]
+    #[arg(
+        long,
+        default_value = "info,openraft=error,fjall=warn,lsm_tree=warn",
+        env = "SHOAL_LOG"
+    )]
     log_level: String,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]

@@ -60,13 +60,15 @@ fn decode_multibulk(buf: &mut BytesMut, max_bulk: usize) -> Step<Vec<Bytes>> {
         spans.push((start, end));
         pos = end + 2;
     }
-    let request = buf.split_to(pos).freeze();
-    Ok(Some(
-        spans
-            .into_iter()
-            .map(|(start, end)| request.slice(start..end))
-            .collect(),
-    ))
+    // Each argument gets its own allocation instead of a slice of the input buffer: a
+    // value may live on in the Raft log cache long after the request, and a slice would pin
+    // the whole read buffer (and force a fresh one for the next read) for that long.
+    let args = spans
+        .into_iter()
+        .map(|(start, end)| Bytes::copy_from_slice(&buf[start..end]))
+        .collect();
+    buf.advance(pos);
+    Ok(Some(args))
 }
 
 fn decode_inline(buf: &mut BytesMut) -> Step<Vec<Bytes>> {
