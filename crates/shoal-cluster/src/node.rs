@@ -59,6 +59,8 @@ pub struct Tuning {
     pub scan_budget: usize,
     /// How long to wait for a shard to elect itself at start.
     pub startup_timeout: Duration,
+    /// Bytes of records cached in memory in front of the storage engine (0 disables).
+    pub record_cache_bytes: u64,
 }
 
 impl Default for Tuning {
@@ -73,6 +75,7 @@ impl Default for Tuning {
             reap_batch: 1_000,
             scan_budget: 100_000,
             startup_timeout: Duration::from_secs(30),
+            record_cache_bytes: EngineOptions::default().record_cache_bytes,
         }
     }
 }
@@ -109,8 +112,11 @@ impl Node {
         if config.id == 0 {
             return Err(Error::Invalid("node id must be 1 or greater".into()));
         }
-        let engine =
-            Engine::open(&config.data_dir, &EngineOptions::default()).map_err(storage_err)?;
+        let engine_options = EngineOptions {
+            record_cache_bytes: tuning.record_cache_bytes,
+            ..EngineOptions::default()
+        };
+        let engine = Engine::open(&config.data_dir, &engine_options).map_err(storage_err)?;
         let raft_config = Arc::new(
             Config {
                 cluster_name: "shoal".into(),

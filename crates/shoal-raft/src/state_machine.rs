@@ -108,7 +108,7 @@ impl KeyView for BatchView<'_> {
         }
         let stored = self
             .engine
-            .get_record(self.group, key)
+            .get_record_for_write(self.group, key)
             .map_err(|e| Error::Storage(e.to_string()))?;
         self.overlay
             .insert(Bytes::copy_from_slice(key), stored.clone());

@@ -16,12 +16,15 @@ use crate::{Result, StorageError};
 pub struct EngineOptions {
     /// Block cache size in bytes.
     pub cache_bytes: u64,
+    /// Record cache size in bytes (0 disables it).
+    pub record_cache_bytes: u64,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             cache_bytes: 256 * 1024 * 1024,
+            record_cache_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -52,6 +55,7 @@ pub(crate) struct Inner {
     pub(crate) meta: Keyspace,
     pub(crate) data: Keyspace,
     pub(crate) expiry: Keyspace,
+    pub(crate) records: crate::cache::RecordCache,
     syncer: Mutex<Syncer>,
     counters: Arc<crate::syncer::SyncCounters>,
     pub(crate) dir: PathBuf,
@@ -89,6 +93,7 @@ impl Engine {
                 meta,
                 data,
                 expiry,
+                records: crate::cache::RecordCache::new(options.record_cache_bytes),
                 syncer: Mutex::new(syncer),
                 counters,
                 dir: dir.to_path_buf(),

@@ -6,6 +6,7 @@
 //! appends: that is group commit (see `syncer`). Apply batches are atomic with the
 //! group's applied position, so a crash never leaves data and position out of step.
 
+mod cache;
 mod engine;
 pub mod keys;
 mod shard_data;

@@ -32,7 +32,28 @@ pub struct ScanPage {
 }
 
 impl Engine {
+    /// A key's stored record (expired or not), through the record cache; a miss fills it.
     pub fn get_record(&self, group: GroupId, key: &[u8]) -> Result<Option<Record>> {
+        let records = &self.inner.records;
+        if let Some(hit) = records.get(group, key) {
+            return Ok(hit);
+        }
+        let _fill = records.read_lock(group);
+        let record = self.read_record(group, key)?;
+        records.put(group, Bytes::copy_from_slice(key), record.clone());
+        Ok(record)
+    }
+
+    /// Like `get_record`, for apply's look at a key it is about to write: a miss does not
+    /// fill the cache, since the write that follows will.
+    pub fn get_record_for_write(&self, group: GroupId, key: &[u8]) -> Result<Option<Record>> {
+        match self.inner.records.get(group, key) {
+            Some(hit) => Ok(hit),
+            None => self.read_record(group, key),
+        }
+    }
+
+    fn read_record(&self, group: GroupId, key: &[u8]) -> Result<Option<Record>> {
         let stored = self
             .inner
             .data
@@ -98,7 +119,18 @@ impl Engine {
         for (tag, value) in meta {
             batch.insert(&inner.meta, keys::meta_key(group, *tag), value.clone());
         }
+        // Commit and cache update happen together under the group's write lock (see cache).
+        let _update = inner.records.write_lock(group);
         batch.commit()?;
+        for change in changes {
+            match change {
+                DataChange::Put { key, record, .. } => {
+                    inner.records.put(group, key.clone(), Some(record.clone()))
+                }
+                DataChange::Delete { key, .. } => inner.records.put(group, key.clone(), None),
+                DataChange::DeleteAll => inner.records.clear(),
+            }
+        }
         Ok(())
     }
 
@@ -254,6 +286,47 @@ mod tests {
         assert!(e.due_expiries(1, u64::MAX - 1, 10).unwrap().is_empty());
         e.apply_changes(1, &[DataChange::DeleteAll], &[]).unwrap();
         assert_eq!(e.get_record(1, b"b").unwrap(), None);
+    }
+
+    #[test]
+    fn record_cache_stays_coherent_with_applies() {
+        for cache_bytes in [0, 1 << 20] {
+            let dir = tempfile::tempdir().unwrap();
+            let options = EngineOptions {
+                record_cache_bytes: cache_bytes,
+                ..EngineOptions::default()
+            };
+            let e = Engine::open(dir.path(), &options).unwrap();
+            // A miss caches "absent"; the put that follows must replace it.
+            assert_eq!(e.get_record(1, b"k").unwrap(), None);
+            e.apply_changes(1, &[put("k", None, rec("1", 1, None))], &[])
+                .unwrap();
+            assert_eq!(e.get_record(1, b"k").unwrap(), Some(rec("1", 1, None)));
+            assert_eq!(
+                e.get_record_for_write(1, b"k").unwrap(),
+                Some(rec("1", 1, None))
+            );
+            // Same key in another group is another record.
+            assert_eq!(e.get_record(2, b"k").unwrap(), None);
+            e.apply_changes(1, &[put("k", None, rec("2", 2, None))], &[])
+                .unwrap();
+            assert_eq!(e.get_record(1, b"k").unwrap(), Some(rec("2", 2, None)));
+            e.apply_changes(
+                1,
+                &[DataChange::Delete {
+                    key: Bytes::from_static(b"k"),
+                    old_expire: None,
+                }],
+                &[],
+            )
+            .unwrap();
+            assert_eq!(e.get_record(1, b"k").unwrap(), None);
+            e.apply_changes(1, &[put("j", None, rec("3", 3, None))], &[])
+                .unwrap();
+            assert!(e.get_record(1, b"j").unwrap().is_some());
+            e.apply_changes(1, &[DataChange::DeleteAll], &[]).unwrap();
+            assert_eq!(e.get_record(1, b"j").unwrap(), None, "cache {cache_bytes}");
+        }
     }
 
     #[test]

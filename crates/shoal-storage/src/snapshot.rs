@@ -135,7 +135,10 @@ impl Engine {
             batch.insert(&inner.meta, keys::meta_key(group, *tag), value.clone());
         }
         batch.remove(&inner.meta, keys::meta_key(group, TAG_INSTALLING));
+        let _update = inner.records.write_lock(group);
         batch.commit()?;
+        // Reads during the install may have cached keys of the half-installed group.
+        inner.records.clear();
         self.sync_now()?;
         Ok(count)
     }

@@ -53,6 +53,9 @@ pub struct ServerArgs {
     /// Queued requests per shard before clients get a retryable "overloaded" error.
     #[arg(long, default_value_t = Tuning::default().max_pending_per_shard, help_heading = "Tuning")]
     max_pending_per_shard: usize,
+    /// Memory for caching records in front of the storage engine, in MiB (0 disables).
+    #[arg(long, default_value_t = Tuning::default().record_cache_bytes >> 20, help_heading = "Tuning")]
+    record_cache_mib: u64,
     /// Log entries between snapshots of a shard (the log before a snapshot is discarded).
     #[arg(long, default_value_t = Tuning::default().snapshot_every, help_heading = "Tuning")]
     snapshot_every: u64,
@@ -135,6 +138,7 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         max_inflight_entries: args.max_inflight_entries,
         max_pending_per_shard: args.max_pending_per_shard,
         snapshot_every: args.snapshot_every,
+        record_cache_bytes: args.record_cache_mib << 20,
         ..Tuning::default()
     };
     let node = Node::start_with(config, tuning).await.map_err(|e| {
