@@ -26,6 +26,12 @@ use crate::group::Group;
 /// The key under which the metadata group stores the cluster map.
 const CLUSTER_MAP_KEY: &[u8] = b"shoal/cluster-map";
 
+/// Size limits of the metadata group's own records.
+const META_LIMITS: Limits = Limits {
+    max_key_bytes: 1024,
+    max_value_bytes: 64 * 1024 * 1024,
+};
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -131,12 +137,14 @@ impl Node {
             .map_err(|e| Error::Invalid(format!("raft config: {e}")))?,
         );
 
+        // The metadata group holds shoal's own records (the cluster map), not client data:
+        // client size limits do not apply to it.
         let meta = open_group(
             &engine,
             META_GROUP,
             config.id,
             &raft_config,
-            config.limits,
+            META_LIMITS,
             &tuning,
         )
         .await?;

@@ -258,3 +258,31 @@ async fn snapshots_are_built_and_restart_uses_them() {
     }
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_value_limit_does_not_block_startup_or_restart() {
+    // The cluster map is bigger than this limit; it must not count against it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.limits = Limits {
+        max_key_bytes: 64,
+        max_value_bytes: 16,
+    };
+    let node = Node::start(cfg.clone()).await.unwrap();
+    let err = node
+        .execute(put("k", &"v".repeat(17)), Consistency::Linearizable)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ValueTooLarge { len: 17, limit: 16 }),
+        "{err:?}"
+    );
+    node.execute(put("k", "small"), Consistency::Linearizable)
+        .await
+        .unwrap();
+    node.shutdown().await;
+    drop(node);
+    let node = Node::start(cfg).await.unwrap();
+    assert_eq!(get(&node, "k").await, Some(b("small")));
+    node.shutdown().await;
+}
