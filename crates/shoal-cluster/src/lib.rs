@@ -4,6 +4,7 @@
 //! per-shard proposer and read-gate tasks that batch client requests, and the TTL reaper.
 //! Front ends call `Node::execute`.
 
+mod bootstrap;
 mod clock;
 mod group;
 mod node;
