@@ -25,7 +25,10 @@ pub(crate) const META_LIMITS: Limits = Limits {
     max_value_bytes: 64 * 1024 * 1024,
 };
 
+/// Opens one group. Its Raft tasks, proposer and read gate run on `raft_runtime`, so a
+/// storage call that blocks them never blocks the front ends' runtime.
 pub(crate) async fn open_group(
+    raft_runtime: &tokio::runtime::Handle,
     engine: &Engine,
     id: ShardId,
     node_id: u64,
@@ -33,32 +36,40 @@ pub(crate) async fn open_group(
     limits: Limits,
     tuning: &Tuning,
 ) -> Result<Group, Error> {
-    let log = LogStore::open(engine.clone(), id).map_err(storage_err)?;
-    let key_count = Arc::new(AtomicU64::new(0));
-    let sm = ShardStateMachine::open(engine.clone(), id, limits, key_count.clone())
-        .map_err(storage_err)?;
-    let raft = Raft::new(node_id, config.clone(), NetworkFactory, log, sm)
-        .await
-        .map_err(|e| Error::Internal(format!("starting group {id}: {e}")))?;
-    if !raft
-        .is_initialized()
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-    {
-        let mut members = BTreeMap::new();
-        members.insert(node_id, BasicNode::new(""));
-        raft.initialize(members)
+    let (engine, config) = (engine.clone(), config.clone());
+    let (max_pending, max_inflight) = (tuning.max_pending_per_shard, tuning.max_inflight_entries);
+    let start = async move {
+        let log = LogStore::open(engine.clone(), id).map_err(storage_err)?;
+        let key_count = Arc::new(AtomicU64::new(0));
+        let sm =
+            ShardStateMachine::open(engine, id, limits, key_count.clone()).map_err(storage_err)?;
+        let raft = Raft::new(node_id, config, NetworkFactory, log, sm)
             .await
-            .map_err(|e| Error::Internal(format!("initialising group {id}: {e}")))?;
-    }
-    Ok(Group::start(
-        id,
-        node_id,
-        raft,
-        key_count,
-        tuning.max_pending_per_shard,
-        tuning.max_inflight_entries,
-    ))
+            .map_err(|e| Error::Internal(format!("starting group {id}: {e}")))?;
+        if !raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+        {
+            let mut members = BTreeMap::new();
+            members.insert(node_id, BasicNode::new(""));
+            raft.initialize(members)
+                .await
+                .map_err(|e| Error::Internal(format!("initialising group {id}: {e}")))?;
+        }
+        Ok(Group::start(
+            id,
+            node_id,
+            raft,
+            key_count,
+            max_pending,
+            max_inflight,
+        ))
+    };
+    raft_runtime
+        .spawn(start)
+        .await
+        .map_err(|e| Error::Internal(format!("starting group {id}: {e}")))?
 }
 
 pub(crate) async fn wait_leader(

@@ -57,6 +57,8 @@ pub struct Tuning {
     pub startup_timeout: Duration,
     /// Bytes of records cached in memory in front of the storage engine (0 disables).
     pub record_cache_bytes: u64,
+    /// Worker threads of the runtime that runs the Raft groups.
+    pub raft_threads: usize,
 }
 
 impl Default for Tuning {
@@ -72,6 +74,7 @@ impl Default for Tuning {
             scan_budget: 100_000,
             startup_timeout: Duration::from_secs(30),
             record_cache_bytes: EngineOptions::default().record_cache_bytes,
+            raft_threads: 2,
         }
     }
 }
@@ -90,6 +93,10 @@ struct Inner {
     map: ClusterMap,
     /// Indexed by group id: 0 is the metadata group.
     groups: Vec<Group>,
+    /// Runs every group's Raft tasks, apart from the front ends' runtime: storage calls
+    /// that block (fjall holds its journal lock through a journal rotation) then stall
+    /// writes only, while reads keep being served.
+    raft_runtime: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
     stopped: AtomicBool,
     started: Instant,
     commands: AtomicU64,
@@ -127,9 +134,17 @@ impl Node {
             .map_err(|e| Error::Invalid(format!("raft config: {e}")))?,
         );
 
+        let raft_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(tuning.raft_threads.max(1))
+            .thread_name("shoal-raft")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the raft runtime: {e}")))?;
+        let rt = raft_runtime.handle().clone();
         // The metadata group holds shoal's own records (the cluster map), not client data:
         // client size limits do not apply to it.
         let meta = open_group(
+            &rt,
             &engine,
             META_GROUP,
             config.id,
@@ -150,6 +165,7 @@ impl Node {
         let mut groups = vec![meta];
         for shard in &map.shards {
             let group = open_group(
+                &rt,
                 &engine,
                 shard.id,
                 config.id,
@@ -168,6 +184,7 @@ impl Node {
                 layout,
                 map,
                 groups,
+                raft_runtime: std::sync::Mutex::new(Some(raft_runtime)),
                 stopped: AtomicBool::new(false),
                 started: Instant::now(),
                 commands: AtomicU64::new(0),
@@ -540,6 +557,15 @@ impl Node {
                 tracing::warn!(group = group.id, error = %e, "group did not stop cleanly");
             }
         }
+        if let Some(rt) = self
+            .inner
+            .raft_runtime
+            .lock()
+            .ok()
+            .and_then(|mut r| r.take())
+        {
+            rt.shutdown_background();
+        }
         if let Err(e) = self.inner.engine.close() {
             tracing::error!(error = %e, "storage did not close cleanly");
         }
@@ -558,6 +584,15 @@ pub struct NodeStats {
     /// they covered.
     pub fsyncs: u64,
     pub fsync_requests: u64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A runtime may not be dropped (which blocks) inside async code; let it wind down.
+        if let Some(rt) = self.raft_runtime.get_mut().ok().and_then(|r| r.take()) {
+            rt.shutdown_background();
+        }
+    }
 }
 
 enum Submitted {
