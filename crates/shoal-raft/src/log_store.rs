@@ -24,49 +24,72 @@ pub struct LogStore {
     recent: Arc<Mutex<RecentEntries>>,
 }
 
-/// Most entries kept in the recent-entry cache per group.
-const RECENT_ENTRIES: usize = 4096;
+/// Most entries, and most encoded bytes, kept in the recent-entry cache per group. The
+/// cache only has to cover entries between append and apply (a few in flight per group);
+/// the newest entry is kept even when it alone is larger.
+const RECENT_ENTRIES: usize = 1024;
+const RECENT_BYTES: usize = 8 * 1024 * 1024;
 
-/// A contiguous run of the newest log entries.
+/// A contiguous run of the newest log entries, with their encoded sizes.
 #[derive(Default)]
 struct RecentEntries {
-    entries: VecDeque<Entry>,
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
 }
 
 impl RecentEntries {
     fn first_index(&self) -> Option<u64> {
-        self.entries.front().map(|e| e.log_id.index)
+        self.entries.front().map(|(e, _)| e.log_id.index)
     }
 
-    fn push(&mut self, entry: Entry) {
+    fn push(&mut self, entry: Entry, size: usize) {
         let contiguous = self
             .entries
             .back()
-            .is_none_or(|last| last.log_id.index + 1 == entry.log_id.index);
+            .is_none_or(|(last, _)| last.log_id.index + 1 == entry.log_id.index);
         if !contiguous {
             // Appends after a truncation restart the run.
             self.entries.clear();
+            self.bytes = 0;
         }
-        if self.entries.len() >= RECENT_ENTRIES {
-            self.entries.pop_front();
+        self.entries.push_back((entry, size));
+        self.bytes += size;
+        while self.entries.len() > 1
+            && (self.entries.len() > RECENT_ENTRIES || self.bytes > RECENT_BYTES)
+        {
+            self.pop_front();
         }
-        self.entries.push_back(entry);
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
+        }
     }
 
     /// Entries `[start, end)` if all of them are cached.
     fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
         let first = self.first_index()?;
-        let last = self.entries.back()?.log_id.index;
+        let last = self.entries.back()?.0.log_id.index;
         if start < first || end > last + 1 || start >= end {
             return None;
         }
         let from = (start - first) as usize;
         let to = (end - first) as usize;
-        Some(self.entries.range(from..to).cloned().collect())
+        Some(
+            self.entries
+                .range(from..to)
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
     }
 
     fn truncate_from(&mut self, index: u64) {
-        while self.entries.back().is_some_and(|e| e.log_id.index >= index) {
+        while let Some((e, size)) = self.entries.back() {
+            if e.log_id.index < index {
+                break;
+            }
+            self.bytes -= *size;
             self.entries.pop_back();
         }
     }
@@ -75,9 +98,9 @@ impl RecentEntries {
         while self
             .entries
             .front()
-            .is_some_and(|e| e.log_id.index <= index)
+            .is_some_and(|(e, _)| e.log_id.index <= index)
         {
-            self.entries.pop_front();
+            self.pop_front();
         }
     }
 }
@@ -283,13 +306,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map(|e| postcard::to_allocvec(e).map(|b| (e.log_id.index, b)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(io_err)?;
+        let sizes: Vec<usize> = encoded.iter().map(|(_, bytes)| bytes.len()).collect();
         self.engine
             .append_log(self.group, encoded)
             .map_err(io::Error::from)?;
         {
             let mut recent = self.recent.lock().expect("recent entries lock");
-            for entry in entries {
-                recent.push(entry);
+            for (entry, size) in entries.into_iter().zip(sizes) {
+                recent.push(entry, size);
             }
         }
         // Group commit: the callback fires after the fsync that covers this append,
@@ -356,6 +380,39 @@ mod tests {
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id.map(|l| l.index), Some(5));
         assert_eq!(store.try_get_log_entries(2..4).await.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn recent_entries_stay_bounded_and_contiguous() {
+        let blank = |index: u64| {
+            let log_id = LogId::new(
+                openraft::vote::leader_id_adv::CommittedLeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                index,
+            );
+            Entry::new_blank(log_id)
+        };
+        let mut recent = RecentEntries::default();
+        for i in 1..=(RECENT_ENTRIES as u64 + 10) {
+            recent.push(blank(i), 100);
+        }
+        assert_eq!(recent.entries.len(), RECENT_ENTRIES);
+        assert_eq!(recent.bytes, RECENT_ENTRIES * 100);
+        assert!(recent.get(1, 5).is_none(), "evicted entries are not served");
+        assert_eq!(recent.get(20, 23).unwrap().len(), 3);
+        // One huge entry evicts the rest but is itself kept.
+        recent.push(blank(RECENT_ENTRIES as u64 + 11), RECENT_BYTES * 2);
+        assert_eq!(recent.entries.len(), 1);
+        // A gap (append after truncation) restarts the run.
+        recent.truncate_from(RECENT_ENTRIES as u64 + 11);
+        assert_eq!(recent.bytes, 0);
+        recent.push(blank(5), 10);
+        recent.push(blank(6), 10);
+        recent.purge_upto(5);
+        assert_eq!(recent.get(6, 7).unwrap().len(), 1);
+        assert_eq!(recent.bytes, 10);
     }
 
     #[test]
