@@ -206,6 +206,8 @@ async fn run_proposer(
     // entry: fewer, fuller entries cost less per op than many small ones.
     let inflight = Arc::new(Semaphore::new(max_inflight.max(1)));
     let mut carry: Option<Proposal> = None;
+    // Keys of the entry being built, reused across entries to keep its allocation.
+    let mut keys: HashSet<Bytes> = HashSet::new();
     loop {
         let Ok(permit) = inflight.clone().acquire_owned().await else {
             return;
@@ -219,20 +221,24 @@ async fn run_proposer(
         };
         let mut ops = Vec::new();
         let mut replies = Vec::new();
-        let mut keys: HashSet<Bytes> = HashSet::new();
+        keys.clear();
+        let mut has_flush = false;
         let mut bytes = 0usize;
         let mut next = Some(first);
         while let Some(p) = next.take() {
-            let touches_all = matches!(p.op, WriteOp::Flush);
-            let conflict = touches_all && !ops.is_empty()
-                || ops.iter().any(|o| matches!(o, WriteOp::Flush))
-                || p.op.keys().iter().any(|k| keys.contains(*k));
+            let is_flush = matches!(p.op, WriteOp::Flush);
+            let op_keys: Vec<Bytes> = p.op.keys().into_iter().cloned().collect();
+            // A flush touches every key, so it shares its entry with nothing.
+            let conflict = (is_flush && !ops.is_empty())
+                || has_flush
+                || op_keys.iter().any(|k| keys.contains(k));
             let size = op_bytes(&p.op);
             if !ops.is_empty() && (conflict || bytes + size > MAX_BYTES_PER_ENTRY) {
                 carry = Some(p);
                 break;
             }
-            keys.extend(p.op.keys().into_iter().cloned());
+            keys.extend(op_keys);
+            has_flush |= is_flush;
             bytes += size;
             ops.push(p.op);
             replies.push(p.reply);

@@ -53,6 +53,8 @@ pub struct ShardStateMachine {
     snapshot_dir: PathBuf,
     state: AppliedState,
     key_count: Arc<AtomicU64>,
+    /// The apply batch, kept between calls so its maps and vectors are reused.
+    scratch: PendingBatch,
 }
 
 impl ShardStateMachine {
@@ -85,6 +87,7 @@ impl ShardStateMachine {
             snapshot_dir,
             state,
             key_count,
+            scratch: PendingBatch::default(),
         })
     }
 }
@@ -197,7 +200,9 @@ impl ShardStateMachine {
         Ok(ShardResponse { results })
     }
 
-    fn flush(&mut self, batch: PendingBatch) -> Result<(), io::Error> {
+    /// Commits the batch, answers its entries, and leaves it empty for reuse (keeping its
+    /// allocations).
+    fn flush(&mut self, batch: &mut PendingBatch) -> Result<(), io::Error> {
         let state = postcard::to_allocvec(&self.state).map_err(io_err)?;
         self.engine
             .apply_changes(self.group, &batch.changes, &[(TAG_APPLIED, state)])
@@ -205,9 +210,13 @@ impl ShardStateMachine {
         self.key_count
             .store(self.state.key_count, Ordering::Relaxed);
         // Reply only once the changes are visible to reads.
-        for (responder, response) in batch.replies {
+        for (responder, response) in batch.replies.drain(..) {
             responder.send(response);
         }
+        batch.overlay.clear();
+        batch.changes.clear();
+        batch.cleared = false;
+        batch.entries = 0;
         Ok(())
     }
 }
@@ -224,7 +233,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let mut batch = PendingBatch::default();
+        let mut batch = std::mem::take(&mut self.scratch);
         while let Some((entry, responder)) = entries.try_next().await? {
             let index = entry.log_id.index;
             let response = match &entry.payload {
@@ -243,12 +252,13 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             // After a flush, commit at once: a later put of a key the flush deleted must not
             // share a storage batch with that delete.
             if batch.entries >= MAX_ENTRIES_PER_BATCH || batch.cleared {
-                self.flush(std::mem::take(&mut batch))?;
+                self.flush(&mut batch)?;
             }
         }
         if batch.entries > 0 {
-            self.flush(batch)?;
+            self.flush(&mut batch)?;
         }
+        self.scratch = batch;
         Ok(())
     }
 

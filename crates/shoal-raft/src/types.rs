@@ -56,11 +56,11 @@ impl openraft::RaftTypeConfig for TypeConfig {
 /// Completes a proposal by calling a closure where the entry is applied, so results fan
 /// out to waiting clients without another task hop per entry.
 pub struct CallbackResponder<T> {
-    callback: Box<dyn FnOnce(T) + Send>,
+    callback: Box<dyn FnOnce(T) + Send + Sync>,
 }
 
 impl<T> CallbackResponder<T> {
-    pub fn new(callback: impl FnOnce(T) + Send + 'static) -> Self {
+    pub fn new(callback: impl FnOnce(T) + Send + Sync + 'static) -> Self {
         Self {
             callback: Box::new(callback),
         }
