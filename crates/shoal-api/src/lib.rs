@@ -2,5 +2,8 @@
 //! calls `shoal_cluster::Node::execute`, and renders the reply or error. No storage or
 //! consensus logic lives here.
 
+mod backend;
+#[cfg(test)]
+mod fake;
 pub mod http;
 pub mod resp;

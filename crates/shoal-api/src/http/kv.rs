@@ -13,7 +13,6 @@ use serde_json::json;
 use shoal_core::{Command, Condition, Consistency, Error, Record, Reply, WriteOp, WriteReply};
 
 use super::AppState;
-use super::backend::Backend;
 use super::error::ApiError;
 use super::params::{DeleteParams, PutParams, ReadParams, key_from_path};
 
@@ -22,10 +21,7 @@ pub const VERSION_HEADER: &str = "x-shoal-version";
 /// Response header carrying the key's expiry in Unix milliseconds, when it has one.
 pub const EXPIRE_AT_HEADER: &str = "x-shoal-expire-at";
 
-pub(crate) async fn get_key<B: Backend>(
-    State(state): State<AppState<B>>,
-    uri: Uri,
-) -> Result<Response, ApiError> {
+pub(crate) async fn get_key(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let key = key_from_path(uri.path(), &state.limits)?;
     let params = ReadParams::parse(uri.query())?;
     match state
@@ -52,8 +48,8 @@ fn value_response(record: Record) -> Response {
     (headers, record.value).into_response()
 }
 
-pub(crate) async fn put_key<B: Backend>(
-    State(state): State<AppState<B>>,
+pub(crate) async fn put_key(
+    State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -93,7 +89,7 @@ pub(crate) async fn put_key<B: Backend>(
 }
 
 /// Why the body could not be read: over the size limit (413), or a broken upload (400).
-fn body_error<B>(rejection: BytesRejection, headers: &HeaderMap, state: &AppState<B>) -> ApiError {
+fn body_error(rejection: BytesRejection, headers: &HeaderMap, state: &AppState) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         let content_length = headers
             .get(header::CONTENT_LENGTH)
@@ -108,8 +104,8 @@ fn body_error<B>(rejection: BytesRejection, headers: &HeaderMap, state: &AppStat
     }
 }
 
-pub(crate) async fn delete_key<B: Backend>(
-    State(state): State<AppState<B>>,
+pub(crate) async fn delete_key(
+    State(state): State<AppState>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let key = key_from_path(uri.path(), &state.limits)?;

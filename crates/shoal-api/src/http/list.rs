@@ -13,14 +13,13 @@ use serde_json::{Map, Value, json};
 use shoal_core::{Command, Record, Reply};
 
 use super::AppState;
-use super::backend::Backend;
 use super::cursor::encode_cursor;
 use super::encoding::base64_encode;
 use super::error::ApiError;
 use super::params::ListParams;
 
-pub(crate) async fn list_keys<B: Backend>(
-    State(state): State<AppState<B>>,
+pub(crate) async fn list_keys(
+    State(state): State<AppState>,
     uri: Uri,
 ) -> Result<Json<Value>, ApiError> {
     let config = &state.config;

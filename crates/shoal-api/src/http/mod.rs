@@ -12,7 +12,6 @@
 //!
 //! Keys are the percent-decoded rest of the path after `/v1/kv/`: any bytes, `/` included.
 
-mod backend;
 pub mod cursor;
 pub mod encoding;
 pub mod error;
@@ -20,8 +19,6 @@ mod kv;
 mod list;
 pub mod params;
 
-#[cfg(test)]
-mod fake;
 #[cfg(test)]
 mod tests;
 
@@ -38,7 +35,7 @@ use shoal_cluster::Node;
 use shoal_core::Limits;
 use shoal_core::map::ClusterView;
 
-use backend::Backend;
+use crate::backend::Backend;
 pub use error::ApiError;
 pub use kv::{EXPIRE_AT_HEADER, VERSION_HEADER};
 
@@ -66,8 +63,8 @@ impl Default for HttpConfig {
 
 /// What every handler shares.
 #[derive(Clone)]
-pub(crate) struct AppState<B> {
-    backend: B,
+pub(crate) struct AppState {
+    backend: Arc<dyn Backend>,
     /// Read once at startup: limits are node configuration and do not change at runtime.
     limits: Limits,
     config: Arc<HttpConfig>,
@@ -75,7 +72,7 @@ pub(crate) struct AppState<B> {
 
 /// The HTTP API of `node` as an axum router, ready to serve or to nest.
 pub fn router(node: Node, config: HttpConfig) -> Router {
-    router_for(node, config)
+    router_for(Arc::new(node), config)
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` completes, then stops accepting
@@ -86,12 +83,13 @@ pub async fn serve(
     config: HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_backend(listener, node, config, shutdown).await
+    serve_backend(listener, Arc::new(node), config, shutdown).await
 }
 
-pub(crate) async fn serve_backend<B: Backend>(
+/// [`serve`] over any [`Backend`]: tests use an in-memory fake.
+pub(crate) async fn serve_backend(
     listener: tokio::net::TcpListener,
-    backend: B,
+    backend: Arc<dyn Backend>,
     config: HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -100,7 +98,7 @@ pub(crate) async fn serve_backend<B: Backend>(
         .await
 }
 
-pub(crate) fn router_for<B: Backend>(backend: B, config: HttpConfig) -> Router {
+pub(crate) fn router_for(backend: Arc<dyn Backend>, config: HttpConfig) -> Router {
     let limits = backend.limits();
     let state = AppState {
         backend,
@@ -108,12 +106,12 @@ pub(crate) fn router_for<B: Backend>(backend: B, config: HttpConfig) -> Router {
         config: Arc::new(config),
     };
     Router::new()
-        .route("/health", get(health::<B>))
-        .route("/v1/cluster", get(cluster::<B>))
-        .route("/v1/kv", get(list::list_keys::<B>))
+        .route("/health", get(health))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/kv", get(list::list_keys))
         // `/v1/kv/` is the empty key: routed so it gets a precise `empty_key` error.
-        .route("/v1/kv/", key_routes::<B>())
-        .route("/v1/kv/{*key}", key_routes::<B>())
+        .route("/v1/kv/", key_routes())
+        .route("/v1/kv/{*key}", key_routes())
         // Must come after the routes: it applies to the routes registered so far.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(unknown_route)
@@ -123,18 +121,18 @@ pub(crate) fn router_for<B: Backend>(backend: B, config: HttpConfig) -> Router {
         .with_state(state)
 }
 
-fn key_routes<B: Backend>() -> MethodRouter<AppState<B>> {
-    get(kv::get_key::<B>)
-        .put(kv::put_key::<B>)
-        .post(kv::put_key::<B>)
-        .delete(kv::delete_key::<B>)
+fn key_routes() -> MethodRouter<AppState> {
+    get(kv::get_key)
+        .put(kv::put_key)
+        .post(kv::put_key)
+        .delete(kv::delete_key)
 }
 
-async fn health<B: Backend>(State(state): State<AppState<B>>) -> Json<Value> {
-    Json(json!({ "status": "ok", "node_id": state.backend.node_id() }))
+async fn health(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "status": "ok", "node_id": state.backend.id() }))
 }
 
-async fn cluster<B: Backend>(State(state): State<AppState<B>>) -> Json<ClusterView> {
+async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {
     Json(state.backend.cluster_view())
 }
 

@@ -3,6 +3,7 @@
 //! behaviour against a real node is covered by `tests/http.rs`.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -11,13 +12,13 @@ use shoal_core::{Consistency, Error, Limits};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::fake::FakeNode;
 use super::{HttpConfig, serve_backend};
+use crate::fake::{FakeConfig, FakeNode};
 
 struct Server {
     base: String,
     client: reqwest::Client,
-    node: FakeNode,
+    node: Arc<FakeNode>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -26,11 +27,18 @@ const LIMITS: Limits = Limits {
     max_key_bytes: 64,
     max_value_bytes: 1024,
 };
+/// Keys the fake's scan looks at per call: small, so pages need several calls.
+const SCAN_BUDGET: usize = 7;
 
 async fn start() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let node = FakeNode::new(LIMITS);
+    let node = Arc::new(FakeNode::new(FakeConfig {
+        id: 7,
+        limits: LIMITS,
+        scan_budget: SCAN_BUDGET,
+        ..FakeConfig::default()
+    }));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve_backend(
         listener,
@@ -312,10 +320,7 @@ async fn listing_pages_cover_every_key_exactly_once() {
     // The default page of 100 is cut short by the bound on node scans per request
     // (8 scans of 7 keys each in the fake): a short page with a cursor is not the end.
     let listing: Value = s.get("/v1/kv").await.json().await.unwrap();
-    assert_eq!(
-        listing["items"].as_array().unwrap().len(),
-        8 * super::fake::SCAN_BUDGET
-    );
+    assert_eq!(listing["items"].as_array().unwrap().len(), 8 * SCAN_BUDGET);
     assert!(listing["next_cursor"].is_string());
 }
 

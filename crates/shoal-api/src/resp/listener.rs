@@ -12,9 +12,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::RespConfig;
-use super::backend::Backend;
 use super::cmd::Ctx;
 use super::connection;
+use crate::backend::Backend;
 
 /// The line a client over the limit receives before it is closed (Redis's wording).
 const TOO_MANY_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";

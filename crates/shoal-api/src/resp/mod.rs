@@ -8,19 +8,16 @@
 //! - `connection`: one client; pipelined requests run concurrently but in Redis order.
 //! - `listener`: the accept loop, the connection limit and graceful shutdown ([`serve`]).
 //!
-//! The node is reached through the `backend` trait so tests can run the whole stack over
-//! real TCP against an in-memory fake (`fake`, `tests`); `suite` holds the scenarios, shared
-//! with `tests/resp.rs`, which runs them against a real node.
+//! The node is reached through the crate's `Backend` trait so `tests` can run the whole
+//! stack over real TCP against the crate's in-memory fake node; `suite` holds the
+//! scenarios, shared with `tests/resp.rs`, which runs them against a real node.
 
-mod backend;
 mod cmd;
 mod connection;
 pub mod frame;
 mod glob;
 mod listener;
 
-#[cfg(test)]
-mod fake;
 #[cfg(test)]
 #[macro_use]
 mod suite;

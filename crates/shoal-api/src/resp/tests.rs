@@ -9,9 +9,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use super::RespConfig;
-use super::fake::FakeNode;
 use super::listener::serve_backend;
 use super::suite::{self, Options, Server};
+use crate::fake::{FakeConfig, FakeNode};
 
 async fn start(options: Options) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -20,13 +20,17 @@ async fn start(options: Options) -> Server {
         max_key_bytes: suite::MAX_KEY_BYTES,
         max_value_bytes: suite::MAX_VALUE_BYTES,
     };
-    let node = FakeNode::new(
-        suite::SHARDS,
+    let node = FakeNode::new(FakeConfig {
+        id: 1,
+        shards: suite::SHARDS,
         limits,
-        options.allow_flush,
-        suite::MAX_KEYS_REPLY,
-        addr.to_string(),
-    );
+        allow_flush: options.allow_flush,
+        max_keys_reply: suite::MAX_KEYS_REPLY,
+        resp_addr: addr.to_string(),
+        scan_budget: 25,
+        // Replies of one pipeline complete out of order; the connection must reorder them.
+        jitter: true,
+    });
     let config = RespConfig {
         max_connections: options.max_connections,
         ..RespConfig::default()

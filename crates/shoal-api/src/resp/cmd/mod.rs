@@ -26,11 +26,9 @@ use shoal_core::slot::Slot;
 use shoal_core::{Command, Consistency, Error, Limits, Reply, WriteOp, WriteReply};
 
 use super::RespConfig;
-use super::backend::Backend;
 use super::frame::{self, Frame};
+use crate::backend::Backend;
 
-#[cfg(test)]
-pub(crate) use args::now_ms;
 pub(crate) use session::Session;
 pub(crate) use table::{Kind, Spec, lookup};
 

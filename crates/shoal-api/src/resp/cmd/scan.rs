@@ -12,7 +12,7 @@ use shoal_core::{Command, Consistency, Error, Reply, SLOT_COUNT};
 
 use super::args::{self, err, is, syntax_error};
 use super::{Ctx, Outcome, Session, node_error, unexpected};
-use crate::resp::backend::Backend;
+use crate::backend::Backend;
 use crate::resp::frame::Frame;
 use crate::resp::glob;
 

@@ -1,9 +1,10 @@
-//! The slice of the node the RESP front end uses, as an object-safe trait.
+//! The slice of the node the front ends use, as one object-safe trait.
 //!
-//! Production only ever passes a `shoal_cluster::Node`; the trait exists so the whole
-//! front end (framing, pipelining order, every command) can be tested over real TCP
-//! against an in-memory fake while the node runtime is being built. Dynamic dispatch costs
-//! one allocation per command, noise next to a Raft round.
+//! Production only ever passes a `shoal_cluster::Node`; the trait exists so each front end's
+//! whole protocol behaviour (framing, pipelining order, routing, status codes, paging) can
+//! be tested against the in-memory fake (`crate::fake`) without starting Raft groups. Both
+//! front ends hold it as `Arc<dyn Backend>`: dynamic dispatch costs one allocation per
+//! command, noise next to a Raft round.
 
 use futures_util::future::BoxFuture;
 use shoal_cluster::Node;
@@ -17,6 +18,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
         command: Command,
         consistency: Consistency,
     ) -> BoxFuture<'static, Result<Reply, Error>>;
+    /// This node's id.
     fn id(&self) -> u64;
     fn limits(&self) -> Limits;
     fn layout(&self) -> &ShardLayout;
