@@ -74,9 +74,20 @@ impl Default for Tuning {
             scan_budget: 100_000,
             startup_timeout: Duration::from_secs(30),
             record_cache_bytes: EngineOptions::default().record_cache_bytes,
-            raft_threads: 2,
+            raft_threads: default_raft_threads(),
         }
     }
+}
+
+/// CPU cores this process may use.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Raft runtime threads by default: half the cores, at least 2 (measured on 2 cores: one
+/// thread for the groups cost ~15% of write throughput against two).
+pub fn default_raft_threads() -> usize {
+    (available_cores() / 2).max(2)
 }
 
 /// A running node. Cheap to clone.

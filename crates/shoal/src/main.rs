@@ -26,7 +26,13 @@ enum Commands {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The server's client-facing runtime; client commands need only one thread.
+    let threads = match &cli.command {
+        Commands::Server(args) => server::io_threads(args),
+        Commands::Kv(_) => 1,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
     {
