@@ -112,7 +112,83 @@ pub enum WriteOp {
     Flush,
 }
 
+/// A copy of `bytes` in its own allocation (not a view into a larger buffer).
+fn own(bytes: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(bytes)
+}
+
 impl WriteOp {
+    /// The same op with every key and value copied into its own allocation, so that a
+    /// caller's larger buffer (a network read buffer) is not kept alive by the op.
+    pub fn into_owned(self) -> WriteOp {
+        let own_all = |keys: Vec<Bytes>| keys.iter().map(own).collect();
+        match self {
+            WriteOp::Put {
+                key,
+                value,
+                condition,
+                expiry,
+                return_old,
+            } => WriteOp::Put {
+                key: own(&key),
+                value: own(&value),
+                condition,
+                expiry,
+                return_old,
+            },
+            WriteOp::Delete { keys, if_version } => WriteOp::Delete {
+                keys: own_all(keys),
+                if_version,
+            },
+            WriteOp::IncrBy { key, delta } => WriteOp::IncrBy {
+                key: own(&key),
+                delta,
+            },
+            WriteOp::IncrByFloat { key, delta } => WriteOp::IncrByFloat {
+                key: own(&key),
+                delta,
+            },
+            WriteOp::Append { key, value } => WriteOp::Append {
+                key: own(&key),
+                value: own(&value),
+            },
+            WriteOp::SetRange { key, offset, value } => WriteOp::SetRange {
+                key: own(&key),
+                offset,
+                value: own(&value),
+            },
+            WriteOp::SetExpiry { key, expiry } => WriteOp::SetExpiry {
+                key: own(&key),
+                expiry,
+            },
+            WriteOp::GetDel { key } => WriteOp::GetDel { key: own(&key) },
+            WriteOp::GetEx { key, expiry } => WriteOp::GetEx {
+                key: own(&key),
+                expiry,
+            },
+            WriteOp::PutMany {
+                pairs,
+                if_none_exist,
+            } => WriteOp::PutMany {
+                pairs: pairs.iter().map(|(k, v)| (own(k), own(v))).collect(),
+                if_none_exist,
+            },
+            WriteOp::Rename {
+                from,
+                to,
+                if_target_absent,
+            } => WriteOp::Rename {
+                from: own(&from),
+                to: own(&to),
+                if_target_absent,
+            },
+            WriteOp::Reap { keys } => WriteOp::Reap {
+                keys: own_all(keys),
+            },
+            WriteOp::Flush => WriteOp::Flush,
+        }
+    }
+
     /// The keys this write touches (for routing and limit checks).
     pub fn keys(&self) -> Vec<&Bytes> {
         match self {
@@ -200,4 +276,33 @@ pub enum Reply {
     Count(u64),
     Key(Option<Bytes>),
     Write(WriteReply),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn into_owned_copies_out_of_the_callers_buffer() {
+        let buffer = Bytes::from_static(b"key-and-a-long-value");
+        let op = WriteOp::Put {
+            key: buffer.slice(0..3),
+            value: buffer.slice(8..),
+            condition: Condition::None,
+            expiry: Expiry::Clear,
+            return_old: false,
+        };
+        let owned = op.clone().into_owned();
+        assert_eq!(owned, op);
+        let WriteOp::Put { key, value, .. } = owned else {
+            unreachable!()
+        };
+        let inside = |b: &Bytes| buffer.as_ptr_range().contains(&b.as_ptr());
+        assert!(!inside(&key) && !inside(&value));
+        let many = WriteOp::PutMany {
+            pairs: vec![(buffer.slice(0..3), buffer.slice(4..7))],
+            if_none_exist: true,
+        };
+        assert_eq!(many.clone().into_owned(), many);
+    }
 }

@@ -77,7 +77,9 @@ impl RecordCache {
     /// A cache of at most `capacity_bytes` (0 disables it).
     pub(crate) fn new(capacity_bytes: u64) -> Self {
         let cache = (capacity_bytes > 0).then(|| {
-            let estimated_items = (capacity_bytes / 256).max(1024) as usize;
+            // Sized for ~1 KiB records: a table sized for tiny ones is mostly empty, and
+            // a sparse table costs a cache miss per lookup.
+            let estimated_items = (capacity_bytes / 1024).max(1024) as usize;
             Cache::with_weighter(estimated_items, capacity_bytes, RecordWeight)
         });
         Self {

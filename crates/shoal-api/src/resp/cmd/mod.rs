@@ -154,6 +154,12 @@ impl Ctx {
         // `execute` fixes the command's place in the node's order here, before the future
         // is polled: that is what lets the connection submit a run of pipelined commands and
         // await them together.
+        // A write's keys and values live on in the Raft log and its cache: give them their
+        // own allocations so they do not pin the connection's read buffer.
+        let command = match command {
+            Command::Write(op) => Command::Write(op.into_owned()),
+            other => other,
+        };
         let pending = self.node.execute(command, consistency);
         let node = self.node.clone();
         Outcome::Later(Box::pin(async move {

@@ -139,7 +139,8 @@ fn valid_client_name(name: &Bytes) -> Result<Option<Bytes>, Frame> {
             "Client names cannot contain spaces, newlines or special characters.",
         ));
     }
-    Ok((!name.is_empty()).then(|| name.clone()))
+    // Kept for the connection's life: copied so it does not pin the read buffer.
+    Ok((!name.is_empty()).then(|| Bytes::copy_from_slice(name)))
 }
 
 const CLIENT_HELP: &[&str] = &[
@@ -181,7 +182,7 @@ pub(super) fn client(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result
         Frame::Integer(session.id as i64)
     } else if is(sub, "SETINFO") {
         expect(4, "setinfo")?;
-        let value = args[3].clone();
+        let value = Bytes::copy_from_slice(&args[3]);
         if value.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
             return Err(err(format!(
                 "{} cannot contain spaces, newlines or special characters.",

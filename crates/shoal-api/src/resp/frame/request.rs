@@ -60,15 +60,16 @@ fn decode_multibulk(buf: &mut BytesMut, max_bulk: usize) -> Step<Vec<Bytes>> {
         spans.push((start, end));
         pos = end + 2;
     }
-    // Each argument gets its own allocation instead of a slice of the input buffer: a
-    // value may live on in the Raft log cache long after the request, and a slice would pin
-    // the whole read buffer (and force a fresh one for the next read) for that long.
-    let args = spans
-        .into_iter()
-        .map(|(start, end)| Bytes::copy_from_slice(&buf[start..end]))
-        .collect();
-    buf.advance(pos);
-    Ok(Some(args))
+    // Arguments are slices of the read buffer: no copy for the common read. Anything that
+    // outlives the request (a write's keys and values, a client name) is copied out where it
+    // is kept (`Ctx::submit`, the session), so no buffer stays pinned.
+    let request = buf.split_to(pos).freeze();
+    Ok(Some(
+        spans
+            .into_iter()
+            .map(|(start, end)| request.slice(start..end))
+            .collect(),
+    ))
 }
 
 fn decode_inline(buf: &mut BytesMut) -> Step<Vec<Bytes>> {
