@@ -18,6 +18,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
         command: Command,
         consistency: Consistency,
     ) -> BoxFuture<'static, Result<Reply, Error>>;
+    /// Answers a read at once when the node can (see `Node::try_read_now`); `None` means
+    /// "use `execute`".
+    fn try_read_now(
+        &self,
+        _command: &Command,
+        _consistency: Consistency,
+    ) -> Option<Result<Reply, Error>> {
+        None
+    }
     /// This node's id.
     fn id(&self) -> u64;
     fn limits(&self) -> Limits;
@@ -38,6 +47,14 @@ impl Backend for Node {
         consistency: Consistency,
     ) -> BoxFuture<'static, Result<Reply, Error>> {
         Box::pin(Node::execute(self, command, consistency))
+    }
+
+    fn try_read_now(
+        &self,
+        command: &Command,
+        consistency: Consistency,
+    ) -> Option<Result<Reply, Error>> {
+        Node::try_read_now(self, command, consistency)
     }
 
     fn id(&self) -> u64 {

@@ -286,3 +286,40 @@ async fn tiny_value_limit_does_not_block_startup_or_restart() {
     assert_eq!(get(&node, "k").await, Some(b("small")));
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_reads_are_answered_at_once_by_a_sole_voter_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(dir.path())).await.unwrap();
+    node.execute(put("now", "v"), Consistency::Linearizable)
+        .await
+        .unwrap();
+    // After start-up every group is led by this node, its only voter.
+    let get = Command::Get { key: b("now") };
+    match node.try_read_now(&get, Consistency::Linearizable) {
+        Some(Ok(Reply::Record(Some(r)))) => assert_eq!(r.value, b("v")),
+        other => panic!("expected an immediate answer, got {other:?}"),
+    }
+    let missing = Command::Get { key: b("absent") };
+    assert!(matches!(
+        node.try_read_now(&missing, Consistency::Linearizable),
+        Some(Ok(Reply::Record(None)))
+    ));
+    let cross = Command::GetMany {
+        keys: vec![b("foo"), b("bar")],
+    };
+    assert_eq!(
+        node.try_read_now(&cross, Consistency::Linearizable),
+        Some(Err(Error::CrossShard))
+    );
+    let scan = Command::Scan {
+        cursor: ScanCursor::default(),
+        limit: 10,
+        prefix: None,
+        with_values: false,
+    };
+    assert_eq!(node.try_read_now(&scan, Consistency::Linearizable), None);
+    node.shutdown().await;
+    // A stopped node answers nothing at once.
+    assert_eq!(node.try_read_now(&get, Consistency::Linearizable), None);
+}

@@ -154,6 +154,12 @@ impl Ctx {
         // `execute` fixes the command's place in the node's order here, before the future
         // is polled: that is what lets the connection submit a run of pipelined commands and
         // await them together.
+        if let Some(result) = self.node.try_read_now(&command, consistency) {
+            return Outcome::Now(match result.and_then(render) {
+                Ok(frame) => frame,
+                Err(err) => node_error(&*self.node, &err, slot),
+            });
+        }
         // A write's keys and values live on in the Raft log and its cache: give them their
         // own allocations so they do not pin the connection's read buffer.
         let command = match command {
