@@ -20,6 +20,9 @@ mod list;
 pub mod params;
 
 #[cfg(test)]
+#[macro_use]
+mod suite;
+#[cfg(test)]
 mod tests;
 
 use std::future::Future;
