@@ -374,12 +374,22 @@ fn run(
 }
 
 /// Parses a value as Redis does for INCR: optional '-', decimal digits, fits in i64.
+/// Like Redis's `string2ll`: only the canonical form, so "007", "-0", "+1" and " 1" are
+/// not integers (they would not print back as themselves).
 pub fn parse_i64(bytes: &[u8]) -> Result<i64, Error> {
-    let text = std::str::from_utf8(bytes).map_err(|_| Error::NotInteger)?;
-    if text.is_empty() || text.len() > 20 || text.starts_with('+') {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let canonical = match digits {
+        [] => false,
+        [b'0'] => bytes.len() == 1,
+        [first, rest @ ..] => (b'1'..=b'9').contains(first) && rest.iter().all(u8::is_ascii_digit),
+    };
+    if !canonical || bytes.len() > 20 {
         return Err(Error::NotInteger);
     }
-    text.parse::<i64>().map_err(|_| Error::NotInteger)
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.parse::<i64>().ok())
+        .ok_or(Error::NotInteger)
 }
 
 pub fn parse_f64(bytes: &[u8]) -> Result<f64, Error> {
@@ -784,6 +794,33 @@ mod tests {
             Ok(WriteReply::Applied(true))
         );
         assert!(v.0.is_empty());
+    }
+
+    #[test]
+    fn integers_must_be_canonical_as_in_redis() {
+        for ok in [
+            "0",
+            "7",
+            "-7",
+            "9223372036854775807",
+            "-9223372036854775808",
+        ] {
+            assert!(parse_i64(ok.as_bytes()).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-",
+            "007",
+            "-0",
+            "+1",
+            " 1",
+            "1 ",
+            "1a",
+            "9223372036854775808",
+            "0x10",
+        ] {
+            assert_eq!(parse_i64(bad.as_bytes()), Err(Error::NotInteger), "{bad}");
+        }
     }
 
     #[test]
