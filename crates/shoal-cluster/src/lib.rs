@@ -11,5 +11,4 @@ mod node;
 mod reaper;
 
 pub use clock::now_ms;
-pub use group::{MAX_BYTES_PER_ENTRY, MAX_OPS_PER_ENTRY};
 pub use node::{Node, NodeConfig, NodeStats, Tuning, available_cores, default_raft_threads};

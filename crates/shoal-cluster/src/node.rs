@@ -393,19 +393,11 @@ impl Node {
                 let shard = self.shard_of(op.keys().into_iter())?;
                 Ok(Submitted::Write(self.group(shard).propose(op)?))
             }
-            Command::Get { ref key } => {
-                limits.check_key(key)?;
-                let shard = self.inner.layout.shard_of_key(key);
-                Ok(Submitted::Read(barrier(shard)?, command))
+            Command::GetMany { ref keys } if keys.is_empty() => {
+                Ok(Submitted::Ready(Reply::Records(Vec::new())))
             }
-            Command::GetMany { ref keys } => {
-                for key in keys {
-                    limits.check_key(key)?;
-                }
-                if keys.is_empty() {
-                    return Ok(Submitted::Ready(Reply::Records(Vec::new())));
-                }
-                let shard = self.shard_of(keys.iter())?;
+            Command::Get { .. } | Command::GetMany { .. } => {
+                let shard = self.point_read_shard(&command)?;
                 Ok(Submitted::Read(barrier(shard)?, command))
             }
             Command::Scan { ref cursor, .. } => {
@@ -416,6 +408,22 @@ impl Node {
                 Ok(Submitted::Read(barrier(shard)?, command))
             }
             Command::Count | Command::RandomKey => Ok(Submitted::Read(None, command)),
+        }
+    }
+
+    /// The shard a GET or a non-empty MGET reads, after the key limits.
+    fn point_read_shard(&self, command: &Command) -> Result<ShardId, Error> {
+        let limits = self.limits();
+        match command {
+            Command::Get { key } => {
+                limits.check_key(key)?;
+                Ok(self.inner.layout.shard_of_key(key))
+            }
+            Command::GetMany { keys } => {
+                keys.iter().try_for_each(|k| limits.check_key(k))?;
+                self.shard_of(keys.iter())
+            }
+            _ => Err(Error::Internal("not a point read".into())),
         }
     }
 
@@ -455,38 +463,26 @@ impl Node {
         if self.is_stopped() {
             return None;
         }
-        let limits = self.limits();
-        let local = |shard: ShardId| {
-            consistency == Consistency::Stale || self.group(shard).local_reads_ok()
-        };
-        let now = now_ms();
-        let result = match command {
-            Command::Get { key } => {
-                if let Err(e) = limits.check_key(key) {
-                    return Some(Err(e));
-                }
-                if !local(self.inner.layout.shard_of_key(key)) {
-                    return None;
-                }
-                self.get_live(key, now).map(Reply::Record)
-            }
-            Command::GetMany { keys } if !keys.is_empty() => {
-                if let Err(e) = keys.iter().try_for_each(|k| limits.check_key(k)) {
-                    return Some(Err(e));
-                }
-                let shard = match self.shard_of(keys.iter()) {
-                    Ok(shard) => shard,
-                    Err(e) => return Some(Err(e)),
-                };
-                if !local(shard) {
-                    return None;
-                }
-                keys.iter()
-                    .map(|k| self.get_live(k, now))
-                    .collect::<Result<_, _>>()
-                    .map(Reply::Records)
-            }
+        let (keys, single) = match command {
+            Command::Get { key } => (std::slice::from_ref(key), true),
+            Command::GetMany { keys } if !keys.is_empty() => (keys.as_slice(), false),
             _ => return None,
+        };
+        let shard = match self.point_read_shard(command) {
+            Ok(shard) => shard,
+            Err(e) => return Some(Err(e)),
+        };
+        if consistency == Consistency::Linearizable && !self.group(shard).local_reads_ok() {
+            return None;
+        }
+        let now = now_ms();
+        let result = if single {
+            self.get_live(&keys[0], now).map(Reply::Record)
+        } else {
+            keys.iter()
+                .map(|k| self.get_live(k, now))
+                .collect::<Result<_, _>>()
+                .map(Reply::Records)
         };
         self.inner.commands.fetch_add(1, Ordering::Relaxed);
         Some(result)

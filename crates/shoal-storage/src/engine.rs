@@ -225,11 +225,6 @@ impl Engine {
         self.inner.meta.insert(keys::meta_key(group, tag), value)?;
         Ok(())
     }
-
-    pub fn remove_meta(&self, group: GroupId, tag: u8) -> Result<()> {
-        self.inner.meta.remove(keys::meta_key(group, tag))?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

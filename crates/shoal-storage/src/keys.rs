@@ -31,7 +31,6 @@ pub fn meta_key(group: GroupId, tag: u8) -> [u8; 5] {
 }
 
 pub const TAG_VOTE: u8 = b'v';
-pub const TAG_COMMITTED: u8 = b'c';
 pub const TAG_PURGED: u8 = b'p';
 pub const TAG_APPLIED: u8 = b'a';
 pub const TAG_SNAPSHOT: u8 = b's';
