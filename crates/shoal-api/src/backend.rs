@@ -18,6 +18,23 @@ pub(crate) trait Backend: Send + Sync + 'static {
         command: Command,
         consistency: Consistency,
     ) -> BoxFuture<'static, Result<Reply, Error>>;
+    /// Like `execute`, but a command for a shard led by another node fails with
+    /// `NotLeader` instead of being forwarded (for clients that route by themselves).
+    fn execute_direct(
+        &self,
+        command: Command,
+        consistency: Consistency,
+    ) -> BoxFuture<'static, Result<Reply, Error>> {
+        self.execute(command, consistency)
+    }
+    /// Cuts this node off from `peers` (fault injection; refused unless the node was
+    /// started with it).
+    fn set_blocked_peers(&self, _peers: Vec<u64>) -> Result<(), Error> {
+        Err(Error::Disabled(
+            "fault injection".into(),
+            "start the node with --fault-injection (tests only)".into(),
+        ))
+    }
     /// Answers a read at once when the node can (see `Node::try_read_now`); `None` means
     /// "use `execute`".
     fn try_read_now(
@@ -47,6 +64,27 @@ impl Backend for Node {
         consistency: Consistency,
     ) -> BoxFuture<'static, Result<Reply, Error>> {
         Box::pin(Node::execute(self, command, consistency))
+    }
+
+    fn execute_direct(
+        &self,
+        command: Command,
+        consistency: Consistency,
+    ) -> BoxFuture<'static, Result<Reply, Error>> {
+        Box::pin(Node::execute_direct(self, command, consistency))
+    }
+
+    fn set_blocked_peers(&self, peers: Vec<u64>) -> Result<(), Error> {
+        match self.faults() {
+            Some(faults) => {
+                faults.set_blocked(peers);
+                Ok(())
+            }
+            None => Err(Error::Disabled(
+                "fault injection".into(),
+                "start the node with --fault-injection (tests only)".into(),
+            )),
+        }
     }
 
     fn try_read_now(

@@ -318,6 +318,7 @@ impl Backend for FakeNode {
         let id = self.config.id;
         let info = NodeInfo {
             id,
+            peer_addr: String::new(),
             resp_addr: self.config.resp_addr.clone(),
             http_addr: String::new(),
         };

@@ -37,6 +37,7 @@ async fn start_node() -> (Server, Node) {
         },
         allow_flush: false,
         max_keys_reply: 10_000,
+        cluster: Default::default(),
     })
     .await
     .expect("node starts");

@@ -35,6 +35,7 @@ async fn start(options: Options) -> Server {
         },
         allow_flush: options.allow_flush,
         max_keys_reply: suite::MAX_KEYS_REPLY,
+        cluster: Default::default(),
     })
     .await
     .expect("node starts");

@@ -1,4 +1,4 @@
-//! Starting groups and bootstrapping the cluster map in the metadata group.
+//! Starting groups and storing the bootstrap cluster map in the metadata group.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::{BasicNode, Config};
-use shoal_core::map::{ClusterMap, NodeInfo, ShardInfo};
 use shoal_core::shard::META_GROUP;
-use shoal_core::{Error, Limits, ShardId, ShardLayout, WriteOp};
+use shoal_core::{Error, Limits, ShardId, WriteOp};
+use shoal_raft::transport::PeerRouter;
 use shoal_raft::{LogStore, NetworkFactory, Raft, ShardStateMachine};
 use shoal_storage::Engine;
 
 use crate::group::Group;
-use crate::node::{NodeConfig, Tuning, storage_err};
+use crate::node::{Node, Tuning, storage_err};
 
 /// The key under which the metadata group stores the cluster map.
 pub(crate) const CLUSTER_MAP_KEY: &[u8] = b"shoal/cluster-map";
@@ -25,8 +25,12 @@ pub(crate) const META_LIMITS: Limits = Limits {
     max_value_bytes: 64 * 1024 * 1024,
 };
 
-/// Opens one group. Its Raft tasks, proposer and read gate run on `raft_runtime`, so a
-/// storage call that blocks them never blocks the front ends' runtime.
+/// Opens this node's replica of one group. `founders` is set on the one node that
+/// initialises the group (with every founding replica and its peer address); it is
+/// ignored if the group's log shows it was initialised before. Raft tasks, the proposer
+/// and the read gate run on `raft_runtime`, so a storage call that blocks them never blocks
+/// the front ends' runtime.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn open_group(
     raft_runtime: &tokio::runtime::Handle,
     engine: &Engine,
@@ -35,6 +39,8 @@ pub(crate) async fn open_group(
     config: &Arc<Config>,
     limits: Limits,
     tuning: &Tuning,
+    founders: Option<Vec<(u64, String)>>,
+    router: PeerRouter,
 ) -> Result<Group, Error> {
     let (engine, config) = (engine.clone(), config.clone());
     let (max_pending, max_inflight) = (tuning.max_pending_per_shard, tuning.max_inflight_entries);
@@ -43,19 +49,24 @@ pub(crate) async fn open_group(
         let key_count = Arc::new(AtomicU64::new(0));
         let sm =
             ShardStateMachine::open(engine, id, limits, key_count.clone()).map_err(storage_err)?;
-        let raft = Raft::new(node_id, config, NetworkFactory, log, sm)
+        let network = NetworkFactory::new(router, id);
+        let raft = Raft::new(node_id, config, network, log, sm)
             .await
             .map_err(|e| Error::Internal(format!("starting group {id}: {e}")))?;
-        if !raft
-            .is_initialized()
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-        {
-            let mut members = BTreeMap::new();
-            members.insert(node_id, BasicNode::new(""));
-            raft.initialize(members)
+        if let Some(founders) = founders {
+            let initialized = raft
+                .is_initialized()
                 .await
-                .map_err(|e| Error::Internal(format!("initialising group {id}: {e}")))?;
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            if !initialized {
+                let members: BTreeMap<u64, BasicNode> = founders
+                    .into_iter()
+                    .map(|(id, addr)| (id, BasicNode::new(addr)))
+                    .collect();
+                raft.initialize(members)
+                    .await
+                    .map_err(|e| Error::Internal(format!("initialising group {id}: {e}")))?;
+            }
         }
         Ok(Group::start(
             id,
@@ -86,70 +97,50 @@ pub(crate) async fn wait_leader(
         .map_err(|e| Error::Internal(format!("group {} did not elect a leader: {e}", group.id)))
 }
 
-/// Reads the cluster map from the metadata group, creating it on first start.
-pub(crate) async fn bootstrap_map(
-    engine: &Engine,
-    meta: &Group,
-    config: &NodeConfig,
-    tuning: &Tuning,
-) -> Result<ClusterMap, Error> {
-    wait_leader(meta, config.id, tuning.startup_timeout).await?;
-    // Everything committed before the restart is applied once a read barrier passes.
-    meta.read_barrier()?
-        .await
-        .map_err(|_| Error::ShuttingDown)??;
-    let me = NodeInfo {
-        id: config.id,
-        resp_addr: config.resp_addr.clone(),
-        http_addr: config.http_addr.clone(),
+/// Makes sure the metadata group holds the bootstrap cluster map. Every node computes the
+/// same map, so whichever replica leads first stores it, with a compare-and-set so it is
+/// stored once. `Ok(true)` once it is stored; `Ok(false)` when this node cannot tell yet
+/// (it does not lead the metadata group and has not applied the map).
+pub(crate) async fn publish_map(node: &Node) -> Result<bool, Error> {
+    let Some(meta) = node.local_group(META_GROUP) else {
+        return Ok(true);
     };
-    let stored = engine
+    if node
+        .engine()
         .get_record(META_GROUP, CLUSTER_MAP_KEY)
-        .map_err(storage_err)?;
-    let (map, version) = match stored {
-        Some(record) => {
-            let map: ClusterMap = serde_json::from_slice(&record.value)
-                .map_err(|e| Error::Storage(format!("cluster map is unreadable: {e}")))?;
-            if map.nodes.iter().any(|n| n == &me) {
-                return Ok(map);
-            }
-            (
-                ClusterMap {
-                    epoch: map.epoch + 1,
-                    nodes: vec![me],
-                    ..map
-                },
-                record.version,
-            )
-        }
-        None => {
-            let layout = ShardLayout::even(config.shards).map_err(Error::Invalid)?;
-            let map = ClusterMap {
-                cluster_id: format!("{:016x}", rand::random::<u64>()),
-                epoch: 1,
-                replication: 1,
-                nodes: vec![me],
-                shards: layout
-                    .shards()
-                    .iter()
-                    .map(|(id, range)| ShardInfo {
-                        id: *id,
-                        range: *range,
-                        replicas: vec![config.id],
-                    })
-                    .collect(),
-            };
-            (map, 0)
-        }
-    };
-    let value = serde_json::to_vec(&map).map_err(|e| Error::Internal(e.to_string()))?;
+        .map_err(storage_err)?
+        .is_some()
+    {
+        return Ok(true);
+    }
+    if !meta.is_leader() {
+        return Ok(false);
+    }
+    let map = &node.inner.topology.map;
+    let value = serde_json::to_vec(map).map_err(|e| Error::Internal(e.to_string()))?;
     let op = WriteOp::Put {
         key: Bytes::from_static(CLUSTER_MAP_KEY),
         value: Bytes::from(value),
-        condition: shoal_core::Condition::IfVersion(version),
+        condition: shoal_core::Condition::IfVersion(0),
         expiry: shoal_core::Expiry::Clear,
         return_old: false,
     };
-    meta.propose(op)?.await.map_err(|_| Error::ShuttingDown)??;
-    Ok(map)
+    match meta.propose(op)?.await.map_err(|_| Error::ShuttingDown)? {
+        Ok(_) | Err(Error::VersionMismatch { .. }) => Ok(true),
+        Err(Error::NotLeader { .. } | Error::NoLeader { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Retries `publish_map` in the background until the map is stored or the node stops.
+pub(crate) async fn publish_map_until_done(node: Node) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    while !node.is_stopped() {
+        ticker.tick().await;
+        match publish_map(&node).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "storing the cluster map failed; will retry"),
+        }
+    }
 }

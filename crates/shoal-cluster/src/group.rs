@@ -45,6 +45,9 @@ pub struct Group {
     max_pending: usize,
     /// True while this node leads the group and is its only voter (see `local_reads_ok`).
     sole_voter_leader: Arc<AtomicBool>,
+    /// The leader this replica knows of (0: none), kept current from Raft's metrics so
+    /// routing reads it without touching the metrics lock.
+    leader: Arc<AtomicU64>,
     pub counters: Arc<GroupCounters>,
 }
 
@@ -67,6 +70,7 @@ impl Group {
         let (proposals, proposal_rx) = mpsc::channel(max_pending);
         let (reads, read_rx) = mpsc::channel(max_pending);
         let sole_voter_leader = Arc::new(AtomicBool::new(false));
+        let leader = Arc::new(AtomicU64::new(0));
         let counters = Arc::new(GroupCounters::default());
         tokio::spawn(run_proposer(
             id,
@@ -76,10 +80,11 @@ impl Group {
             counters.clone(),
         ));
         tokio::spawn(run_read_gate(id, raft.clone(), read_rx));
-        tokio::spawn(watch_sole_voter(
+        tokio::spawn(watch_metrics(
             raft.clone(),
             node_id,
             sole_voter_leader.clone(),
+            leader.clone(),
         ));
         Group {
             id,
@@ -89,7 +94,16 @@ impl Group {
             key_count,
             max_pending,
             sole_voter_leader,
+            leader,
             counters,
+        }
+    }
+
+    /// The leader this replica knows of.
+    pub fn leader(&self) -> Option<u64> {
+        match self.leader.load(Ordering::Acquire) {
+            0 => None,
+            id => Some(id),
         }
     }
 
@@ -152,7 +166,7 @@ fn write_error(shard: ShardId, e: &ClientWriteError<TypeConfig>) -> Error {
             Some(leader) => Error::NotLeader { shard, leader },
             None => Error::NoLeader { shard },
         },
-        other => Error::Internal(format!("write outcome unknown on shard {shard}: {other}")),
+        other => Error::Indeterminate(format!("shard {shard}: {other}")),
     }
 }
 
@@ -173,12 +187,14 @@ fn op_bytes(op: &WriteOp) -> usize {
     }
 }
 
-/// Keeps `flag` equal to "this node leads and is the only voter".
-async fn watch_sole_voter(raft: Raft, node_id: u64, flag: Arc<AtomicBool>) {
+/// Keeps `flag` equal to "this node leads and is the only voter", and `leader` equal to
+/// the leader this replica knows of.
+async fn watch_metrics(raft: Raft, node_id: u64, flag: Arc<AtomicBool>, leader: Arc<AtomicU64>) {
     let mut rx = raft.server_metrics();
     loop {
         let ok = {
             let m = rx.borrow_watched();
+            leader.store(m.current_leader.unwrap_or(0), Ordering::Release);
             let only_me = |ids: &mut dyn Iterator<Item = u64>| {
                 let ids: Vec<u64> = ids.collect();
                 ids == [node_id]
@@ -190,6 +206,7 @@ async fn watch_sole_voter(raft: Raft, node_id: u64, flag: Arc<AtomicBool>) {
         flag.store(ok, Ordering::Release);
         if rx.changed().await.is_err() {
             flag.store(false, Ordering::Release);
+            leader.store(0, Ordering::Release);
             return;
         }
     }

@@ -1,14 +1,23 @@
 //! shoal-cluster: the node runtime.
 //!
-//! A `Node` owns the storage engine, one Raft group per shard plus the metadata group, the
-//! per-shard proposer and read-gate tasks that batch client requests, and the TTL reaper.
-//! Front ends call `Node::execute`.
+//! A `Node` owns the storage engine, the peer transport, its replicas of the metadata group
+//! and of the shards placed on it, the per-shard proposer and read-gate tasks that batch
+//! client requests, the status exchange with peers, and the TTL reaper. Front ends call
+//! `Node::execute`, which routes each command to the replica that must answer it.
 
 mod bootstrap;
 mod clock;
 mod group;
+mod local;
 mod node;
+mod peers;
 mod reaper;
+mod router;
+mod status;
+pub mod topology;
 
 pub use clock::now_ms;
-pub use node::{Node, NodeConfig, NodeStats, Tuning, available_cores, default_raft_threads};
+pub use node::{
+    ClusterConfig, Node, NodeConfig, NodeStats, Tuning, available_cores, default_raft_threads,
+};
+pub use shoal_raft::transport::{Faults, TransportOptions};

@@ -1,26 +1,29 @@
-//! The node: starts every group over one storage engine, bootstraps the cluster map, and
-//! routes each `Command` to the shard that owns its keys.
+//! The node: opens the storage engine, the peer transport and this node's replicas of the
+//! metadata group and of the shards placed on it, then serves commands through the router
+//! (`router.rs`) and the local executor (`local.rs`).
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{Config, SnapshotPolicy};
-use shoal_core::command::ScanCursor;
-use shoal_core::map::{ClusterMap, ClusterView, NodeView, ShardView};
-use shoal_core::shard::{META_GROUP, SlotRange};
-use shoal_core::{
-    Command, Consistency, Error, Limits, Reply, ShardId, ShardLayout, WriteOp, WriteReply,
+use shoal_core::map::{ClusterView, NodeInfo, NodeStatus, NodeView, ReplicaStatus, ShardView};
+use shoal_core::shard::META_GROUP;
+use shoal_core::{Command, Consistency, Error, Limits, Reply, ShardId, ShardLayout};
+use shoal_raft::Raft;
+use shoal_raft::transport::{
+    Faults, PeerHandler, PeerRouter, ServerConfig, TransportOptions, wire::MAX_PAYLOAD_ENTRIES,
 };
 use shoal_storage::{Engine, EngineOptions};
+use tokio::sync::watch;
 
-use crate::bootstrap::{META_LIMITS, bootstrap_map, open_group, wait_leader};
-use crate::clock::now_ms;
+use crate::bootstrap::{META_LIMITS, open_group, publish_map, wait_leader};
 use crate::group::Group;
+use crate::peers::Peers;
+use crate::topology::{Identity, Topology, check_identity};
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
@@ -35,9 +38,34 @@ pub struct NodeConfig {
     pub allow_flush: bool,
     /// Most keys KEYS may return before it errors.
     pub max_keys_reply: usize,
+    pub cluster: ClusterConfig,
 }
 
-/// Tunables with defaults; not yet exposed as flags.
+/// How this node finds and joins its peers.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Where peers reach this node. `None` only for a node without peers.
+    pub peer_addr: Option<String>,
+    /// Every founding member (id, peer address), this node included. Empty: just this node.
+    pub initial_cluster: Vec<(u64, String)>,
+    /// Replicas per shard (capped at the number of nodes).
+    pub replication: u32,
+    /// Lets tests cut links between nodes (`Node::faults`). Never on in production.
+    pub fault_injection: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            peer_addr: None,
+            initial_cluster: Vec::new(),
+            replication: 3,
+            fault_injection: false,
+        }
+    }
+}
+
+/// Tunables with defaults.
 #[derive(Debug, Clone)]
 pub struct Tuning {
     /// Queued writes (and queued reads) per shard before clients get `Overloaded`.
@@ -53,12 +81,20 @@ pub struct Tuning {
     pub reap_batch: usize,
     /// Keys one scan call may examine before returning a partial page.
     pub scan_budget: usize,
-    /// How long to wait for a shard to elect itself at start.
+    /// How long to wait for a single node's shards to elect themselves at start.
     pub startup_timeout: Duration,
     /// Bytes of records cached in memory in front of the storage engine (0 disables).
     pub record_cache_bytes: u64,
     /// Worker threads of the runtime that runs the Raft groups.
     pub raft_threads: usize,
+    /// How long a request may keep looking for its shard's leader (through elections and
+    /// redirects) before the client gets `NoLeader`.
+    pub route_timeout: Duration,
+    /// How long a forwarded request waits for the answer of the node it went to.
+    pub forward_timeout: Duration,
+    /// How often each peer is asked for its status (liveness and leaders).
+    pub status_interval: Duration,
+    pub transport: TransportOptions,
 }
 
 impl Default for Tuning {
@@ -75,6 +111,10 @@ impl Default for Tuning {
             startup_timeout: Duration::from_secs(30),
             record_cache_bytes: EngineOptions::default().record_cache_bytes,
             raft_threads: default_raft_threads(),
+            route_timeout: Duration::from_secs(5),
+            forward_timeout: Duration::from_secs(10),
+            status_interval: Duration::from_millis(250),
+            transport: TransportOptions::default(),
         }
     }
 }
@@ -93,28 +133,82 @@ pub fn default_raft_threads() -> usize {
 /// A running node. Cheap to clone.
 #[derive(Clone)]
 pub struct Node {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: NodeConfig,
-    tuning: Tuning,
-    engine: Engine,
-    layout: ShardLayout,
-    map: ClusterMap,
-    /// Indexed by group id: 0 is the metadata group.
-    groups: Vec<Group>,
-    /// Runs every group's Raft tasks, apart from the front ends' runtime: storage calls
-    /// that block (fjall holds its journal lock through a journal rotation) then stall
-    /// writes only, while reads keep being served.
+pub(crate) struct Inner {
+    pub(crate) config: NodeConfig,
+    pub(crate) tuning: Tuning,
+    pub(crate) engine: Engine,
+    pub(crate) layout: ShardLayout,
+    pub(crate) topology: Topology,
+    /// Indexed by group id (0 is the metadata group); `None` where this node holds no replica.
+    pub(crate) groups: Vec<Option<Group>>,
+    pub(crate) router: PeerRouter,
+    pub(crate) peers: Peers,
+    pub(crate) faults: Faults,
+    /// Runs every group's Raft tasks and the peer transport, apart from the front ends'
+    /// runtime: storage calls that block (fjall holds its journal lock through a journal
+    /// rotation) then stall writes only, while reads keep being served.
     raft_runtime: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
+    stop_peer_server: watch::Sender<bool>,
     stopped: AtomicBool,
     started: Instant,
-    commands: AtomicU64,
+    pub(crate) commands: AtomicU64,
 }
 
 pub(crate) fn storage_err(e: impl std::fmt::Display) -> Error {
     Error::Storage(e.to_string())
+}
+
+/// The peer transport's view of this node: groups register as they open, commands are
+/// served once the node is fully started.
+struct Handler {
+    groups: std::sync::RwLock<Vec<Option<Raft>>>,
+    node: OnceLock<Weak<Inner>>,
+    info: NodeInfo,
+}
+
+impl Handler {
+    fn node(&self) -> Option<Node> {
+        self.node
+            .get()
+            .and_then(Weak::upgrade)
+            .map(|inner| Node { inner })
+    }
+}
+
+impl PeerHandler for Handler {
+    fn group(&self, group: ShardId) -> Option<Raft> {
+        self.groups
+            .read()
+            .expect("handler lock")
+            .get(group as usize)
+            .cloned()
+            .flatten()
+    }
+
+    fn forward(
+        &self,
+        shard: ShardId,
+        command: Command,
+        consistency: Consistency,
+    ) -> BoxFuture<'static, Result<Reply, Error>> {
+        match self.node() {
+            Some(node) => Box::pin(node.execute_here(shard, command, consistency)),
+            None => Box::pin(async move { Err(Error::NoLeader { shard }) }),
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        match self.node() {
+            Some(node) => node.status(),
+            None => NodeStatus {
+                info: self.info.clone(),
+                replicas: Vec::new(),
+            },
+        }
+    }
 }
 
 impl Node {
@@ -126,6 +220,28 @@ impl Node {
         if config.id == 0 {
             return Err(Error::Invalid("node id must be 1 or greater".into()));
         }
+        let me = config.id;
+        let cluster = &config.cluster;
+        let members = if cluster.initial_cluster.is_empty() {
+            // A lone node: its peer address is not part of its identity.
+            vec![(me, "local".to_string())]
+        } else {
+            cluster.initial_cluster.clone()
+        };
+        if members.len() > 1 && cluster.peer_addr.is_none() {
+            return Err(Error::Invalid(
+                "--initial-cluster lists other nodes, so --peer-addr is required".into(),
+            ));
+        }
+        let topology = Topology::new(me, &members, config.shards, cluster.replication)?;
+        let cluster_id = topology.map.cluster_id.clone();
+        check_identity(
+            &config.data_dir,
+            &Identity {
+                cluster_id: cluster_id.clone(),
+                node_id: me,
+            },
+        )?;
         let engine_options = EngineOptions {
             record_cache_bytes: tuning.record_cache_bytes,
             ..EngineOptions::default()
@@ -133,12 +249,13 @@ impl Node {
         let engine = Engine::open(&config.data_dir, &engine_options).map_err(storage_err)?;
         let raft_config = Arc::new(
             Config {
-                cluster_name: "shoal".into(),
+                cluster_name: format!("shoal-{cluster_id}"),
                 heartbeat_interval: tuning.heartbeat_ms,
                 election_timeout_min: tuning.election_timeout_ms.0,
                 election_timeout_max: tuning.election_timeout_ms.1,
                 snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
                 max_in_snapshot_log_to_keep: 1_000,
+                max_payload_entries: MAX_PAYLOAD_ENTRIES,
                 ..Default::default()
             }
             .validate()
@@ -152,74 +269,157 @@ impl Node {
             .build()
             .map_err(|e| Error::Internal(format!("cannot start the raft runtime: {e}")))?;
         let rt = raft_runtime.handle().clone();
-        // The metadata group holds shoal's own records (the cluster map), not client data:
-        // client size limits do not apply to it.
-        let meta = open_group(
-            &rt,
-            &engine,
-            META_GROUP,
-            config.id,
-            &raft_config,
-            META_LIMITS,
-            &tuning,
-        )
-        .await?;
-        let map = bootstrap_map(&engine, &meta, &config, &tuning).await?;
-        let layout = ShardLayout::from_ranges(map.shards.iter().map(|s| (s.id, s.range)).collect());
-        if layout.len() as u32 != config.shards {
-            tracing::warn!(
-                stored = layout.len(),
-                requested = config.shards,
-                "--shards differs from the cluster's shard count; the stored count is used"
-            );
+        let faults = Faults::default();
+        let router = PeerRouter::new(
+            me,
+            cluster_id.clone(),
+            tuning.transport.clone(),
+            faults.clone(),
+            rt.clone(),
+        );
+        for (id, addr) in &members {
+            if *id != me {
+                router.set_addr(*id, addr.clone());
+            }
         }
-        let mut groups = vec![meta];
-        for shard in &map.shards {
+        let group_count = topology.map.shards.iter().map(|s| s.id).max().unwrap_or(0) as usize + 1;
+        let handler = Arc::new(Handler {
+            groups: std::sync::RwLock::new(vec![None; group_count]),
+            node: OnceLock::new(),
+            info: NodeInfo {
+                id: me,
+                peer_addr: cluster.peer_addr.clone().unwrap_or_default(),
+                resp_addr: config.resp_addr.clone(),
+                http_addr: config.http_addr.clone(),
+            },
+        });
+        let (stop_peer_server, stop_rx) = watch::channel(false);
+        // Listen before opening groups: peers may need this node's vote to elect leaders.
+        if let Some(addr) = &cluster.peer_addr {
+            let listener = {
+                let bind_addr = addr.clone();
+                rt.spawn(async move { tokio::net::TcpListener::bind(&bind_addr).await })
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?
+                    .map_err(|e| {
+                        Error::Invalid(format!(
+                            "cannot listen for peers on {addr} (--peer-addr): {e}"
+                        ))
+                    })?
+            };
+            let server_config = ServerConfig {
+                me,
+                cluster_id: cluster_id.clone(),
+                faults: faults.clone(),
+                incoming_snapshot_dir: config.data_dir.join("snapshots-incoming"),
+                max_inflight_per_connection: tuning.transport.max_inflight_per_connection,
+            };
+            rt.spawn(shoal_raft::transport::serve(
+                listener,
+                server_config,
+                handler.clone(),
+                stop_rx,
+            ));
+        }
+
+        let addr_of = |id: u64| -> String {
+            members
+                .iter()
+                .find(|(m, _)| *m == id)
+                .map(|(_, a)| a.clone())
+                .unwrap_or_default()
+        };
+        let mut groups: Vec<Option<Group>> = (0..group_count).map(|_| None).collect();
+        let hosted: Vec<u32> = std::iter::once(META_GROUP)
+            .chain(topology.map.shards.iter().map(|s| s.id))
+            .filter(|g| topology.replicas(*g).contains(&me))
+            .collect();
+        for group_id in hosted {
+            let replicas = topology.replicas(group_id);
+            // Exactly one node initialises each group: the lowest id among its replicas.
+            let founders: Option<Vec<(u64, String)>> = (replicas.iter().min() == Some(&me))
+                .then(|| replicas.iter().map(|id| (*id, addr_of(*id))).collect());
+            let limits = if group_id == META_GROUP {
+                // The metadata group holds shoal's own records, not client data.
+                META_LIMITS
+            } else {
+                config.limits
+            };
             let group = open_group(
                 &rt,
                 &engine,
-                shard.id,
-                config.id,
+                group_id,
+                me,
                 &raft_config,
-                config.limits,
+                limits,
                 &tuning,
+                founders,
+                router.clone(),
             )
             .await?;
-            groups.push(group);
+            handler.groups.write().expect("handler lock")[group_id as usize] =
+                Some(group.raft.clone());
+            groups[group_id as usize] = Some(group);
         }
+        let layout = ShardLayout::from_ranges(
+            topology
+                .map
+                .shards
+                .iter()
+                .map(|s| (s.id, s.range))
+                .collect(),
+        );
         let node = Node {
             inner: Arc::new(Inner {
+                peers: Peers::new(&topology.map.nodes),
                 config,
                 tuning,
                 engine,
                 layout,
-                map,
+                topology,
                 groups,
+                router,
+                faults,
                 raft_runtime: std::sync::Mutex::new(Some(raft_runtime)),
+                stop_peer_server,
                 stopped: AtomicBool::new(false),
                 started: Instant::now(),
                 commands: AtomicU64::new(0),
             }),
         };
-        for group in &node.inner.groups[1..] {
-            wait_leader(
-                group,
-                node.inner.config.id,
-                node.inner.tuning.startup_timeout,
-            )
-            .await?;
-            // One ReadIndex round: everything committed before a restart is applied before
-            // the first read, which local reads (`Group::local_reads_ok`) rely on.
-            group
-                .read_barrier()?
-                .await
-                .map_err(|_| Error::ShuttingDown)??;
+        let _ = handler.node.set(Arc::downgrade(&node.inner));
+        if members.len() == 1 {
+            // A lone node elects itself at once; wait for that, so the first command does
+            // not see "no leader", and apply everything committed before a restart, which
+            // local reads (`Group::local_reads_ok`) rely on.
+            for group in node.inner.groups.iter().flatten() {
+                wait_leader(group, me, node.inner.tuning.startup_timeout).await?;
+                group
+                    .read_barrier()?
+                    .await
+                    .map_err(|_| Error::ShuttingDown)??;
+            }
+        }
+        if node.local_group(META_GROUP).is_some() {
+            if members.len() == 1 {
+                if !publish_map(&node).await? {
+                    return Err(Error::Internal(
+                        "the cluster map could not be stored".into(),
+                    ));
+                }
+            } else {
+                tokio::spawn(crate::bootstrap::publish_map_until_done(node.clone()));
+            }
         }
         tokio::spawn(crate::reaper::run(node.clone()));
+        if members.len() > 1 {
+            tokio::spawn(crate::status::run(node.clone()));
+        }
         tracing::info!(
             node = node.id(),
             shards = node.inner.layout.len(),
-            cluster = %node.inner.map.cluster_id,
+            hosted = node.inner.groups.iter().flatten().count(),
+            cluster = %node.inner.topology.map.cluster_id,
             "node ready"
         );
         Ok(node)
@@ -249,12 +449,20 @@ impl Node {
         self.inner.started.elapsed()
     }
 
+    /// Fault injection (cutting links to peers), when the node was started with it.
+    pub fn faults(&self) -> Option<&Faults> {
+        self.inner
+            .config
+            .cluster
+            .fault_injection
+            .then_some(&self.inner.faults)
+    }
+
     /// Counters for INFO and tuning.
     pub fn stats(&self) -> NodeStats {
         let storage = self.inner.engine.stats();
         let sum = |f: fn(&Group) -> &AtomicU64| {
             self.data_groups()
-                .iter()
                 .map(|g| f(g).load(Ordering::Relaxed))
                 .sum()
         };
@@ -267,8 +475,16 @@ impl Node {
         }
     }
 
-    pub(crate) fn data_groups(&self) -> &[Group] {
-        &self.inner.groups[1..]
+    /// This node's replicas of data shards.
+    pub(crate) fn data_groups(&self) -> impl Iterator<Item = &Group> {
+        self.inner.groups.iter().skip(1).flatten()
+    }
+
+    pub(crate) fn local_group(&self, group: ShardId) -> Option<&Group> {
+        self.inner
+            .groups
+            .get(group as usize)
+            .and_then(Option::as_ref)
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -283,328 +499,104 @@ impl Node {
         self.inner.stopped.load(Ordering::Relaxed)
     }
 
-    fn group(&self, shard: ShardId) -> &Group {
-        &self.inner.groups[shard as usize]
+    /// Replicas of `shard` by the cluster map.
+    pub(crate) fn replicas(&self, shard: ShardId) -> &[u64] {
+        self.inner.topology.replicas(shard)
     }
 
+    /// What this node tells its peers about itself.
+    pub(crate) fn status(&self) -> NodeStatus {
+        NodeStatus {
+            info: self.info(),
+            replicas: self
+                .data_groups()
+                .map(|g| {
+                    let m = g.raft.metrics().borrow_watched().clone();
+                    ReplicaStatus {
+                        shard: g.id,
+                        leader: m.current_leader,
+                        term: m.current_term,
+                        last_applied: m.last_applied.map_or(0, |id| id.index),
+                        key_count: g.key_count.load(Ordering::Relaxed),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.id(),
+            peer_addr: self
+                .inner
+                .config
+                .cluster
+                .peer_addr
+                .clone()
+                .unwrap_or_default(),
+            resp_addr: self.inner.config.resp_addr.clone(),
+            http_addr: self.inner.config.http_addr.clone(),
+        }
+    }
+
+    /// The node's view of the cluster: every node (up or not, with the client addresses
+    /// it reported), every shard with its replicas and its current leader.
     pub fn cluster_view(&self) -> ClusterView {
         let me = self.id();
-        let shards = self
-            .data_groups()
+        let map = &self.inner.topology.map;
+        let shards = map
+            .shards
             .iter()
-            .map(|g| {
-                let metrics = g.raft.metrics().borrow_watched().clone();
+            .map(|s| {
+                let local = self.local_group(s.id);
+                let last_applied = match local {
+                    Some(g) => g
+                        .raft
+                        .metrics()
+                        .borrow_watched()
+                        .last_applied
+                        .map_or(0, |id| id.index),
+                    None => s
+                        .replicas
+                        .iter()
+                        .filter_map(|r| self.inner.peers.replica(*r, s.id))
+                        .map(|r| r.last_applied)
+                        .max()
+                        .unwrap_or(0),
+                };
                 ShardView {
-                    id: g.id,
-                    range: self
-                        .inner
-                        .layout
-                        .range_of(g.id)
-                        .expect("every group has a range"),
-                    replicas: vec![me],
-                    leader: metrics.current_leader,
-                    last_applied: metrics.last_applied.map_or(0, |id| id.index),
+                    id: s.id,
+                    range: s.range,
+                    replicas: s.replicas.clone(),
+                    leader: self.leader_of(s.id),
+                    last_applied,
+                }
+            })
+            .collect();
+        let nodes = map
+            .nodes
+            .iter()
+            .map(|n| {
+                if n.id == me {
+                    NodeView {
+                        info: self.info(),
+                        up: true,
+                    }
+                } else {
+                    NodeView {
+                        info: self.inner.peers.info(n.id).unwrap_or_else(|| n.clone()),
+                        up: self.inner.peers.is_up(n.id),
+                    }
                 }
             })
             .collect();
         ClusterView {
-            cluster_id: self.inner.map.cluster_id.clone(),
-            epoch: self.inner.map.epoch,
+            cluster_id: map.cluster_id.clone(),
+            epoch: map.epoch,
             this_node: me,
-            nodes: self
-                .inner
-                .map
-                .nodes
-                .iter()
-                .map(|info| NodeView {
-                    info: info.clone(),
-                    up: true,
-                })
-                .collect(),
+            nodes,
             shards,
         }
-    }
-
-    /// Executes a command. The command is ordered at call time, before the returned future
-    /// is polled: two writes submitted in sequence from one task are applied in that order.
-    pub fn execute(
-        &self,
-        command: Command,
-        consistency: Consistency,
-    ) -> impl Future<Output = Result<Reply, Error>> + Send + 'static {
-        self.inner.commands.fetch_add(1, Ordering::Relaxed);
-        let node = self.clone();
-        // Everything that orders the command (validation, queueing) happens here, now.
-        let submitted = self.submit(command, consistency);
-        async move {
-            match submitted? {
-                Submitted::Ready(reply) => Ok(reply),
-                Submitted::Write(rx) => {
-                    let result = rx.await.map_err(|_| Error::ShuttingDown)?;
-                    result.map(Reply::Write)
-                }
-                Submitted::Flush(rxs) => {
-                    for rx in rxs {
-                        rx.await.map_err(|_| Error::ShuttingDown)??;
-                    }
-                    Ok(Reply::Write(WriteReply::Ok))
-                }
-                Submitted::Read(barrier, command) => {
-                    if let Some(barrier) = barrier {
-                        barrier.await.map_err(|_| Error::ShuttingDown)??;
-                    }
-                    node.read(command, consistency).await
-                }
-            }
-        }
-    }
-
-    fn submit(&self, command: Command, consistency: Consistency) -> Result<Submitted, Error> {
-        if self.is_stopped() {
-            return Err(Error::ShuttingDown);
-        }
-        let limits = self.limits();
-        let barrier = |shard: ShardId| -> Result<Option<_>, Error> {
-            let group = self.group(shard);
-            match consistency {
-                Consistency::Linearizable if !group.local_reads_ok() => {
-                    group.read_barrier().map(Some)
-                }
-                _ => Ok(None),
-            }
-        };
-        match command {
-            Command::Write(WriteOp::Flush) => {
-                if !self.allow_flush() {
-                    return Err(Error::Disabled(
-                        "FLUSHALL".into(),
-                        "start the node with --allow-flush to enable it".into(),
-                    ));
-                }
-                let rxs = self
-                    .data_groups()
-                    .iter()
-                    .map(|g| g.propose(WriteOp::Flush))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(Submitted::Flush(rxs))
-            }
-            Command::Write(op) => {
-                validate_write(&op, &limits)?;
-                let shard = self.shard_of(op.keys().into_iter())?;
-                Ok(Submitted::Write(self.group(shard).propose(op)?))
-            }
-            Command::GetMany { ref keys } if keys.is_empty() => {
-                Ok(Submitted::Ready(Reply::Records(Vec::new())))
-            }
-            Command::Get { .. } | Command::GetMany { .. } => {
-                let shard = self.point_read_shard(&command)?;
-                Ok(Submitted::Read(barrier(shard)?, command))
-            }
-            Command::Scan { ref cursor, .. } => {
-                let shard = self
-                    .inner
-                    .layout
-                    .shard_of_slot(cursor.slot.min(shoal_core::SLOT_COUNT - 1));
-                Ok(Submitted::Read(barrier(shard)?, command))
-            }
-            Command::Count | Command::RandomKey => Ok(Submitted::Read(None, command)),
-        }
-    }
-
-    /// The shard a GET or a non-empty MGET reads, after the key limits.
-    fn point_read_shard(&self, command: &Command) -> Result<ShardId, Error> {
-        let limits = self.limits();
-        match command {
-            Command::Get { key } => {
-                limits.check_key(key)?;
-                Ok(self.inner.layout.shard_of_key(key))
-            }
-            Command::GetMany { keys } => {
-                keys.iter().try_for_each(|k| limits.check_key(k))?;
-                self.shard_of(keys.iter())
-            }
-            _ => Err(Error::Internal("not a point read".into())),
-        }
-    }
-
-    /// The one shard all `keys` live in, or `CrossShard`.
-    fn shard_of<'a>(&self, mut keys: impl Iterator<Item = &'a Bytes>) -> Result<ShardId, Error> {
-        let first = keys
-            .next()
-            .ok_or_else(|| Error::Invalid("no key given".into()))?;
-        let shard = self.inner.layout.shard_of_key(first);
-        if keys.all(|k| self.inner.layout.shard_of_key(k) == shard) {
-            Ok(shard)
-        } else {
-            Err(Error::CrossShard)
-        }
-    }
-
-    /// Answers a read from local applied state (after any barrier).
-    /// A live record from local applied state.
-    fn get_live(&self, key: &[u8], now: u64) -> Result<Option<shoal_core::Record>, Error> {
-        let shard = self.inner.layout.shard_of_key(key);
-        Ok(self
-            .engine()
-            .get_record(shard, key)
-            .map_err(storage_err)?
-            .filter(|r| !r.is_expired(now)))
-    }
-
-    /// Answers a point read (GET, MGET) right away when nothing needs to be awaited: the
-    /// read is stale by request, or this node may serve it linearizably from local state
-    /// (`Group::local_reads_ok`). `None` means "use `execute`". Saves the future, the
-    /// queueing and the wake-up that `execute` costs for the commonest request.
-    pub fn try_read_now(
-        &self,
-        command: &Command,
-        consistency: Consistency,
-    ) -> Option<Result<Reply, Error>> {
-        if self.is_stopped() {
-            return None;
-        }
-        let (keys, single) = match command {
-            Command::Get { key } => (std::slice::from_ref(key), true),
-            Command::GetMany { keys } if !keys.is_empty() => (keys.as_slice(), false),
-            _ => return None,
-        };
-        let shard = match self.point_read_shard(command) {
-            Ok(shard) => shard,
-            Err(e) => return Some(Err(e)),
-        };
-        if consistency == Consistency::Linearizable && !self.group(shard).local_reads_ok() {
-            return None;
-        }
-        let now = now_ms();
-        let result = if single {
-            self.get_live(&keys[0], now).map(Reply::Record)
-        } else {
-            keys.iter()
-                .map(|k| self.get_live(k, now))
-                .collect::<Result<_, _>>()
-                .map(Reply::Records)
-        };
-        self.inner.commands.fetch_add(1, Ordering::Relaxed);
-        Some(result)
-    }
-
-    async fn read(&self, command: Command, consistency: Consistency) -> Result<Reply, Error> {
-        let engine = self.engine();
-        let now = now_ms();
-        let get = |key: &[u8]| self.get_live(key, now);
-        match command {
-            Command::Get { key } => Ok(Reply::Record(get(&key)?)),
-            Command::GetMany { keys } => Ok(Reply::Records(
-                keys.iter().map(|k| get(k)).collect::<Result<_, _>>()?,
-            )),
-            Command::Scan {
-                cursor,
-                limit,
-                prefix,
-                with_values,
-            } => {
-                self.scan(cursor, limit, prefix, with_values, now, consistency)
-                    .await
-            }
-            Command::Count => Ok(Reply::Count(
-                self.data_groups()
-                    .iter()
-                    .map(|g| g.key_count.load(Ordering::Relaxed))
-                    .sum(),
-            )),
-            Command::RandomKey => {
-                let start = rand::random_range(0..shoal_core::SLOT_COUNT);
-                let first = self.inner.layout.shard_of_slot(start);
-                let shards = self.inner.layout.shards();
-                let pos = shards.iter().position(|(id, _)| *id == first).unwrap_or(0);
-                for i in 0..shards.len() {
-                    let (id, range) = shards[(pos + i) % shards.len()];
-                    let slot = if i == 0 { start } else { range.start };
-                    if let Some(key) = engine.key_near_slot(id, slot, now).map_err(storage_err)? {
-                        return Ok(Reply::Key(Some(key)));
-                    }
-                }
-                Ok(Reply::Key(None))
-            }
-            Command::Write(_) => Err(Error::Internal("write routed as a read".into())),
-        }
-    }
-
-    /// Scans shards in slot order from `cursor`, crossing shards as needed. Each further
-    /// shard gets its own read barrier for linearizable scans.
-    async fn scan(
-        &self,
-        mut cursor: ScanCursor,
-        limit: usize,
-        prefix: Option<Bytes>,
-        with_values: bool,
-        now: u64,
-        consistency: Consistency,
-    ) -> Result<Reply, Error> {
-        let limit = limit.max(1);
-        let mut entries = Vec::new();
-        let mut budget = self.tuning().scan_budget;
-        let mut first_shard = true;
-        while (cursor.slot as u32) < shoal_core::SLOT_COUNT as u32 {
-            let shard = self.inner.layout.shard_of_slot(cursor.slot);
-            let range: SlotRange = self.inner.layout.range_of(shard).expect("range");
-            if !first_shard {
-                // Linearizable scans confirm leadership per shard; the first was done by submit.
-                let group = self.group(shard);
-                if consistency == Consistency::Linearizable && !group.local_reads_ok() {
-                    group
-                        .read_barrier()?
-                        .await
-                        .map_err(|_| Error::ShuttingDown)??;
-                }
-            }
-            first_shard = false;
-            let page = self
-                .engine()
-                .scan(
-                    shard,
-                    cursor.slot,
-                    cursor.after.as_deref(),
-                    range.end,
-                    limit - entries.len(),
-                    prefix.as_deref(),
-                    now,
-                    budget,
-                )
-                .map_err(storage_err)?;
-            budget = budget.saturating_sub(page.entries.len().max(1));
-            for (key, mut record) in page.entries {
-                if !with_values {
-                    record.value = Bytes::new();
-                }
-                entries.push((key, Some(record)));
-            }
-            match page.next {
-                Some((slot, after)) => {
-                    return Ok(Reply::Scan {
-                        entries,
-                        next: Some(ScanCursor { slot, after }),
-                    });
-                }
-                None if range.end >= shoal_core::SLOT_COUNT as u32 => break,
-                None => {
-                    cursor = ScanCursor {
-                        slot: range.end as u16,
-                        after: None,
-                    }
-                }
-            }
-            if entries.len() >= limit || budget == 0 {
-                return Ok(Reply::Scan {
-                    entries,
-                    next: Some(cursor),
-                });
-            }
-        }
-        Ok(Reply::Scan {
-            entries,
-            next: None,
-        })
     }
 
     /// Stops accepting commands, stops every group, and makes storage durable.
@@ -612,7 +604,8 @@ impl Node {
         if self.inner.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
-        for group in &self.inner.groups {
+        let _ = self.inner.stop_peer_server.send(true);
+        for group in self.inner.groups.iter().flatten() {
             if let Err(e) = group.raft.shutdown().await {
                 tracing::warn!(group = group.id, error = %e, "group did not stop cleanly");
             }
@@ -648,40 +641,10 @@ pub struct NodeStats {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        let _ = self.stop_peer_server.send(true);
         // A runtime may not be dropped (which blocks) inside async code; let it wind down.
         if let Some(rt) = self.raft_runtime.get_mut().ok().and_then(|r| r.take()) {
             rt.shutdown_background();
         }
-    }
-}
-
-enum Submitted {
-    Ready(Reply),
-    Write(tokio::sync::oneshot::Receiver<Result<WriteReply, Error>>),
-    Flush(Vec<tokio::sync::oneshot::Receiver<Result<WriteReply, Error>>>),
-    Read(
-        Option<tokio::sync::oneshot::Receiver<Result<(), Error>>>,
-        Command,
-    ),
-}
-
-/// Size checks before anything is queued; apply checks again, so a replica never stores
-/// what a limit forbids even if a front end forgot.
-fn validate_write(op: &WriteOp, limits: &Limits) -> Result<(), Error> {
-    for key in op.keys() {
-        limits.check_key(key)?;
-    }
-    match op {
-        WriteOp::Put { value, .. } | WriteOp::Append { value, .. } => {
-            limits.check_value_len(value.len())
-        }
-        WriteOp::SetRange { offset, value, .. } => {
-            limits.check_value_len((*offset as usize).saturating_add(value.len()))
-        }
-        WriteOp::PutMany { pairs, .. } => pairs
-            .iter()
-            .try_for_each(|(_, v)| limits.check_value_len(v.len())),
-        WriteOp::Reap { .. } => Err(Error::Invalid("reap is internal".into())),
-        _ => Ok(()),
     }
 }

@@ -22,6 +22,7 @@ fn config(dir: &Path) -> NodeConfig {
         limits: Limits::default(),
         allow_flush: false,
         max_keys_reply: 1000,
+        cluster: Default::default(),
     }
 }
 

@@ -19,6 +19,7 @@ fn config(dir: &std::path::Path) -> NodeConfig {
         limits: Limits::default(),
         allow_flush: true,
         max_keys_reply: 1000,
+        cluster: Default::default(),
     }
 }
 

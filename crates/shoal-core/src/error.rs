@@ -39,6 +39,12 @@ pub enum Error {
     NoLeader { shard: ShardId },
     #[error("shard {shard} is led by node {leader}, not this node")]
     NotLeader { shard: ShardId, leader: u64 },
+    /// The request may or may not have taken effect (its leader changed or the node it was
+    /// forwarded to stopped answering after receiving it). Never retried automatically.
+    #[error(
+        "outcome unknown: {0}; the write may or may not have been applied, read the key to find out"
+    )]
+    Indeterminate(String),
     #[error("request timed out after {0} ms")]
     Timeout(u64),
     #[error("node is shutting down")]
@@ -78,6 +84,7 @@ impl Error {
             Error::Disabled(..) => "disabled",
             Error::NoLeader { .. } => "no_leader",
             Error::NotLeader { .. } => "not_leader",
+            Error::Indeterminate(_) => "indeterminate",
             Error::Timeout(_) => "timeout",
             Error::ShuttingDown => "shutting_down",
             Error::Overloaded { .. } => "overloaded",

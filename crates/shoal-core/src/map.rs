@@ -11,6 +11,11 @@ use crate::shard::{ShardId, SlotRange};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub id: u64,
+    /// Where other nodes reach this one (Raft traffic and forwarded requests).
+    #[serde(default)]
+    pub peer_addr: String,
+    /// Empty until the node has reported it (nodes learn each other's client addresses
+    /// from the peer status exchange).
     pub resp_addr: String,
     pub http_addr: String,
 }
@@ -61,4 +66,23 @@ pub struct ClusterView {
     pub this_node: u64,
     pub nodes: Vec<NodeView>,
     pub shards: Vec<ShardView>,
+}
+
+/// One replica as its node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    pub shard: ShardId,
+    /// The leader this replica knows of, and the term it knows it for.
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub last_applied: u64,
+    pub key_count: u64,
+}
+
+/// What a node tells its peers about itself, several times a second: its addresses and the
+/// state of every replica it holds. Advisory (routing hints, liveness); Raft holds the truth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub info: NodeInfo,
+    pub replicas: Vec<ReplicaStatus>,
 }

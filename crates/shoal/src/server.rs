@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use shoal_api::http::{self, HttpConfig};
 use shoal_api::resp::{self, RespConfig};
-use shoal_cluster::{Node, NodeConfig, Tuning};
+use shoal_cluster::topology::parse_initial_cluster;
+use shoal_cluster::{ClusterConfig, Node, NodeConfig, Tuning};
 use shoal_core::Limits;
 use shoal_core::limits::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
 use tokio::net::TcpListener;
@@ -35,10 +36,30 @@ pub struct ServerArgs {
     /// Address for the HTTP/JSON API and `shoal get|put|del|scan`.
     #[arg(long, default_value = "127.0.0.1:8080", env = "SHOAL_HTTP_ADDR")]
     http_addr: SocketAddr,
-    /// Number of shards (Raft groups) the 16384 slots are split into. Fixed when the
-    /// data directory is first created.
+    /// Number of shards (Raft groups) the 16384 slots are split into. Part of the
+    /// cluster's identity: every node must be started with the same value.
     #[arg(long, default_value_t = 16)]
     shards: u32,
+    /// Address other nodes reach this one on (Raft traffic, forwarded requests). Needed
+    /// when --initial-cluster lists other nodes; must match this node's entry there.
+    #[arg(long, env = "SHOAL_PEER_ADDR", help_heading = "Cluster")]
+    peer_addr: Option<String>,
+    /// Every founding member as ID=HOST:PORT (peer addresses), comma-separated, the same on
+    /// every node, e.g. 1=10.0.0.1:7001,2=10.0.0.2:7001,3=10.0.0.3:7001. Omit for a single
+    /// node. Start the nodes in any order; a restarted node rejoins with its data directory.
+    #[arg(long, env = "SHOAL_INITIAL_CLUSTER", help_heading = "Cluster")]
+    initial_cluster: Option<String>,
+    /// Replicas of every shard (at most the number of nodes). Same on every node.
+    #[arg(long, default_value_t = 3, help_heading = "Cluster")]
+    replication: u32,
+    /// Raft election timeout range in milliseconds, as MIN-MAX: how long followers wait
+    /// for a silent leader before electing another. Failover takes about this long.
+    #[arg(long, default_value = "300-600", help_heading = "Cluster")]
+    election_timeout_ms: String,
+    /// Let tests cut this node off from peers over HTTP (PUT /v1/debug/blocked-peers).
+    /// Never enable in production.
+    #[arg(long, hide = true)]
+    fault_injection: bool,
     /// Largest key accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_KEY_BYTES)]
     max_key_bytes: usize,
@@ -119,6 +140,23 @@ async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, String> {
     })
 }
 
+/// Parses `MIN-MAX` milliseconds.
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let bad =
+        || format!("--election-timeout-ms {text:?} is not MIN-MAX in milliseconds, e.g. 300-600");
+    let (min, max) = text.split_once('-').ok_or_else(bad)?;
+    let (min, max): (u64, u64) = (
+        min.trim().parse().map_err(|_| bad())?,
+        max.trim().parse().map_err(|_| bad())?,
+    );
+    if min < 30 || max <= min {
+        return Err(format!(
+            "--election-timeout-ms {text:?}: MIN must be at least 30 and below MAX"
+        ));
+    }
+    Ok((min, max))
+}
+
 pub async fn run(args: ServerArgs) -> ExitCode {
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -137,6 +175,23 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
     let resp_addr = resp_listener.local_addr().map_err(|e| e.to_string())?;
     let http_addr = http_listener.local_addr().map_err(|e| e.to_string())?;
 
+    let initial_cluster = match &args.initial_cluster {
+        Some(spec) => parse_initial_cluster(spec)?,
+        None => Vec::new(),
+    };
+    let peer_addr = args.peer_addr.clone();
+    if let (Some(addr), false) = (&peer_addr, initial_cluster.is_empty()) {
+        match initial_cluster.iter().find(|(id, _)| *id == args.id) {
+            Some((_, listed)) if listed != addr => {
+                return Err(format!(
+                    "--peer-addr {addr} differs from node {}'s entry {listed} in --initial-cluster; make them match",
+                    args.id
+                ));
+            }
+            _ => {}
+        }
+    }
+    let election_timeout_ms = parse_range(&args.election_timeout_ms)?;
     let config = NodeConfig {
         id: args.id,
         data_dir: args.data_dir.clone(),
@@ -149,8 +204,16 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         },
         allow_flush: args.allow_flush,
         max_keys_reply: args.max_keys_reply,
+        cluster: ClusterConfig {
+            peer_addr,
+            initial_cluster,
+            replication: args.replication,
+            fault_injection: args.fault_injection,
+        },
     };
     let tuning = Tuning {
+        election_timeout_ms,
+        heartbeat_ms: (election_timeout_ms.0 / 3).max(10),
         max_inflight_entries: args.max_inflight_entries,
         max_pending_per_shard: args.max_pending_per_shard,
         snapshot_every: args.snapshot_every,

@@ -106,7 +106,8 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::NotLeader { .. }
         | Error::Overloaded { .. }
         | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        // The write may have been applied: a gateway timeout says "outcome unknown".
+        Error::Timeout(_) | Error::Indeterminate(_) => StatusCode::GATEWAY_TIMEOUT,
         Error::Storage(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -9,6 +9,8 @@
 //! - `DELETE /v1/kv/{key}[?if_version=N]`: `{"deleted": true}`, or 404.
 //! - `GET /v1/kv?prefix=&limit=&cursor=&consistency=`: a page of keys, see `list`.
 //! - `GET /health`, `GET /v1/cluster`.
+//! - `PUT /v1/debug/blocked-peers` with `{"peers": [2, 3]}`: cut this node off from those
+//!   peers (fault injection for tests; refused unless the node runs with it).
 //!
 //! Keys are the percent-decoded rest of the path after `/v1/kv/`: any bytes, `/` included.
 
@@ -111,6 +113,7 @@ pub(crate) fn router_for(backend: Arc<dyn Backend>, config: HttpConfig) -> Route
     Router::new()
         .route("/health", get(health))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/debug/blocked-peers", axum::routing::put(blocked_peers))
         .route("/v1/kv", get(list::list_keys))
         // `/v1/kv/` is the empty key: routed so it gets a precise `empty_key` error.
         .route("/v1/kv/", key_routes())
@@ -137,6 +140,24 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
 
 async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {
     Json(state.backend.cluster_view())
+}
+
+#[derive(serde::Deserialize)]
+struct BlockedPeers {
+    peers: Vec<u64>,
+}
+
+async fn blocked_peers(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: BlockedPeers = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::from(shoal_core::Error::Invalid(format!(
+            "expected {{\"peers\": [node ids]}}: {e}"
+        )))
+    })?;
+    state.backend.set_blocked_peers(request.peers.clone())?;
+    Ok(Json(json!({ "blocked": request.peers })))
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {

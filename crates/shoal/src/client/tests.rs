@@ -185,6 +185,7 @@ async fn commands_against_a_real_node() {
         limits: Default::default(),
         allow_flush: false,
         max_keys_reply: 1000,
+        cluster: Default::default(),
     })
     .await
     .unwrap();

@@ -31,7 +31,7 @@ const CLUSTER_HELP: &[&str] = &[
     "    Print this help.",
 ];
 
-pub(super) fn cluster(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn cluster(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     let sub = &args[1];
     let expect = |argc: usize, name: &str| {
         if args.len() == argc {
@@ -51,12 +51,15 @@ pub(super) fn cluster(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outc
         Frame::Verbatim(info(&ctx.node.cluster_view()))
     } else if is(sub, "SLOTS") {
         expect(2, "slots")?;
+        session.routes_itself = true;
         slots(&ctx.node.cluster_view())
     } else if is(sub, "SHARDS") {
         expect(2, "shards")?;
+        session.routes_itself = true;
         shards(&ctx.node.cluster_view())
     } else if is(sub, "NODES") {
         expect(2, "nodes")?;
+        session.routes_itself = true;
         Frame::Verbatim(nodes(&ctx.node.cluster_view()))
     } else if is(sub, "HELP") {
         Frame::Array(
@@ -257,6 +260,7 @@ mod tests {
         let node = |id, port| NodeView {
             info: NodeInfo {
                 id,
+                peer_addr: String::new(),
                 resp_addr: format!("127.0.0.1:{port}"),
                 http_addr: String::new(),
             },

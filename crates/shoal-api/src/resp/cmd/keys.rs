@@ -9,9 +9,10 @@ use super::args::{self, Unit, err, is, now_ms};
 use super::{Ctx, Outcome, Session, applied_reply, count_reply, ok_reply, unexpected};
 use crate::resp::frame::Frame;
 
-fn delete(ctx: &Ctx, args: &[Bytes]) -> Result<Outcome, Frame> {
+fn delete(ctx: &Ctx, session: &Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     let (keys, slot) = ctx.keys_in_one_shard(&args[1..])?;
     Ok(ctx.write(
+        session,
         WriteOp::Delete {
             keys,
             if_version: None,
@@ -21,14 +22,14 @@ fn delete(ctx: &Ctx, args: &[Bytes]) -> Result<Outcome, Frame> {
     ))
 }
 
-pub(super) fn del(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
-    delete(ctx, args)
+pub(super) fn del(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    delete(ctx, session, args)
 }
 
 /// Deletion is already cheap for the caller (the node frees nothing the client waits on
 /// beyond the Raft round), so UNLINK is DEL.
-pub(super) fn unlink(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
-    delete(ctx, args)
+pub(super) fn unlink(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    delete(ctx, session, args)
 }
 
 /// EXISTS (and TOUCH): how many of the keys exist, a key named twice counting twice.
@@ -56,6 +57,7 @@ pub(super) fn exists(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result
 /// `EXPIRE key time [NX|XX|GT|LT]` and its millisecond / absolute variants.
 fn set_expiry(
     ctx: &Ctx,
+    session: &Session,
     args: &[Bytes],
     unit: Unit,
     relative: bool,
@@ -94,29 +96,39 @@ fn set_expiry(
     let expiry = args::any_expiry(&args[2], unit, relative, command, now_ms())?;
     let key = ctx.key(&args[1])?;
     let slot = Some(key_slot(&key));
-    Ok(ctx.write(WriteOp::SetExpiry { key, expiry }, slot, applied_reply))
+    Ok(ctx.write(
+        session,
+        WriteOp::SetExpiry { key, expiry },
+        slot,
+        applied_reply,
+    ))
 }
 
-pub(super) fn expire(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
-    set_expiry(ctx, args, Unit::Seconds, true, "expire")
+pub(super) fn expire(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    set_expiry(ctx, session, args, Unit::Seconds, true, "expire")
 }
 
-pub(super) fn pexpire(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
-    set_expiry(ctx, args, Unit::Millis, true, "pexpire")
+pub(super) fn pexpire(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    set_expiry(ctx, session, args, Unit::Millis, true, "pexpire")
 }
 
-pub(super) fn expireat(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
-    set_expiry(ctx, args, Unit::Seconds, false, "expireat")
+pub(super) fn expireat(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    set_expiry(ctx, session, args, Unit::Seconds, false, "expireat")
 }
 
-pub(super) fn pexpireat(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
-    set_expiry(ctx, args, Unit::Millis, false, "pexpireat")
+pub(super) fn pexpireat(
+    ctx: &Ctx,
+    session: &mut Session,
+    args: &[Bytes],
+) -> Result<Outcome, Frame> {
+    set_expiry(ctx, session, args, Unit::Millis, false, "pexpireat")
 }
 
-pub(super) fn persist(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn persist(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     let key = ctx.key(&args[1])?;
     let slot = Some(key_slot(&key));
     Ok(ctx.write(
+        session,
         WriteOp::SetExpiry {
             key,
             expiry: Expiry::Clear,
@@ -190,7 +202,12 @@ pub(super) fn key_type(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Resu
     }))
 }
 
-fn rename_op(ctx: &Ctx, args: &[Bytes], if_target_absent: bool) -> Result<Outcome, Frame> {
+fn rename_op(
+    ctx: &Ctx,
+    session: &Session,
+    args: &[Bytes],
+    if_target_absent: bool,
+) -> Result<Outcome, Frame> {
     let (mut keys, slot) = ctx.keys_in_one_shard(&args[1..3])?;
     let (Some(to), Some(from)) = (keys.pop(), keys.pop()) else {
         return Err(args::wrong_args(if if_target_absent {
@@ -205,6 +222,7 @@ fn rename_op(ctx: &Ctx, args: &[Bytes], if_target_absent: bool) -> Result<Outcom
         if_target_absent,
     };
     Ok(ctx.write(
+        session,
         op,
         slot,
         if if_target_absent {
@@ -216,12 +234,12 @@ fn rename_op(ctx: &Ctx, args: &[Bytes], if_target_absent: bool) -> Result<Outcom
 }
 
 /// RENAME answers `-ERR no such key` (the node's NoSuchKey) when the source is absent.
-pub(super) fn rename(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
-    rename_op(ctx, args, false)
+pub(super) fn rename(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    rename_op(ctx, session, args, false)
 }
 
-pub(super) fn renamenx(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
-    rename_op(ctx, args, true)
+pub(super) fn renamenx(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    rename_op(ctx, session, args, true)
 }
 
 pub(super) fn randomkey(ctx: &Ctx, session: &mut Session, _: &[Bytes]) -> Result<Outcome, Frame> {

@@ -104,7 +104,7 @@ impl Ctx {
         slot: Option<Slot>,
         render: impl FnOnce(Reply) -> Result<Frame, Error> + Send + 'static,
     ) -> Outcome {
-        self.submit(command, session.consistency, slot, render)
+        self.submit(session, command, session.consistency, slot, render)
     }
 
     /// Reads one key and renders its record (`None`: absent or expired).
@@ -129,11 +129,13 @@ impl Ctx {
     /// Submits a write now and renders its reply when it is applied.
     fn write(
         &self,
+        session: &Session,
         op: WriteOp,
         slot: Option<Slot>,
         render: impl FnOnce(WriteReply) -> Result<Frame, Error> + Send + 'static,
     ) -> Outcome {
         self.submit(
+            session,
             Command::Write(op),
             Consistency::Linearizable,
             slot,
@@ -146,6 +148,7 @@ impl Ctx {
 
     fn submit(
         &self,
+        session: &Session,
         command: Command,
         consistency: Consistency,
         slot: Option<Slot>,
@@ -166,7 +169,13 @@ impl Ctx {
             Command::Write(op) => Command::Write(op.into_owned()),
             other => other,
         };
-        let pending = self.node.execute(command, consistency);
+        // Clients that asked for the slot map route by themselves: they get -MOVED rather
+        // than a forwarded request.
+        let pending = if session.routes_itself {
+            self.node.execute_direct(command, consistency)
+        } else {
+            self.node.execute(command, consistency)
+        };
         let node = self.node.clone();
         Outcome::Later(Box::pin(async move {
             match pending.await.and_then(render) {

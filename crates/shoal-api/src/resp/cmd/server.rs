@@ -254,18 +254,18 @@ fn info_text(ctx: &Ctx, sections: &[&str]) -> String {
 }
 
 /// `FLUSHALL [ASYNC|SYNC]`, only on nodes started with `--allow-flush`.
-pub(super) fn flushall(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
-    flush(ctx, args, "FLUSHALL")
+pub(super) fn flushall(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    flush(ctx, session, args, "FLUSHALL")
 }
 
 /// One database per cluster, so FLUSHDB is FLUSHALL.
-pub(super) fn flushdb(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
-    flush(ctx, args, "FLUSHDB")
+pub(super) fn flushdb(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    flush(ctx, session, args, "FLUSHDB")
 }
 
 /// One `WriteOp::Flush`, which the node proposes to every shard when it is submitted: it is
 /// ordered like any write, after the commands before it and before the ones after it.
-fn flush(ctx: &Ctx, args: &[Bytes], name: &str) -> Result<Outcome, Frame> {
+fn flush(ctx: &Ctx, session: &Session, args: &[Bytes], name: &str) -> Result<Outcome, Frame> {
     match args {
         [_] => {}
         [_, mode] if is(mode, "ASYNC") || is(mode, "SYNC") => {}
@@ -276,7 +276,7 @@ fn flush(ctx: &Ctx, args: &[Bytes], name: &str) -> Result<Outcome, Frame> {
         let reason = "start the node with --allow-flush to enable it".to_string();
         return Err(error_frame(&Error::Disabled(name.to_string(), reason)));
     }
-    Ok(ctx.write(WriteOp::Flush, None, ok_reply))
+    Ok(ctx.write(session, WriteOp::Flush, None, ok_reply))
 }
 
 #[cfg(test)]

@@ -27,6 +27,9 @@ pub(crate) struct Session {
     pub lib_ver: Option<Bytes>,
     /// Linearizable by default; READONLY lets reads be served from any replica.
     pub consistency: Consistency,
+    /// Set once the client asks for the slot map (CLUSTER SLOTS/SHARDS/NODES): it routes
+    /// by itself, so a key led elsewhere gets `-MOVED` instead of being forwarded.
+    pub routes_itself: bool,
 }
 
 impl Session {
@@ -39,6 +42,7 @@ impl Session {
             lib_name: None,
             lib_ver: None,
             consistency: Consistency::Linearizable,
+            routes_itself: false,
         }
     }
 }

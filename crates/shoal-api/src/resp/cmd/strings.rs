@@ -119,7 +119,7 @@ pub(super) fn get(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Ou
 }
 
 /// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`.
-pub(super) fn set(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn set(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     let options = Options::parse(&args[3..], Family::Set)?;
     let expiry = match options.expiry("set")? {
         Some(expiry) => expiry,
@@ -144,7 +144,7 @@ pub(super) fn set(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome,
         expiry,
         return_old: get,
     };
-    Ok(ctx.write(op, slot, move |reply| match reply {
+    Ok(ctx.write(session, op, slot, move |reply| match reply {
         // With GET the old value is the answer whether or not NX/XX let the write happen.
         WriteReply::Put { old, .. } if get => Ok(Frame::bulk_or_null(old)),
         WriteReply::Put {
@@ -158,6 +158,7 @@ pub(super) fn set(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome,
 /// A put rendered by `render`: the SET variants that differ only in options and reply.
 fn put(
     ctx: &Ctx,
+    session: &Session,
     key: &Bytes,
     value: &Bytes,
     condition: Condition,
@@ -169,6 +170,7 @@ fn put(
     let value = ctx.value(value)?;
     let slot = Some(key_slot(&key));
     Ok(ctx.write(
+        session,
         WriteOp::Put {
             key,
             value,
@@ -181,9 +183,10 @@ fn put(
     ))
 }
 
-pub(super) fn setnx(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn setnx(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     put(
         ctx,
+        session,
         &args[1],
         &args[2],
         Condition::IfAbsent,
@@ -193,10 +196,11 @@ pub(super) fn setnx(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcom
     )
 }
 
-pub(super) fn setex(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn setex(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     let expiry = args::positive_expiry(&args[2], Unit::Seconds, true, "setex", now_ms())?;
     put(
         ctx,
+        session,
         &args[1],
         &args[3],
         Condition::None,
@@ -206,10 +210,11 @@ pub(super) fn setex(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcom
     )
 }
 
-pub(super) fn psetex(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn psetex(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     let expiry = args::positive_expiry(&args[2], Unit::Millis, true, "psetex", now_ms())?;
     put(
         ctx,
+        session,
         &args[1],
         &args[3],
         Condition::None,
@@ -219,9 +224,10 @@ pub(super) fn psetex(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outco
     )
 }
 
-pub(super) fn getset(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn getset(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     put(
         ctx,
+        session,
         &args[1],
         &args[2],
         Condition::None,
@@ -234,21 +240,28 @@ pub(super) fn getset(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outco
 /// A single-key write built from the validated key.
 fn write_key(
     ctx: &Ctx,
+    session: &Session,
     key: &Bytes,
     op: impl FnOnce(Bytes) -> WriteOp,
     render: fn(WriteReply) -> Result<Frame, Error>,
 ) -> Result<Outcome, Frame> {
     let key = ctx.key(key)?;
     let slot = Some(key_slot(&key));
-    Ok(ctx.write(op(key), slot, render))
+    Ok(ctx.write(session, op(key), slot, render))
 }
 
-pub(super) fn getdel(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
-    write_key(ctx, &args[1], |key| WriteOp::GetDel { key }, value_reply)
+pub(super) fn getdel(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    write_key(
+        ctx,
+        session,
+        &args[1],
+        |key| WriteOp::GetDel { key },
+        value_reply,
+    )
 }
 
 /// `GETEX key [EX s|PX ms|EXAT s|PXAT ms|PERSIST]`: without an option the expiry is kept.
-pub(super) fn getex(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn getex(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     let options = Options::parse(&args[2..], Family::GetEx)?;
     let expiry = match options.expiry("getex")? {
         Some(expiry) => expiry,
@@ -257,6 +270,7 @@ pub(super) fn getex(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcom
     };
     write_key(
         ctx,
+        session,
         &args[1],
         |key| WriteOp::GetEx { key, expiry },
         value_reply,
@@ -298,9 +312,10 @@ fn pairs(ctx: &Ctx, args: &[Bytes], name: &str) -> Result<(Pairs, Option<u16>), 
     Ok((keys.into_iter().zip(values).collect(), slot))
 }
 
-pub(super) fn mset(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn mset(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     let (pairs, slot) = pairs(ctx, args, "mset")?;
     Ok(ctx.write(
+        session,
         WriteOp::PutMany {
             pairs,
             if_none_exist: false,
@@ -310,9 +325,10 @@ pub(super) fn mset(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome
     ))
 }
 
-pub(super) fn msetnx(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn msetnx(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     let (pairs, slot) = pairs(ctx, args, "msetnx")?;
     Ok(ctx.write(
+        session,
         WriteOp::PutMany {
             pairs,
             if_none_exist: true,
@@ -322,36 +338,47 @@ pub(super) fn msetnx(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outco
     ))
 }
 
-fn incr_by(ctx: &Ctx, key: &Bytes, delta: i64) -> Result<Outcome, Frame> {
-    write_key(ctx, key, |key| WriteOp::IncrBy { key, delta }, int_reply)
+fn incr_by(ctx: &Ctx, session: &Session, key: &Bytes, delta: i64) -> Result<Outcome, Frame> {
+    write_key(
+        ctx,
+        session,
+        key,
+        |key| WriteOp::IncrBy { key, delta },
+        int_reply,
+    )
 }
 
-pub(super) fn incr(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
-    incr_by(ctx, &args[1], 1)
+pub(super) fn incr(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    incr_by(ctx, session, &args[1], 1)
 }
 
-pub(super) fn decr(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
-    incr_by(ctx, &args[1], -1)
+pub(super) fn decr(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    incr_by(ctx, session, &args[1], -1)
 }
 
-pub(super) fn incrby(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn incrby(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     let delta = args::int(&args[2])?;
-    incr_by(ctx, &args[1], delta)
+    incr_by(ctx, session, &args[1], delta)
 }
 
-pub(super) fn decrby(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn decrby(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     let delta = args::int(&args[2])?;
     // -i64::MIN does not exist; Redis refuses it with this message.
     let delta = delta
         .checked_neg()
         .ok_or_else(|| err("decrement would overflow"))?;
-    incr_by(ctx, &args[1], delta)
+    incr_by(ctx, session, &args[1], delta)
 }
 
-pub(super) fn incrbyfloat(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn incrbyfloat(
+    ctx: &Ctx,
+    session: &mut Session,
+    args: &[Bytes],
+) -> Result<Outcome, Frame> {
     let delta = args::float(&args[2])?;
     write_key(
         ctx,
+        session,
         &args[1],
         |key| WriteOp::IncrByFloat { key, delta },
         |reply| match reply {
@@ -361,10 +388,11 @@ pub(super) fn incrbyfloat(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<
     )
 }
 
-pub(super) fn append(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn append(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     let value = ctx.value(&args[2])?;
     write_key(
         ctx,
+        session,
         &args[1],
         |key| WriteOp::Append { key, value },
         count_reply,
@@ -411,7 +439,7 @@ fn substring(value: &Bytes, start: i64, end: i64) -> Bytes {
     value.slice(start as usize..=end as usize)
 }
 
-pub(super) fn setrange(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn setrange(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     let offset = args::int(&args[2])?;
     if offset < 0 {
         return Err(err("offset is out of range"));
@@ -428,6 +456,7 @@ pub(super) fn setrange(ctx: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Out
     let offset = offset as u64;
     write_key(
         ctx,
+        session,
         &args[1],
         |key| WriteOp::SetRange { key, offset, value },
         count_reply,

@@ -1,0 +1,452 @@
+//! The router: any node accepts any command and gets it to the replica that must answer.
+//!
+//! A keyed command goes to its shard's leader: run here if this node leads, else forwarded
+//! over the peer transport in one hop (the callee never forwards again). A redirect
+//! (`NotLeader` with a hint) or an election in progress (`NoLeader`) is retried, with
+//! backoff for elections, until `Tuning::route_timeout` or `MAX_ROUTE_ATTEMPTS`. A request
+//! that may have taken effect (a forwarded write whose answer was lost) is never retried:
+//! the client gets `Indeterminate`.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, join_all};
+use shoal_core::{Command, Consistency, Error, Reply, ShardId, WriteOp, WriteReply};
+use shoal_raft::transport::CallError;
+use shoal_raft::transport::wire::{Request, Response};
+
+use crate::clock::now_ms;
+use crate::local::point_read_keys;
+use crate::node::{Node, storage_err};
+
+/// Most tries a request makes to find its shard's leader.
+pub const MAX_ROUTE_ATTEMPTS: u32 = 16;
+/// Most shards one SCAN call visits before it returns a cursor.
+pub const MAX_SHARDS_PER_SCAN: usize = 4;
+/// Backoff between tries while a shard elects a leader: doubles from the first to the last.
+const ELECTION_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(20), Duration::from_millis(400));
+
+/// Where one try of a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Here,
+    Peer(u64),
+}
+
+/// How one try ended.
+enum Attempt {
+    Done(Result<Reply, Error>),
+    /// Not executed; try again, at `hint` if given, after a pause if `wait`.
+    Retry {
+        error: Error,
+        hint: Option<u64>,
+        avoid: Option<u64>,
+        wait: bool,
+    },
+}
+
+impl Node {
+    /// Executes a command wherever it must run. The command is ordered at call time,
+    /// before the returned future is polled: two writes submitted in sequence from one task
+    /// are applied in that order (unless a leader change makes the first one retry).
+    pub fn execute(
+        &self,
+        command: Command,
+        consistency: Consistency,
+    ) -> impl Future<Output = Result<Reply, Error>> + Send + 'static {
+        self.execute_routed(command, consistency, true)
+    }
+
+    /// Like `execute`, but a keyed command whose shard is led elsewhere is not forwarded:
+    /// it fails with `NotLeader` (RESP's `-MOVED`) for clients that route by themselves.
+    pub fn execute_direct(
+        &self,
+        command: Command,
+        consistency: Consistency,
+    ) -> impl Future<Output = Result<Reply, Error>> + Send + 'static {
+        self.execute_routed(command, consistency, false)
+    }
+
+    fn execute_routed(
+        &self,
+        command: Command,
+        consistency: Consistency,
+        forward: bool,
+    ) -> BoxFuture<'static, Result<Reply, Error>> {
+        self.inner.commands.fetch_add(1, Ordering::Relaxed);
+        if self.is_stopped() {
+            return Box::pin(async { Err(Error::ShuttingDown) });
+        }
+        let shard = match &command {
+            Command::Write(WriteOp::Flush) => return self.flush(),
+            Command::Count => return Box::pin(std::future::ready(Ok(self.count()))),
+            Command::RandomKey => {
+                return Box::pin(std::future::ready(self.random_key()));
+            }
+            Command::Scan { .. } => {
+                let node = self.clone();
+                return Box::pin(async move { node.scan(command, consistency).await });
+            }
+            Command::GetMany { keys } if keys.is_empty() => {
+                return Box::pin(std::future::ready(Ok(Reply::Records(Vec::new()))));
+            }
+            Command::Get { .. } | Command::GetMany { .. } => {
+                let keys = point_read_keys(&command);
+                if let Err(e) = keys.iter().try_for_each(|k| self.limits().check_key(k)) {
+                    return Box::pin(std::future::ready(Err(e)));
+                }
+                self.shard_of(keys.iter())
+            }
+            Command::Write(op) => self.shard_of(op.keys().into_iter()),
+        };
+        match shard {
+            Ok(shard) if forward => Box::pin(self.run_on_shard(shard, command, consistency)),
+            Ok(shard) => match self.choose(shard, &command, consistency, None, None) {
+                Some(Target::Here) => Box::pin(self.execute_here(shard, command, consistency)),
+                Some(Target::Peer(leader)) => {
+                    Box::pin(std::future::ready(Err(Error::NotLeader { shard, leader })))
+                }
+                None => Box::pin(std::future::ready(Err(Error::NoLeader { shard }))),
+            },
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+
+    /// Answers a point read (GET, MGET) right away when nothing needs to be awaited: the
+    /// read is stale by request and this node holds a replica, or this node may serve it
+    /// linearizably from local state (`Group::local_reads_ok`). `None` means "use
+    /// `execute`". Saves the future, the queueing and the wake-up of the commonest request.
+    pub fn try_read_now(
+        &self,
+        command: &Command,
+        consistency: Consistency,
+    ) -> Option<Result<Reply, Error>> {
+        if self.is_stopped() {
+            return None;
+        }
+        let keys = point_read_keys(command);
+        if keys.is_empty() {
+            return None;
+        }
+        let limits = self.limits();
+        if let Err(e) = keys.iter().try_for_each(|k| limits.check_key(k)) {
+            return Some(Err(e));
+        }
+        let shard = match self.shard_of(keys.iter()) {
+            Ok(shard) => shard,
+            Err(e) => return Some(Err(e)),
+        };
+        let group = self.local_group(shard)?;
+        if consistency == Consistency::Linearizable && !group.local_reads_ok() {
+            return None;
+        }
+        self.inner.commands.fetch_add(1, Ordering::Relaxed);
+        Some(self.read_here(shard, command.clone()))
+    }
+
+    /// The leader of `shard` as far as this node knows: its own replica's view if it has
+    /// one, else the freshest peer report.
+    pub fn leader_of(&self, shard: ShardId) -> Option<u64> {
+        if let Some(leader) = self.local_group(shard).and_then(|g| g.leader()) {
+            return Some(leader);
+        }
+        self.inner
+            .peers
+            .leader_of(shard)
+            .map(|(leader, _term)| leader)
+    }
+
+    /// Where the next try of `command` on `shard` goes.
+    fn choose(
+        &self,
+        shard: ShardId,
+        command: &Command,
+        consistency: Consistency,
+        hint: Option<u64>,
+        avoid: Option<u64>,
+    ) -> Option<Target> {
+        let me = self.id();
+        let target = |id: u64| {
+            if id == me {
+                Target::Here
+            } else {
+                Target::Peer(id)
+            }
+        };
+        if let Some(hint) = hint.filter(|h| Some(*h) != avoid) {
+            return Some(target(hint));
+        }
+        let hosted = self.local_group(shard).is_some();
+        let is_read = !matches!(command, Command::Write(_));
+        if is_read && consistency == Consistency::Stale && hosted {
+            return Some(Target::Here);
+        }
+        if let Some(leader) = self.leader_of(shard).filter(|l| Some(*l) != avoid) {
+            return Some(target(leader));
+        }
+        if hosted {
+            // Here answers NoLeader or a fresh hint.
+            return Some(Target::Here);
+        }
+        let replicas = self.replicas(shard);
+        let usable = |r: &&u64| Some(**r) != avoid && **r != me;
+        replicas
+            .iter()
+            .filter(usable)
+            .find(|r| self.inner.peers.is_up(**r))
+            .or_else(|| replicas.iter().find(usable))
+            .map(|r| Target::Peer(*r))
+    }
+
+    /// Runs `command` on `shard`'s leader (or any replica for a stale read), retrying
+    /// redirects and elections. The first try is dispatched before this returns.
+    fn run_on_shard(
+        &self,
+        shard: ShardId,
+        command: Command,
+        consistency: Consistency,
+    ) -> impl Future<Output = Result<Reply, Error>> + Send + 'static {
+        let first = self.attempt(shard, command.clone(), consistency, None, None);
+        let node = self.clone();
+        async move {
+            let deadline = Instant::now() + node.tuning().route_timeout;
+            let mut pending = first;
+            let mut tries = 1u32;
+            let mut backoff = ELECTION_BACKOFF.0;
+            loop {
+                match pending.await {
+                    Attempt::Done(result) => return result,
+                    Attempt::Retry {
+                        error,
+                        hint,
+                        avoid,
+                        wait,
+                    } => {
+                        if tries >= MAX_ROUTE_ATTEMPTS || Instant::now() >= deadline {
+                            return Err(error);
+                        }
+                        if wait {
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(ELECTION_BACKOFF.1);
+                        }
+                        tries += 1;
+                        pending = node.attempt(shard, command.clone(), consistency, hint, avoid);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One try: picks the target and sends the command there, now.
+    fn attempt(
+        &self,
+        shard: ShardId,
+        command: Command,
+        consistency: Consistency,
+        hint: Option<u64>,
+        avoid: Option<u64>,
+    ) -> BoxFuture<'static, Attempt> {
+        let me = self.id();
+        let is_write = matches!(command, Command::Write(_));
+        match self.choose(shard, &command, consistency, hint, avoid) {
+            None => Box::pin(std::future::ready(Attempt::Retry {
+                error: Error::NoLeader { shard },
+                hint: None,
+                avoid: None,
+                wait: true,
+            })),
+            Some(Target::Here) => {
+                let run = self.execute_here(shard, command, consistency);
+                Box::pin(async move { classify(run.await, me, None) })
+            }
+            Some(Target::Peer(peer)) => {
+                let call = self.inner.router.call(
+                    peer,
+                    Request::Forward {
+                        shard,
+                        command,
+                        consistency,
+                    },
+                    self.tuning().forward_timeout,
+                );
+                Box::pin(async move {
+                    match call.await {
+                        Ok(Response::Forward(result)) => classify(result, me, Some(peer)),
+                        Ok(_) => Attempt::Done(Err(Error::Internal(format!(
+                            "node {peer} answered a forwarded command with the wrong message"
+                        )))),
+                        Err(CallError::NotSent(why) | CallError::Refused(why)) => {
+                            tracing::debug!(shard, peer, %why, "forward not delivered; retrying");
+                            Attempt::Retry {
+                                error: Error::NoLeader { shard },
+                                hint: None,
+                                avoid: Some(peer),
+                                wait: true,
+                            }
+                        }
+                        Err(CallError::Lost(why)) if is_write => Attempt::Done(Err(
+                            Error::Indeterminate(format!("forwarded to node {peer}: {why}")),
+                        )),
+                        Err(CallError::Lost(_)) => Attempt::Retry {
+                            error: Error::NoLeader { shard },
+                            hint: None,
+                            avoid: Some(peer),
+                            wait: true,
+                        },
+                    }
+                })
+            }
+        }
+    }
+
+    /// FLUSHALL: every shard, each through its leader.
+    fn flush(&self) -> BoxFuture<'static, Result<Reply, Error>> {
+        if !self.allow_flush() {
+            return Box::pin(std::future::ready(Err(Error::Disabled(
+                "FLUSHALL".into(),
+                "start the node with --allow-flush to enable it".into(),
+            ))));
+        }
+        let runs: Vec<_> = self
+            .inner
+            .layout
+            .shards()
+            .iter()
+            .map(|(shard, _)| {
+                self.run_on_shard(
+                    *shard,
+                    Command::Write(WriteOp::Flush),
+                    Consistency::Linearizable,
+                )
+            })
+            .collect();
+        Box::pin(async move {
+            for result in join_all(runs).await {
+                result?;
+            }
+            Ok(Reply::Write(WriteReply::Ok))
+        })
+    }
+
+    /// DBSIZE: this node's replicas' counts, and peers' latest reports for other shards.
+    fn count(&self) -> Reply {
+        let total = self
+            .inner
+            .layout
+            .shards()
+            .iter()
+            .map(|(shard, _)| match self.local_group(*shard) {
+                Some(g) => g.key_count.load(Ordering::Relaxed),
+                None => self
+                    .replicas(*shard)
+                    .iter()
+                    .filter_map(|r| self.inner.peers.replica(*r, *shard))
+                    .max_by_key(|r| r.last_applied)
+                    .map_or(0, |r| r.key_count),
+            })
+            .sum();
+        Reply::Count(total)
+    }
+
+    /// RANDOMKEY from this node's replicas, starting at a random slot.
+    fn random_key(&self) -> Result<Reply, Error> {
+        let now = now_ms();
+        let start = rand::random_range(0..shoal_core::SLOT_COUNT);
+        let shards = self.inner.layout.shards();
+        let first = self.inner.layout.shard_of_slot(start);
+        let pos = shards.iter().position(|(id, _)| *id == first).unwrap_or(0);
+        for i in 0..shards.len() {
+            let (id, range) = shards[(pos + i) % shards.len()];
+            if self.local_group(id).is_none() {
+                continue;
+            }
+            let slot = if i == 0 { start } else { range.start };
+            if let Some(key) = self
+                .engine()
+                .key_near_slot(id, slot, now)
+                .map_err(storage_err)?
+            {
+                return Ok(Reply::Key(Some(key)));
+            }
+        }
+        Ok(Reply::Key(None))
+    }
+
+    /// SCAN across shards in slot order, each shard through its leader (or any replica
+    /// for a stale scan), visiting at most `MAX_SHARDS_PER_SCAN` shards per call.
+    async fn scan(&self, command: Command, consistency: Consistency) -> Result<Reply, Error> {
+        let Command::Scan {
+            mut cursor,
+            limit,
+            prefix,
+            with_values,
+        } = command
+        else {
+            return Err(Error::Internal("not a scan".into()));
+        };
+        let limit = limit.max(1);
+        let mut entries = Vec::new();
+        let slot_count = shoal_core::SLOT_COUNT;
+        for _ in 0..MAX_SHARDS_PER_SCAN {
+            if cursor.slot >= slot_count {
+                return Ok(Reply::Scan {
+                    entries,
+                    next: None,
+                });
+            }
+            let shard = self.inner.layout.shard_of_slot(cursor.slot);
+            let page = Command::Scan {
+                cursor: cursor.clone(),
+                limit: limit - entries.len(),
+                prefix: prefix.clone(),
+                with_values,
+            };
+            let Reply::Scan {
+                entries: found,
+                next,
+            } = self.run_on_shard(shard, page, consistency).await?
+            else {
+                return Err(Error::Internal("scan answered with another reply".into()));
+            };
+            entries.extend(found);
+            let Some(next) = next else {
+                return Ok(Reply::Scan {
+                    entries,
+                    next: None,
+                });
+            };
+            let same_shard = self.inner.layout.shard_of_slot(next.slot) == shard;
+            cursor = next;
+            if same_shard || entries.len() >= limit {
+                break;
+            }
+        }
+        Ok(Reply::Scan {
+            entries,
+            next: Some(cursor),
+        })
+    }
+}
+
+/// Sorts a try's result into "done" and "not executed, try again".
+fn classify(result: Result<Reply, Error>, me: u64, from: Option<u64>) -> Attempt {
+    match result {
+        Err(Error::NotLeader { leader, shard }) if leader != me && Some(leader) != from => {
+            Attempt::Retry {
+                error: Error::NotLeader { shard, leader },
+                hint: Some(leader),
+                avoid: None,
+                wait: false,
+            }
+        }
+        Err(error @ (Error::NotLeader { .. } | Error::NoLeader { .. })) => Attempt::Retry {
+            error,
+            hint: None,
+            avoid: None,
+            wait: true,
+        },
+        other => Attempt::Done(other),
+    }
+}

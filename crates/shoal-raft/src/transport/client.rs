@@ -1,0 +1,429 @@
+//! The calling side of the peer transport: one connection per peer, shared by every Raft
+//! group and by forwarded client requests, with a bounded queue in front of it and
+//! reconnection with backoff behind it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{mpsc, oneshot};
+
+use super::faults::Faults;
+use super::wire::{
+    Hello, HelloReply, PROTOCOL_VERSION, Request, RequestFrame, Response, ResponseFrame, decode,
+    encode, read_frame, write_frame,
+};
+
+/// Limits and timings of the peer transport.
+#[derive(Debug, Clone)]
+pub struct TransportOptions {
+    pub connect_timeout: Duration,
+    /// Requests queued for one peer before further calls fail at once.
+    pub max_queued_per_peer: usize,
+    /// Requests one incoming connection may have in progress at once.
+    pub max_inflight_per_connection: usize,
+    pub reconnect_backoff_min: Duration,
+    pub reconnect_backoff_max: Duration,
+    /// Bytes per snapshot chunk: bounds the memory a snapshot transfer holds.
+    pub snapshot_chunk_bytes: usize,
+    /// How long one snapshot chunk may take to be written (and the last to be installed).
+    pub snapshot_chunk_timeout: Duration,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(1),
+            max_queued_per_peer: 8192,
+            max_inflight_per_connection: 4096,
+            reconnect_backoff_min: Duration::from_millis(50),
+            reconnect_backoff_max: Duration::from_secs(1),
+            snapshot_chunk_bytes: 1024 * 1024,
+            snapshot_chunk_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a call failed, and therefore whether it may be retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// Never handed to the peer: safe to retry, here or elsewhere.
+    NotSent(String),
+    /// Sent, but no answer came back (connection lost, timeout): it may have taken effect.
+    Lost(String),
+    /// The peer answered that it could not handle it (group not open there, partitioned).
+    Refused(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::NotSent(m) | CallError::Lost(m) | CallError::Refused(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+const CONNECTING: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+type ReplySender = oneshot::Sender<Result<Response, CallError>>;
+
+struct Outgoing {
+    id: u64,
+    frame: Vec<u8>,
+    reply: ReplySender,
+}
+
+struct Link {
+    tx: mpsc::Sender<Outgoing>,
+    state: AtomicU8,
+    last_error: Mutex<String>,
+}
+
+/// Sends requests to peers. Cheap to clone; one per node.
+#[derive(Clone)]
+pub struct PeerRouter {
+    inner: Arc<RouterInner>,
+}
+
+struct RouterInner {
+    me: u64,
+    cluster_id: String,
+    options: TransportOptions,
+    faults: Faults,
+    links: Mutex<HashMap<u64, Arc<Link>>>,
+    addrs: RwLock<HashMap<u64, String>>,
+    next_id: AtomicU64,
+    /// Where connection tasks run.
+    runtime: tokio::runtime::Handle,
+}
+
+impl PeerRouter {
+    pub fn new(
+        me: u64,
+        cluster_id: String,
+        options: TransportOptions,
+        faults: Faults,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
+            inner: Arc::new(RouterInner {
+                me,
+                cluster_id,
+                options,
+                faults,
+                links: Mutex::new(HashMap::new()),
+                addrs: RwLock::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                runtime,
+            }),
+        }
+    }
+
+    pub fn me(&self) -> u64 {
+        self.inner.me
+    }
+
+    pub fn options(&self) -> &TransportOptions {
+        &self.inner.options
+    }
+
+    /// Records (or changes) where `node` listens for peers.
+    pub fn set_addr(&self, node: u64, addr: String) {
+        self.inner
+            .addrs
+            .write()
+            .expect("addrs lock")
+            .insert(node, addr);
+    }
+
+    /// Whether the connection to `node` is up (false while connecting or after a failure).
+    pub fn is_connected(&self, node: u64) -> bool {
+        self.inner
+            .links
+            .lock()
+            .expect("links lock")
+            .get(&node)
+            .is_some_and(|l| l.state.load(Ordering::Relaxed) == UP)
+    }
+
+    /// Sends `request` to `target`. The request is queued (and so ordered after every
+    /// earlier call to the same peer) before this returns; the future waits for the answer
+    /// for at most `timeout`.
+    pub fn call(
+        &self,
+        target: u64,
+        request: Request,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Response, CallError>> + Send + 'static {
+        let queued = self.enqueue(target, request);
+        async move {
+            let rx = queued?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(CallError::Lost(format!(
+                    "connection to node {target} closed before it answered"
+                ))),
+                Err(_) => Err(CallError::Lost(format!(
+                    "node {target} did not answer within {} ms",
+                    timeout.as_millis()
+                ))),
+            }
+        }
+    }
+
+    fn enqueue(
+        &self,
+        target: u64,
+        request: Request,
+    ) -> Result<oneshot::Receiver<Result<Response, CallError>>, CallError> {
+        if self.inner.faults.is_blocked(target) {
+            return Err(CallError::NotSent(format!(
+                "node {target} is cut off by fault injection"
+            )));
+        }
+        if target == self.inner.me {
+            return Err(CallError::NotSent("a node does not call itself".into()));
+        }
+        let link = self.link(target)?;
+        if link.state.load(Ordering::Relaxed) == DOWN {
+            let why = link.last_error.lock().expect("error lock").clone();
+            return Err(CallError::NotSent(format!(
+                "node {target} is unreachable: {why}"
+            )));
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode(&RequestFrame { id, body: request }).map_err(CallError::NotSent)?;
+        let (reply, rx) = oneshot::channel();
+        link.tx
+            .try_send(Outgoing { id, frame, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => CallError::NotSent(format!(
+                    "queue to node {target} is full ({} requests); retry shortly",
+                    self.inner.options.max_queued_per_peer
+                )),
+                mpsc::error::TrySendError::Closed(_) => {
+                    CallError::NotSent("peer transport is shut down".into())
+                }
+            })?;
+        Ok(rx)
+    }
+
+    fn link(&self, target: u64) -> Result<Arc<Link>, CallError> {
+        let mut links = self.inner.links.lock().expect("links lock");
+        if let Some(link) = links.get(&target) {
+            return Ok(link.clone());
+        }
+        if !self
+            .inner
+            .addrs
+            .read()
+            .expect("addrs lock")
+            .contains_key(&target)
+        {
+            return Err(CallError::NotSent(format!(
+                "no peer address known for node {target}"
+            )));
+        }
+        let (tx, rx) = mpsc::channel(self.inner.options.max_queued_per_peer);
+        let link = Arc::new(Link {
+            tx,
+            state: AtomicU8::new(CONNECTING),
+            last_error: Mutex::new(String::new()),
+        });
+        links.insert(target, link.clone());
+        self.inner.runtime.spawn(run_link(
+            Arc::downgrade(&self.inner),
+            target,
+            link.clone(),
+            rx,
+        ));
+        Ok(link)
+    }
+}
+
+/// Keeps one connection to `target` alive while the router exists.
+async fn run_link(
+    router: std::sync::Weak<RouterInner>,
+    target: u64,
+    link: Arc<Link>,
+    mut rx: mpsc::Receiver<Outgoing>,
+) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        let Some(inner) = router.upgrade() else {
+            return;
+        };
+        let (min, max) = (
+            inner.options.reconnect_backoff_min,
+            inner.options.reconnect_backoff_max,
+        );
+        let addr = inner
+            .addrs
+            .read()
+            .expect("addrs lock")
+            .get(&target)
+            .cloned()
+            .unwrap_or_default();
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            cluster_id: inner.cluster_id.clone(),
+            from: inner.me,
+            to: target,
+        };
+        let connect_timeout = inner.options.connect_timeout;
+        drop(inner);
+        let failure = match connect(&addr, &hello, connect_timeout).await {
+            Ok(stream) => {
+                link.state.store(UP, Ordering::Relaxed);
+                tracing::debug!(peer = target, %addr, "peer connection up");
+                backoff = Duration::ZERO;
+                let why = run_connection(stream, &mut rx).await;
+                if rx.is_closed() {
+                    return;
+                }
+                tracing::info!(peer = target, %addr, error = %why, "peer connection lost");
+                why
+            }
+            Err(why) => why,
+        };
+        *link.last_error.lock().expect("error lock") = failure.clone();
+        link.state.store(DOWN, Ordering::Relaxed);
+        backoff = (backoff * 2).clamp(min, max);
+        // Fail what is queued now and what arrives while waiting: callers retry elsewhere
+        // or later instead of waiting behind a dead peer.
+        let deadline = tokio::time::sleep(backoff);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                out = rx.recv() => match out {
+                    Some(out) => {
+                        let _ = out.reply.send(Err(CallError::NotSent(format!(
+                            "node {target} is unreachable: {failure}"
+                        ))));
+                    }
+                    None => return,
+                },
+            }
+        }
+    }
+}
+
+async fn connect(addr: &str, hello: &Hello, timeout: Duration) -> Result<TcpStream, String> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        write_frame(&mut stream, &encode(hello)?)
+            .await
+            .map_err(|e| format!("handshake with {addr} failed: {e}"))?;
+        let reply = read_frame(&mut stream)
+            .await
+            .map_err(|e| format!("handshake with {addr} failed: {e}"))?
+            .ok_or_else(|| format!("{addr} closed the connection during the handshake"))?;
+        match decode::<HelloReply>(&reply)? {
+            HelloReply::Welcome => Ok(stream),
+            HelloReply::Refused(why) => Err(format!("{addr} refused the connection: {why}")),
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| format!("connecting to {addr} timed out"))?
+}
+
+type Pending = Arc<Mutex<HashMap<u64, ReplySender>>>;
+
+/// Runs one established connection until it fails; returns why.
+async fn run_connection(stream: TcpStream, rx: &mut mpsc::Receiver<Outgoing>) -> String {
+    let (read_half, write_half) = stream.into_split();
+    let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+    let mut reader = tokio::spawn(read_responses(read_half, pending.clone()));
+    let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
+    let why = loop {
+        tokio::select! {
+            biased;
+            ended = &mut reader => {
+                break ended.unwrap_or_else(|e| format!("response reader failed: {e}"));
+            }
+            out = rx.recv() => {
+                let Some(out) = out else { break "router shut down".to_string() };
+                if let Err(e) = write_one(&mut writer, &pending, out).await {
+                    break e;
+                }
+                // Everything already queued goes out in the same flush.
+                let mut failed = None;
+                while let Ok(out) = rx.try_recv() {
+                    if let Err(e) = write_one(&mut writer, &pending, out).await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                if let Some(e) = failed {
+                    break e;
+                }
+                if let Err(e) = writer.flush().await {
+                    break format!("write failed: {e}");
+                }
+            }
+        }
+    };
+    reader.abort();
+    let lost: Vec<ReplySender> = pending
+        .lock()
+        .expect("pending lock")
+        .drain()
+        .map(|(_, tx)| tx)
+        .collect();
+    for tx in lost {
+        let _ = tx.send(Err(CallError::Lost(format!(
+            "connection lost before an answer: {why}"
+        ))));
+    }
+    why
+}
+
+async fn write_one(
+    writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    pending: &Pending,
+    out: Outgoing,
+) -> Result<(), String> {
+    if out.reply.is_closed() {
+        return Ok(()); // the caller gave up; don't send what nobody waits for
+    }
+    pending
+        .lock()
+        .expect("pending lock")
+        .insert(out.id, out.reply);
+    writer
+        .write_all(&out.frame)
+        .await
+        .map_err(|e| format!("write failed: {e}"))
+}
+
+async fn read_responses(mut read_half: OwnedReadHalf, pending: Pending) -> String {
+    loop {
+        let frame = match read_frame(&mut read_half).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return "peer closed the connection".into(),
+            Err(e) => return format!("read failed: {e}"),
+        };
+        let response: ResponseFrame = match decode(&frame) {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        let waiter = pending.lock().expect("pending lock").remove(&response.id);
+        if let Some(tx) = waiter {
+            let _ = tx.send(response.body.map_err(CallError::Refused));
+        }
+    }
+}

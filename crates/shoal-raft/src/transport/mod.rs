@@ -1,0 +1,178 @@
+//! The peer transport: one TCP connection per pair of nodes carries every group's Raft
+//! messages, streamed snapshots, forwarded client commands and status exchanges
+//! (openraft-multi's router model: `PeerRouter` is the shared router, each group talks
+//! through a `GroupNetworkAdapter` bound to its id).
+
+mod client;
+mod faults;
+mod server;
+pub mod wire;
+
+use std::future::Future;
+
+use openraft::OptionalSend;
+use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft_multi::{GroupNetworkAdapter, GroupRouter};
+use shoal_core::ShardId;
+use tokio::io::AsyncReadExt;
+
+pub use client::{CallError, PeerRouter, TransportOptions};
+pub use faults::Faults;
+pub use server::{PeerHandler, ServerConfig, serve};
+use wire::{Request, Response, SnapshotChunk};
+
+use crate::state_machine::SnapshotFile;
+use crate::types::{TypeConfig, Vote};
+
+fn unreachable(target: u64, e: impl std::fmt::Display) -> Unreachable<TypeConfig> {
+    Unreachable::new(&CallError::NotSent(format!("node {target}: {e}")))
+}
+
+fn unexpected(target: u64) -> Unreachable<TypeConfig> {
+    unreachable(target, "answered with an unexpected message type")
+}
+
+impl GroupRouter<TypeConfig, ShardId> for PeerRouter {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &self,
+        target: u64,
+        group: ShardId,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(
+                target,
+                Request::AppendEntries { group, rpc },
+                option.hard_ttl(),
+            )
+            .await
+        {
+            Ok(Response::AppendEntries(r)) => Ok(r),
+            Ok(_) => Err(RPCError::Unreachable(unexpected(target))),
+            Err(e) => Err(RPCError::Unreachable(unreachable(target, e))),
+        }
+    }
+
+    async fn vote(
+        &self,
+        target: u64,
+        group: ShardId,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(target, Request::Vote { group, rpc }, option.hard_ttl())
+            .await
+        {
+            Ok(Response::Vote(r)) => Ok(r),
+            Ok(_) => Err(RPCError::Unreachable(unexpected(target))),
+            Err(e) => Err(RPCError::Unreachable(unreachable(target, e))),
+        }
+    }
+
+    async fn pre_vote(
+        &self,
+        target: u64,
+        group: ShardId,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(target, Request::PreVote { group, rpc }, option.hard_ttl())
+            .await
+        {
+            Ok(Response::Vote(r)) => Ok(r),
+            Ok(_) => Err(RPCError::Unreachable(unexpected(target))),
+            Err(e) => Err(RPCError::Unreachable(unreachable(target, e))),
+        }
+    }
+
+    /// Streams the snapshot file in chunks, one in flight at a time, so a transfer holds
+    /// one chunk of memory whatever the shard's size.
+    async fn full_snapshot(
+        &self,
+        target: u64,
+        group: ShardId,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let chunk_bytes = self.options().snapshot_chunk_bytes.max(1);
+        let timeout = self.options().snapshot_chunk_timeout;
+        let send = async move {
+            let fail = |e: String| StreamingError::Unreachable(unreachable(target, e));
+            let mut file = tokio::fs::File::open(&snapshot.snapshot.path)
+                .await
+                .map_err(|e| fail(format!("cannot open the snapshot to send: {e}")))?;
+            let total = file
+                .metadata()
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .len();
+            let mut offset = 0u64;
+            loop {
+                let len = chunk_bytes.min((total - offset) as usize);
+                let mut data = vec![0u8; len];
+                file.read_exact(&mut data)
+                    .await
+                    .map_err(|e| fail(format!("cannot read the snapshot to send: {e}")))?;
+                let done = offset + len as u64 >= total;
+                let chunk = SnapshotChunk {
+                    group,
+                    vote,
+                    meta: snapshot.meta.clone(),
+                    offset,
+                    data: data.into(),
+                    done,
+                };
+                let response = self
+                    .call(target, Request::Snapshot(chunk), timeout)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                offset += len as u64;
+                match response {
+                    Response::Snapshot(Some(r)) if done => return Ok(r),
+                    Response::Snapshot(None) if !done => {}
+                    _ => return Err(StreamingError::Unreachable(unexpected(target))),
+                }
+            }
+        };
+        tokio::select! {
+            result = send => result,
+            closed = cancel => Err(StreamingError::Closed(closed)),
+        }
+    }
+}
+
+/// Creates each group's clients for its peers, all over the node's one `PeerRouter`.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    router: PeerRouter,
+    group: ShardId,
+}
+
+impl NetworkFactory {
+    pub fn new(router: PeerRouter, group: ShardId) -> Self {
+        Self { router, group }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = GroupNetworkAdapter<TypeConfig, ShardId, PeerRouter>;
+
+    async fn new_client(
+        &mut self,
+        target: u64,
+        _node: &openraft::impls::BasicNode,
+    ) -> Self::Network {
+        GroupNetworkAdapter::new(self.router.clone(), target, self.group)
+    }
+}

@@ -1,0 +1,244 @@
+//! The peer protocol's messages and framing.
+//!
+//! A connection opens with a `Hello` (protocol version, cluster id, who is calling whom),
+//! answered by a `HelloReply`. Then the caller sends `RequestFrame`s and the callee answers
+//! each with a `ResponseFrame` carrying the same id, in any order. Every frame is a 4-byte
+//! little-endian length followed by that many bytes of postcard.
+
+use bytes::Bytes;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use shoal_core::map::NodeStatus;
+use shoal_core::{Command, Consistency, Error, Reply, ShardId};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::types::{SnapshotMeta, TypeConfig, Vote};
+
+/// Bumped on any incompatible change to these messages.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame either side accepts. An AppendEntries carries at most
+/// `MAX_PAYLOAD_ENTRIES` entries of at most one 8 MiB value each (or 4 MiB of batched
+/// writes), so this bounds the worst case with room for keys and framing.
+pub const MAX_FRAME_BYTES: usize = 288 * 1024 * 1024;
+
+/// Entries per AppendEntries (openraft's `max_payload_entries`), chosen with
+/// `MAX_FRAME_BYTES`.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 32;
+
+/// First frame of a connection, from the caller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    pub cluster_id: String,
+    pub from: u64,
+    pub to: u64,
+}
+
+/// The callee's answer to `Hello`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HelloReply {
+    Welcome,
+    Refused(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestFrame {
+    pub id: u64,
+    pub body: Request,
+}
+
+/// One piece of a snapshot being streamed to a replica. Chunks of one snapshot are sent
+/// one at a time, in order; the last has `done` set and installs the snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    pub group: ShardId,
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+    pub offset: u64,
+    pub data: Bytes,
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    AppendEntries {
+        group: ShardId,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    },
+    Vote {
+        group: ShardId,
+        rpc: VoteRequest<TypeConfig>,
+    },
+    PreVote {
+        group: ShardId,
+        rpc: VoteRequest<TypeConfig>,
+    },
+    Snapshot(SnapshotChunk),
+    /// A client command for one shard, run by the callee without forwarding it further.
+    Forward {
+        shard: ShardId,
+        command: Command,
+        consistency: Consistency,
+    },
+    /// The callee's addresses, liveness and the shards it leads.
+    Status,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    AppendEntries(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    /// `Some` once the last chunk is installed.
+    Snapshot(Option<SnapshotResponse<TypeConfig>>),
+    Forward(Result<Reply, Error>),
+    Status(NodeStatus),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    pub id: u64,
+    /// `Err` when the callee could not handle the request at all (group not open here,
+    /// partitioned by fault injection, ...).
+    pub body: Result<Response, String>,
+}
+
+/// Encodes `value` as one frame: length prefix and postcard bytes.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; 4];
+    let mut buf = postcard::to_extend(value, std::mem::take(&mut buf))
+        .map_err(|e| format!("cannot encode peer message: {e}"))?;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME_BYTES {
+        return Err(format!(
+            "peer message of {len} bytes is over the {MAX_FRAME_BYTES}-byte frame limit"
+        ));
+    }
+    buf[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(buf)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("malformed peer message: {e}"))
+}
+
+/// Reads one frame's payload. `Ok(None)` at a clean end of stream.
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("peer frame of {len} bytes is over the {MAX_FRAME_BYTES}-byte limit"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    reader.read_exact(&mut buf).await?;
+    Ok(Some(buf))
+}
+
+/// Writes one already-encoded frame and flushes.
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &[u8],
+) -> std::io::Result<()> {
+    writer.write_all(frame).await?;
+    writer.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::raft::AppendEntriesRequest;
+    use shoal_core::{Condition, Expiry, WriteOp};
+
+    fn roundtrip<T: Serialize + DeserializeOwned>(value: &T) -> T {
+        let frame = encode(value).unwrap();
+        let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4);
+        decode(&frame[4..]).unwrap()
+    }
+
+    #[test]
+    fn raft_messages_roundtrip() {
+        let vote = Vote::new(3, 2);
+        let rpc = AppendEntriesRequest::<TypeConfig> {
+            vote,
+            prev_log_id: None,
+            entries: vec![],
+            leader_commit: None,
+        };
+        let frame = RequestFrame {
+            id: 7,
+            body: Request::AppendEntries { group: 4, rpc },
+        };
+        let back = roundtrip(&frame);
+        assert_eq!(back.id, 7);
+        let Request::AppendEntries { group, rpc } = back.body else {
+            panic!("wrong variant")
+        };
+        assert_eq!(group, 4);
+        assert_eq!(rpc.vote, vote);
+    }
+
+    #[test]
+    fn forwarded_commands_and_replies_roundtrip() {
+        let command = Command::Write(WriteOp::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            condition: Condition::IfVersion(9),
+            expiry: Expiry::Clear,
+            return_old: true,
+        });
+        let req = RequestFrame {
+            id: 1,
+            body: Request::Forward {
+                shard: 2,
+                command: command.clone(),
+                consistency: Consistency::Stale,
+            },
+        };
+        let Request::Forward { command: back, .. } = roundtrip(&req).body else {
+            panic!("wrong variant")
+        };
+        assert_eq!(back, command);
+        let resp = ResponseFrame {
+            id: 1,
+            body: Ok(Response::Forward(Err(Error::NotLeader {
+                shard: 2,
+                leader: 3,
+            }))),
+        };
+        let back = roundtrip(&resp);
+        assert!(matches!(
+            back.body,
+            Ok(Response::Forward(Err(Error::NotLeader {
+                shard: 2,
+                leader: 3
+            })))
+        ));
+    }
+
+    #[tokio::test]
+    async fn oversized_frames_are_refused_before_allocating() {
+        let mut bytes = ((MAX_FRAME_BYTES + 1) as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 16]);
+        let err = read_frame(&mut bytes.as_slice()).await.unwrap_err();
+        assert!(err.to_string().contains("over the"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn clean_eof_is_not_an_error_but_a_torn_frame_is() {
+        assert!(read_frame(&mut &[][..]).await.unwrap().is_none());
+        let torn = [10u8, 0, 0, 0, 1, 2];
+        assert!(read_frame(&mut &torn[..]).await.is_err());
+    }
+}
