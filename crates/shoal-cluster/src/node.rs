@@ -336,8 +336,10 @@ impl Node {
             .collect();
         for group_id in hosted {
             let replicas = topology.replicas(group_id);
-            // Exactly one node initialises each group: the lowest id among its replicas.
-            let founders: Option<Vec<(u64, String)>> = (replicas.iter().min() == Some(&me))
+            // Exactly one node initialises each group: its first replica in placement
+            // order, which then stands for election first, so leaders start out spread
+            // the way placement spread the first replicas.
+            let founders: Option<Vec<(u64, String)>> = (replicas.first() == Some(&me))
                 .then(|| replicas.iter().map(|id| (*id, addr_of(*id))).collect());
             let limits = if group_id == META_GROUP {
                 // The metadata group holds shoal's own records, not client data.

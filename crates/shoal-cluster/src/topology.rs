@@ -3,8 +3,8 @@
 //! keeps so a restarted node resumes as itself, in its own cluster.
 //!
 //! Every node derives the same map, so no node has to go first: the metadata group and
-//! each shard group are initialised by exactly one node (the lowest id among their
-//! replicas), whatever order the nodes start in.
+//! each shard group are initialised by exactly one node (its first replica in placement
+//! order), whatever order the nodes start in.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
