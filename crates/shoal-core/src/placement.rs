@@ -20,8 +20,9 @@
 //! from its position on: moves stay bounded by the rebalancing but may involve old nodes,
 //! so give new nodes increasing ids.
 //!
-//! Each replica list is ordered by rendezvous score, highest first (ties: lower id); the
-//! first entry is the preferred leader, which spreads leaders across nodes.
+//! Each replica list is ordered by rendezvous score, highest first (ties: lower id), except
+//! that the first entry is the preferred leader, chosen so every node is the preferred
+//! leader of as many shards as the others, within one.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -187,6 +188,20 @@ pub fn place(
         );
     }
     assert_eq!(replicas.len(), all.len(), "every shard must be placed");
+    // Preferred leaders: each shard in turn puts first the replica that leads the fewest
+    // shards so far (ties: rendezvous order), so leadership, and with it write load,
+    // spreads evenly.
+    let mut leads: BTreeMap<u64, usize> = BTreeMap::new();
+    for r in replicas.values_mut() {
+        let (pos, _) = r
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, n)| (leads.get(n).copied().unwrap_or(0), *i))
+            .expect("rf >= 1");
+        let leader = r.remove(pos);
+        r.insert(0, leader);
+        *leads.entry(leader).or_default() += 1;
+    }
     Ok(Placement {
         replicas,
         replication: rf,
@@ -252,6 +267,14 @@ mod tests {
         let p = place(&nodes, &shards, 3).unwrap();
         let leaders: BTreeSet<u64> = p.iter().map(|(_, r)| r[0]).collect();
         assert_eq!(leaders.len(), 3, "every node should lead some shard");
+        let mut counts = [0usize; 3];
+        for (_, r) in p.iter() {
+            counts[(r[0] - 1) as usize] += 1;
+        }
+        assert!(
+            counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1,
+            "preferred leaders are balanced: {counts:?}"
+        );
     }
 
     #[test]

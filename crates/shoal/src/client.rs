@@ -484,7 +484,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 /// Normalises `--addr` into a base URL: `host:port` gets `http://`, a trailing `/` goes.
-fn base_url(addr: &str) -> Result<String, CliError> {
+pub(crate) fn base_url(addr: &str) -> Result<String, CliError> {
     let trimmed = addr.trim().trim_end_matches('/');
     let usage = |why: &str| {
         CliError::Usage(format!(
@@ -547,7 +547,7 @@ fn describe(
 
 /// What the node said when it refused a request.
 #[derive(Debug)]
-struct Refusal {
+pub(crate) struct Refusal {
     status: u16,
     code: String,
     /// What the user sees: the node's message and what to do next.
@@ -556,7 +556,7 @@ struct Refusal {
 
 /// Everything that can stop a command; `Display` is the one line a human sees.
 #[derive(Debug)]
-enum CliError {
+pub(crate) enum CliError {
     /// Bad flags or input.
     Usage(String),
     /// Nothing accepts connections at this address.

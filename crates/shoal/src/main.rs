@@ -1,8 +1,11 @@
 //! The `shoal` binary: a thin CLI over the library crates.
 //!
-//! `shoal server` runs a node; `shoal get|put|del|scan` talk to a running node over HTTP.
+//! `shoal server` runs a node; `shoal demo` runs a local cluster; `shoal cluster status`
+//! shows one; `shoal get|put|del|scan` talk to a running node over HTTP.
 
 mod client;
+mod cluster_cmd;
+mod demo;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +23,11 @@ struct Cli {
 enum Commands {
     /// Run a shoal node (the data lives in --data-dir).
     Server(server::ServerArgs),
+    /// Start a local cluster of N nodes, print its addresses, stop it on Ctrl-C.
+    Demo(demo::DemoArgs),
+    /// Inspect a running cluster.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
     #[command(flatten)]
     Kv(client::KvCommand),
 }
@@ -29,7 +37,7 @@ fn main() -> std::process::ExitCode {
     // The server's client-facing runtime; client commands need only one thread.
     let threads = match &cli.command {
         Commands::Server(args) => server::io_threads(args),
-        Commands::Kv(_) => 1,
+        Commands::Kv(_) | Commands::Demo(_) | Commands::Cluster(_) => 1,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -46,6 +54,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Commands::Server(args) => server::run(args).await,
             Commands::Kv(cmd) => client::run(cmd).await,
+            Commands::Demo(args) => demo::run(args).await,
+            Commands::Cluster(cmd) => cluster_cmd::run(cmd).await,
         }
     })
 }

@@ -1,0 +1,231 @@
+//! `shoal cluster status`: the cluster as one node sees it (nodes up or down, shards with
+//! their slot ranges, leaders and replicas), as tables or as JSON.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use shoal_core::map::ClusterView;
+
+use crate::client::{Format, base_url};
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Show nodes (up/down, addresses) and shards (slots, leader, replicas).
+    #[command(
+        after_help = "Examples:\n  shoal cluster status --addr 127.0.0.1:7101\n  shoal cluster status --output json"
+    )]
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// HTTP address of any node: host:port or http://host:port.
+    #[arg(long, env = "SHOAL_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// `human`: tables; `json`: the node's cluster view as one JSON object.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub output: Format,
+}
+
+pub async fn run(cmd: ClusterCommand) -> ExitCode {
+    match cmd {
+        ClusterCommand::Status(args) => match fetch(&args.addr).await {
+            Ok(view) => {
+                match args.output {
+                    Format::Json => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&view).expect("a view serialises")
+                    ),
+                    Format::Human => print!("{}", render(&view)),
+                }
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                match args.output {
+                    Format::Json => println!(
+                        "{}",
+                        serde_json::json!({"error": {"code": "unreachable", "message": message}})
+                    ),
+                    Format::Human => eprintln!("error: {message}"),
+                }
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+pub(crate) async fn fetch(addr: &str) -> Result<ClusterView, String> {
+    let base = base_url(addr).map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = http
+        .get(format!("{base}/v1/cluster"))
+        .send()
+        .await
+        .map_err(|e| {
+            format!("cannot reach a shoal node at {addr}: {e}; is --addr a node's HTTP address?")
+        })?;
+    if !response.status().is_success() {
+        return Err(format!("{addr} answered {}", response.status()));
+    }
+    response
+        .json::<ClusterView>()
+        .await
+        .map_err(|e| format!("{addr} did not answer like a shoal node: {e}"))
+}
+
+/// Columns padded to their widest cell.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+pub(crate) fn render(view: &ClusterView) -> String {
+    let up = view.nodes.iter().filter(|n| n.up).count();
+    let led = view.shards.iter().filter(|s| s.leader.is_some()).count();
+    let mut out = format!(
+        "cluster {} (epoch {}), as seen by node {}: {}/{} nodes up, {}/{} shards with a leader\n\n",
+        view.cluster_id,
+        view.epoch,
+        view.this_node,
+        up,
+        view.nodes.len(),
+        led,
+        view.shards.len()
+    );
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    out.push_str(&table(
+        &["NODE", "STATE", "RESP", "HTTP", "PEER", "LEADS"],
+        view.nodes
+            .iter()
+            .map(|n| {
+                let leads = view
+                    .shards
+                    .iter()
+                    .filter(|s| s.leader == Some(n.info.id))
+                    .count();
+                vec![
+                    n.info.id.to_string(),
+                    if n.up { "up" } else { "down" }.to_string(),
+                    dash(&n.info.resp_addr),
+                    dash(&n.info.http_addr),
+                    dash(&n.info.peer_addr),
+                    leads.to_string(),
+                ]
+            })
+            .collect(),
+    ));
+    out.push('\n');
+    out.push_str(&table(
+        &["SHARD", "SLOTS", "LEADER", "REPLICAS", "APPLIED"],
+        view.shards
+            .iter()
+            .map(|s| {
+                vec![
+                    s.id.to_string(),
+                    format!("{}-{}", s.range.start, s.range.last()),
+                    s.leader.map_or("none".to_string(), |l| l.to_string()),
+                    s.replicas
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    s.last_applied.to_string(),
+                ]
+            })
+            .collect(),
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::map::{NodeInfo, NodeView, ShardView};
+    use shoal_core::shard::SlotRange;
+
+    #[test]
+    fn renders_nodes_and_shards_as_aligned_tables() {
+        let node = |id: u64, up: bool| NodeView {
+            info: NodeInfo {
+                id,
+                peer_addr: format!("127.0.0.1:720{id}"),
+                resp_addr: format!("127.0.0.1:700{id}"),
+                http_addr: String::new(),
+            },
+            up,
+        };
+        let view = ClusterView {
+            cluster_id: "abc".into(),
+            epoch: 1,
+            this_node: 1,
+            nodes: vec![node(1, true), node(2, false)],
+            shards: vec![
+                ShardView {
+                    id: 1,
+                    range: SlotRange {
+                        start: 0,
+                        end: 8192,
+                    },
+                    replicas: vec![1, 2],
+                    leader: Some(1),
+                    last_applied: 7,
+                },
+                ShardView {
+                    id: 2,
+                    range: SlotRange {
+                        start: 8192,
+                        end: 16384,
+                    },
+                    replicas: vec![2, 1],
+                    leader: None,
+                    last_applied: 3,
+                },
+            ],
+        };
+        let text = render(&view);
+        assert!(
+            text.contains("1/2 nodes up, 1/2 shards with a leader"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2     down   127.0.0.1:7002  -     127.0.0.1:7202  0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1      0-8191      1       1,2       7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2      8192-16383  none    2,1       3"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! `shoal demo`: a local N-node cluster in one command. Starts N `shoal server` child
+//! processes on loopback (data in a temporary directory unless `--data-dir`), waits until
+//! every shard has a leader, prints the addresses and what to try, and stops every node
+//! cleanly on Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::process::{Child, Command};
+
+use crate::cluster_cmd;
+
+/// Longest the cluster may take to start and elect every shard's leader.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a node may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
+    nodes: u16,
+    /// Keep the nodes' data under this directory (d1, d2, ...) instead of a temporary one
+    /// removed at exit. Reusing it restarts the same cluster with its data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Node N serves RESP on BASE+N, HTTP on BASE+100+N and talks to peers on BASE+200+N.
+    #[arg(long, default_value_t = 7000)]
+    base_port: u16,
+    /// Replicas per shard.
+    #[arg(long, default_value_t = 3)]
+    replication: u32,
+    /// Number of shards.
+    #[arg(long, default_value_t = 16)]
+    shards: u32,
+}
+
+struct DemoNode {
+    id: u16,
+    resp: String,
+    http: String,
+    log: PathBuf,
+    child: Child,
+    running: bool,
+}
+
+pub async fn run(args: DemoArgs) -> ExitCode {
+    match demo(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn demo(args: DemoArgs) -> Result<(), String> {
+    let n = args.nodes;
+    let port = |offset: u16, id: u16| -> Result<u16, String> {
+        args.base_port.checked_add(offset + id).ok_or_else(|| {
+            format!(
+                "--base-port {} leaves no room for {n} nodes",
+                args.base_port
+            )
+        })
+    };
+    let mut plan = Vec::new();
+    for id in 1..=n {
+        plan.push((id, port(0, id)?, port(100, id)?, port(200, id)?));
+    }
+    for (_, resp, http, peer) in &plan {
+        for p in [resp, http, peer] {
+            std::net::TcpListener::bind(("127.0.0.1", *p)).map_err(|e| {
+                format!("port {p} is not free ({e}); pick other ports with --base-port")
+            })?;
+        }
+    }
+    let temp;
+    let root: PathBuf = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("shoal-demo-")
+                .tempdir()
+                .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+            temp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    let initial_cluster = plan
+        .iter()
+        .map(|(id, _, _, peer)| format!("{id}=127.0.0.1:{peer}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the shoal binary: {e}"))?;
+    let mut nodes = Vec::new();
+    for (id, resp, http, peer) in &plan {
+        let log = root.join(format!("node-{id}.log"));
+        let log_file = std::fs::File::create(&log)
+            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let child = Command::new(&exe)
+            .args(["server", "--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(root.join(format!("d{id}")))
+            .args(["--resp-addr", &format!("127.0.0.1:{resp}")])
+            .args(["--http-addr", &format!("127.0.0.1:{http}")])
+            .args(["--peer-addr", &format!("127.0.0.1:{peer}")])
+            .args(["--initial-cluster", &initial_cluster])
+            .args(["--replication", &args.replication.to_string()])
+            .args(["--shards", &args.shards.to_string()])
+            // Each node shares the machine with the others.
+            .args(["--raft-threads", "1", "--io-threads", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start node {id}: {e}"))?;
+        nodes.push(DemoNode {
+            id: *id,
+            resp: format!("127.0.0.1:{resp}"),
+            http: format!("127.0.0.1:{http}"),
+            log,
+            child,
+            running: true,
+        });
+    }
+
+    let started = wait_ready(&mut nodes).await;
+    if let Err(message) = started {
+        stop_all(&mut nodes).await;
+        return Err(message);
+    }
+    print_intro(&args, &root, &nodes);
+
+    let outcome = watch(&mut nodes).await;
+    eprintln!("\nstopping {n} nodes...");
+    stop_all(&mut nodes).await;
+    if args.data_dir.is_none() {
+        eprintln!("removed {}", root.display());
+    }
+    outcome
+}
+
+/// Waits until every node answers and every shard has a leader, with a spinner.
+async fn wait_ready(nodes: &mut [DemoNode]) -> Result<(), String> {
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let deadline = Instant::now() + START_TIMEOUT;
+    let result = loop {
+        for node in nodes.iter_mut() {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                node.running = false;
+                break_with_log(
+                    node,
+                    &format!("node {} exited during startup ({status})", node.id),
+                );
+            }
+        }
+        if let Some(dead) = nodes.iter().find(|n| !n.running) {
+            break Err(format!(
+                "node {} did not start; its log is {}",
+                dead.id,
+                dead.log.display()
+            ));
+        }
+        let first = &nodes[0].http;
+        match cluster_cmd::fetch(first).await {
+            Ok(view) => {
+                let up = view.nodes.iter().filter(|n| n.up).count();
+                let led = view.shards.iter().filter(|s| s.leader.is_some()).count();
+                bar.set_message(format!(
+                    "starting: {up}/{} nodes up, {led}/{} shards with a leader",
+                    view.nodes.len(),
+                    view.shards.len()
+                ));
+                if up == view.nodes.len() && led == view.shards.len() {
+                    break Ok(());
+                }
+            }
+            Err(_) => bar.set_message("starting: waiting for node 1 to answer"),
+        }
+        if Instant::now() >= deadline {
+            break Err(format!(
+                "the cluster did not become ready within {} s; logs are in {}",
+                START_TIMEOUT.as_secs(),
+                nodes[0].log.parent().unwrap_or(Path::new(".")).display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    bar.finish_and_clear();
+    result
+}
+
+fn break_with_log(node: &DemoNode, headline: &str) {
+    eprintln!("{headline}; last lines of {}:", node.log.display());
+    if let Ok(text) = std::fs::read_to_string(&node.log) {
+        let lines: Vec<&str> = text.lines().collect();
+        for line in &lines[lines.len().saturating_sub(10)..] {
+            eprintln!("  {line}");
+        }
+    }
+}
+
+fn print_intro(args: &DemoArgs, root: &Path, nodes: &[DemoNode]) {
+    let kept = if args.data_dir.is_some() {
+        "kept"
+    } else {
+        "removed at exit"
+    };
+    println!(
+        "shoal demo: {} nodes, {} shards, {} replicas each (data in {}, {kept})\n",
+        nodes.len(),
+        args.shards,
+        args.replication.min(u32::from(args.nodes)),
+        root.display()
+    );
+    println!("{:<5} {:<16} {:<24} LOG", "NODE", "RESP", "HTTP");
+    for node in nodes {
+        println!(
+            "{:<5} {:<16} {:<24} {}",
+            node.id,
+            node.resp,
+            format!("http://{}", node.http),
+            node.log.display()
+        );
+    }
+    let first = &nodes[0];
+    let last = &nodes[nodes.len() - 1];
+    let port = |addr: &str| addr.rsplit(':').next().unwrap_or_default().to_string();
+    println!("\nTry this:");
+    println!(
+        "  redis-cli -c -p {} set hello world && redis-cli -p {} get hello",
+        port(&first.resp),
+        port(&last.resp)
+    );
+    println!(
+        "  curl http://{}/v1/kv/hello && shoal cluster status --addr {}",
+        last.http, first.http
+    );
+    println!("\nPress Ctrl-C to stop the cluster.");
+}
+
+/// Runs until Ctrl-C or SIGTERM; reports nodes that exit on their own meanwhile.
+async fn watch(nodes: &mut [DemoNode]) -> Result<(), String> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        #[cfg(unix)]
+        let stop = async {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        #[cfg(not(unix))]
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        tokio::select! {
+            _ = stop => return Ok(()),
+            _ = ticker.tick() => {
+                for node in nodes.iter_mut().filter(|n| n.running) {
+                    if let Ok(Some(status)) = node.child.try_wait() {
+                        node.running = false;
+                        break_with_log(node, &format!("node {} exited ({status})", node.id));
+                    }
+                }
+                if nodes.iter().all(|n| !n.running) {
+                    return Err("every node has exited".into());
+                }
+            }
+        }
+    }
+}
+
+/// SIGTERM to every node, then waits; a node that does not stop in time is killed.
+async fn stop_all(nodes: &mut [DemoNode]) {
+    for node in nodes.iter_mut().filter(|n| n.running) {
+        if let Some(pid) = node.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+    for node in nodes.iter_mut().filter(|n| n.running) {
+        match tokio::time::timeout(STOP_TIMEOUT, node.child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!(
+                    "node {} did not stop within {} s; killing it",
+                    node.id,
+                    STOP_TIMEOUT.as_secs()
+                );
+                let _ = node.child.kill().await;
+            }
+        }
+        node.running = false;
+    }
+}
