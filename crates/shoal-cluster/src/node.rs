@@ -92,6 +92,9 @@ pub struct Tuning {
     pub route_timeout: Duration,
     /// How long a forwarded request waits for the answer of the node it went to.
     pub forward_timeout: Duration,
+    /// How long any request may take in all before the client gets `Timeout` (a read) or
+    /// `Indeterminate` (a write, which may still commit later).
+    pub request_timeout: Duration,
     /// How often each peer is asked for its status (liveness and leaders).
     pub status_interval: Duration,
     pub transport: TransportOptions,
@@ -112,7 +115,8 @@ impl Default for Tuning {
             record_cache_bytes: EngineOptions::default().record_cache_bytes,
             raft_threads: default_raft_threads(),
             route_timeout: Duration::from_secs(5),
-            forward_timeout: Duration::from_secs(10),
+            forward_timeout: Duration::from_secs(8),
+            request_timeout: Duration::from_secs(10),
             status_interval: Duration::from_millis(250),
             transport: TransportOptions::default(),
         }

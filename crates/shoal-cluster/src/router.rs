@@ -210,13 +210,28 @@ impl Node {
     ) -> impl Future<Output = Result<Reply, Error>> + Send + 'static {
         let first = self.attempt(shard, command.clone(), consistency, None, None);
         let node = self.clone();
+        let is_write = matches!(command, Command::Write(_));
         async move {
-            let deadline = Instant::now() + node.tuning().route_timeout;
+            let started = Instant::now();
+            let deadline = started + node.tuning().route_timeout;
+            let give_up = tokio::time::Instant::from_std(started + node.tuning().request_timeout);
             let mut pending = first;
             let mut tries = 1u32;
             let mut backoff = ELECTION_BACKOFF.0;
             loop {
-                match pending.await {
+                // A leader cut off from its majority neither commits nor confirms reads;
+                // the request must still end.
+                let Ok(outcome) = tokio::time::timeout_at(give_up, pending).await else {
+                    let waited = node.tuning().request_timeout.as_millis() as u64;
+                    return Err(if is_write {
+                        Error::Indeterminate(format!(
+                            "shard {shard} did not commit the write within {waited} ms"
+                        ))
+                    } else {
+                        Error::Timeout(waited)
+                    });
+                };
+                match outcome {
                     Attempt::Done(result) => return result,
                     Attempt::Retry {
                         error,

@@ -1,0 +1,849 @@
+//! A multi-process shoal cluster for tests: every node is the real `shoal` binary, run as a
+//! child process with its own data directory (`d1..dn` under one temp dir) and loopback
+//! ports, and driven over HTTP (`reqwest`) and RESP (the `redis` crate).
+//!
+//! Nothing sleeps blindly: every wait polls a condition against a deadline and fails with
+//! the tails of the node logs. Every child is killed when the cluster drops, including when
+//! a test panics; a failing test's temp dir (data and full logs) is kept and its path
+//! printed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::fs::{self, File};
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use redis::aio::MultiplexedConnection;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+/// Longest a node may take from spawn to answering `/health` and PING.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the shards may go without a (live) leader after a start, kill or restart.
+pub const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a refused start may take to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest one HTTP request may take: a node retries a request internally for up to 5 s
+/// while a shard elects, so this leaves a wide margin above that.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest one RESP reply may take (same reasoning as `HTTP_TIMEOUT`).
+const RESP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Interval between two checks of a polled condition.
+pub const POLL: Duration = Duration::from_millis(50);
+/// Shards of every test cluster: fewer than the default start faster.
+const SHARDS: u32 = 4;
+/// Lines of each node's log to show when a test fails.
+const LOG_TAIL: usize = 40;
+/// First port handed out when ports are picked below the kernel's ephemeral range.
+const LOW_PORT: u16 = 10_000;
+
+/// Loopback ports nothing listens on right now, never handed out twice by this process.
+///
+/// They come from below the kernel's ephemeral range when there is room: a killed node's
+/// ports are free until it restarts, and a port from the ephemeral range could meanwhile
+/// be taken as the local end of some outgoing connection (peers keep reconnecting to the
+/// dead node), making the restart fail with "address in use".
+pub fn free_ports(n: usize) -> Vec<u16> {
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed_out = guard.get_or_insert_with(HashSet::new);
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(0);
+    let mut rng = rand::rng();
+    // Held until all are picked, so a port-0 fallback cannot return the same port twice.
+    let mut held = Vec::with_capacity(n);
+    for _attempt in 0..100_000 {
+        if held.len() == n {
+            break;
+        }
+        let candidate = if ephemeral_low > LOW_PORT + 1_000 {
+            rng.random_range(LOW_PORT..ephemeral_low)
+        } else {
+            0
+        };
+        if candidate != 0 && handed_out.contains(&candidate) {
+            continue;
+        }
+        let Ok(listener) = TcpListener::bind(("127.0.0.1", candidate)) else {
+            continue;
+        };
+        let port = listener.local_addr().expect("local addr").port();
+        if handed_out.insert(port) {
+            held.push(listener);
+        }
+    }
+    assert_eq!(held.len(), n, "could not find {n} free loopback ports");
+    held.iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// Kills the child when dropped, so no test leaves a process behind, even when it fails.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to `limit` for the child to exit; `None` if it is still running.
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last `lines` lines of a file, or a note that it cannot be read.
+fn tail(path: &Path, lines: usize) -> String {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// Sends `signal` (e.g. "STOP") to `pid` through kill(1): libc is not a dependency.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed: {status}");
+}
+
+/// Everything a node is started with; the same on every restart unless a test edits a
+/// copy to check that the binary refuses it.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub resp_port: u16,
+    pub http_port: u16,
+    pub peer_port: u16,
+    /// `--initial-cluster`, identical on every node.
+    pub initial_cluster: String,
+    pub replication: usize,
+}
+
+impl NodeSpec {
+    pub fn peer_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.peer_port)
+    }
+
+    /// `shoal server` with this spec's flags, a clean environment and no stdin.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(SHOAL);
+        // The binary reads SHOAL_* variables as flag defaults: none may leak in.
+        for (var, _) in std::env::vars_os() {
+            if var.to_string_lossy().starts_with("SHOAL_") {
+                cmd.env_remove(var);
+            }
+        }
+        cmd.stdin(Stdio::null())
+            .arg("server")
+            .args(["--id", &self.id.to_string()])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--resp-addr", &format!("127.0.0.1:{}", self.resp_port)])
+            .args(["--http-addr", &format!("127.0.0.1:{}", self.http_port)])
+            .args(["--peer-addr", &self.peer_addr()])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--replication", &self.replication.to_string()])
+            .args(["--shards", &SHARDS.to_string()])
+            .arg("--fault-injection")
+            .args(["--log-level", "info,openraft=warn"]);
+        cmd
+    }
+
+    /// Runs this spec to completion, expecting a refused start (it must exit on its own
+    /// within `EXIT_TIMEOUT`). Output goes to files, so a chatty child cannot block.
+    pub fn run_to_exit(&self) -> Finished {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+        let mut cmd = self.command();
+        cmd.stdout(File::create(&out_path).expect("stdout file"));
+        cmd.stderr(File::create(&err_path).expect("stderr file"));
+        let description = format!("{cmd:?}");
+        let mut child = KillOnDrop(cmd.spawn().expect("spawn shoal"));
+        let status = wait_exit(&mut child.0, EXIT_TIMEOUT)
+            .unwrap_or_else(|| panic!("{description} did not exit within {EXIT_TIMEOUT:?}"));
+        Finished {
+            status,
+            stderr: fs::read_to_string(err_path).expect("read stderr"),
+        }
+    }
+}
+
+/// What a finished `shoal server` printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stderr: String,
+}
+
+/// One node: its spec and, while it runs, its process.
+struct Node {
+    spec: NodeSpec,
+    child: Option<KillOnDrop>,
+    paused: bool,
+    logs_dir: PathBuf,
+    starts: u32,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts the process; its stderr goes to a log file of its own per start.
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "node {} is already running", self.spec.id);
+        self.starts += 1;
+        self.log = self
+            .logs_dir
+            .join(format!("node{}-start{}.log", self.spec.id, self.starts));
+        let mut cmd = self.spec.command();
+        cmd.stdout(Stdio::null())
+            .stderr(File::create(&self.log).expect("log file"));
+        self.child = Some(KillOnDrop(cmd.spawn().expect("spawn shoal server")));
+        self.paused = false;
+    }
+
+    /// Panics (with the log tail) if the process has exited.
+    fn assert_running(&mut self) {
+        let child = self
+            .child
+            .as_mut()
+            .unwrap_or_else(|| panic!("node {} is not running", self.spec.id));
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            panic!(
+                "node {} exited ({status}); its log ends:\n{}",
+                self.spec.id,
+                tail(&self.log, LOG_TAIL)
+            );
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {} is not running", self.spec.id))
+            .0
+            .id()
+    }
+}
+
+/// A node's view of the cluster (`GET /v1/cluster`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterView {
+    pub this_node: u64,
+    pub nodes: Vec<NodeView>,
+    pub shards: Vec<ShardView>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeView {
+    pub id: u64,
+    pub resp_addr: String,
+    pub http_addr: String,
+    pub up: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ShardView {
+    pub id: u32,
+    pub range: SlotRange,
+    pub replicas: Vec<u64>,
+    pub leader: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct SlotRange {
+    pub start: u32,
+    /// Exclusive.
+    pub end: u32,
+}
+
+/// A failed HTTP request as a user sees it: the status and error code of the JSON error
+/// body, or no status when the request got no answer at all.
+#[derive(Debug, Clone)]
+pub struct HttpError {
+    pub status: Option<u16>,
+    /// The body's `error.code`; "transport" when there was no answer.
+    pub code: String,
+    pub message: String,
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.status {
+            Some(status) => write!(f, "{status} {}: {}", self.code, self.message),
+            None => write!(f, "no answer: {}", self.message),
+        }
+    }
+}
+
+impl HttpError {
+    fn transport(e: reqwest::Error) -> Self {
+        HttpError {
+            status: None,
+            code: "transport".into(),
+            message: e.to_string(),
+        }
+    }
+
+    async fn from_response(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        let parsed: Option<Value> = serde_json::from_str(&body).ok();
+        let field = |name: &str| {
+            parsed
+                .as_ref()
+                .and_then(|v| v["error"][name].as_str())
+                .map(str::to_string)
+        };
+        HttpError {
+            status: Some(status),
+            code: field("code").unwrap_or_else(|| "(not a JSON error)".into()),
+            message: field("message").unwrap_or(body),
+        }
+    }
+}
+
+/// A value read back with its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: String,
+    pub version: u64,
+}
+
+/// The cluster's HTTP API, cheap to clone into writer tasks. Node ids index `urls`.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    urls: BTreeMap<u64, String>,
+}
+
+impl Api {
+    fn new(urls: BTreeMap<u64, String>) -> Api {
+        let http = reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .connect_timeout(Duration::from_secs(2))
+            .no_proxy()
+            .build()
+            .expect("HTTP client");
+        Api { http, urls }
+    }
+
+    pub fn url(&self, node: u64) -> &str {
+        self.urls
+            .get(&node)
+            .unwrap_or_else(|| panic!("no node {node}"))
+    }
+
+    fn kv_url(&self, node: u64, key: &str) -> String {
+        assert!(
+            key.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_:.{}".contains(&b)),
+            "test keys stay plain, so they need no percent-encoding: {key:?}"
+        );
+        format!("{}/v1/kv/{key}", self.url(node))
+    }
+
+    /// `PUT /v1/kv/{key}` through `node`: the version written.
+    pub async fn put(&self, node: u64, key: &str, value: &str) -> Result<u64, HttpError> {
+        self.put_to(self.kv_url(node, key), value).await
+    }
+
+    /// `PUT /v1/kv/{key}?if_version=N` through `node`.
+    pub async fn put_if_version(
+        &self,
+        node: u64,
+        key: &str,
+        value: &str,
+        if_version: u64,
+    ) -> Result<u64, HttpError> {
+        let url = format!("{}?if_version={if_version}", self.kv_url(node, key));
+        self.put_to(url, value).await
+    }
+
+    async fn put_to(&self, url: String, value: &str) -> Result<u64, HttpError> {
+        let response = self
+            .http
+            .put(url)
+            .body(value.to_string())
+            .send()
+            .await
+            .map_err(HttpError::transport)?;
+        if !response.status().is_success() {
+            return Err(HttpError::from_response(response).await);
+        }
+        let body: Value = response.json().await.map_err(HttpError::transport)?;
+        Ok(body["version"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("PUT answered {body} without a version")))
+    }
+
+    /// Linearizable `GET /v1/kv/{key}` through `node`; `None` on 404.
+    pub async fn get(&self, node: u64, key: &str) -> Result<Option<Versioned>, HttpError> {
+        self.get_from(self.kv_url(node, key)).await
+    }
+
+    /// `GET /v1/kv/{key}?consistency=stale` through `node`; `None` on 404.
+    pub async fn get_stale(&self, node: u64, key: &str) -> Result<Option<Versioned>, HttpError> {
+        let url = format!("{}?consistency=stale", self.kv_url(node, key));
+        self.get_from(url).await
+    }
+
+    async fn get_from(&self, url: String) -> Result<Option<Versioned>, HttpError> {
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(HttpError::transport)?;
+        match response.status().as_u16() {
+            200 => {
+                let version = response
+                    .headers()
+                    .get("x-shoal-version")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .expect("a 200 GET has a numeric X-Shoal-Version header");
+                let value = response.text().await.map_err(HttpError::transport)?;
+                Ok(Some(Versioned { value, version }))
+            }
+            404 => {
+                let error = HttpError::from_response(response).await;
+                assert_eq!(error.code, "not_found", "a 404 GET: {error}");
+                Ok(None)
+            }
+            _ => Err(HttpError::from_response(response).await),
+        }
+    }
+
+    /// `GET /v1/cluster` from `node`.
+    pub async fn view(&self, node: u64) -> Result<ClusterView, HttpError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/cluster", self.url(node)))
+            .send()
+            .await
+            .map_err(HttpError::transport)?;
+        if !response.status().is_success() {
+            return Err(HttpError::from_response(response).await);
+        }
+        response.json().await.map_err(HttpError::transport)
+    }
+
+    /// Makes `node` drop all traffic to and from `peers` (empty: heal).
+    pub async fn set_blocked_peers(&self, node: u64, peers: &[u64]) -> Result<(), HttpError> {
+        let response = self
+            .http
+            .put(format!("{}/v1/debug/blocked-peers", self.url(node)))
+            .json(&json!({ "peers": peers }))
+            .send()
+            .await
+            .map_err(HttpError::transport)?;
+        if !response.status().is_success() {
+            return Err(HttpError::from_response(response).await);
+        }
+        Ok(())
+    }
+
+    /// True once `node` answers `GET /health` as itself.
+    async fn healthy(&self, node: u64) -> bool {
+        let answer = self
+            .http
+            .get(format!("{}/health", self.url(node)))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        match answer {
+            Ok(response) if response.status().is_success() => {
+                let body: Value = response.json().await.unwrap_or_default();
+                body["status"] == "ok" && body["node_id"] == node
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A RESP connection to `url` with bounded connect and reply times.
+pub async fn resp_connection(url: &str) -> redis::RedisResult<MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(RESP_TIMEOUT);
+    redis::Client::open(url)?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// Polls `check` every `POLL` until it returns `Some`, or panics with `what` and the last
+/// thing `check` reported after `limit`.
+pub async fn poll_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(found) => return found,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("{what}: not within {limit:?}; last: {last}")
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// A running cluster of `shoal` processes, killed when dropped. Node ids are `1..=n`.
+pub struct Cluster {
+    nodes: Vec<Node>,
+    api: Api,
+    /// Last field, so the processes are gone before their directories are removed.
+    root: Option<TempDir>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes (replication 3, or `n` if fewer) concurrently and waits until every
+    /// node answers `/health` and PING and every shard has a leader (as node 1 sees it).
+    pub async fn start(n: usize) -> Cluster {
+        let root = tempfile::Builder::new()
+            .prefix("shoal-cluster-")
+            .tempdir()
+            .expect("temp dir");
+        let logs_dir = root.path().join("logs");
+        fs::create_dir_all(&logs_dir).expect("logs dir");
+        let ports = free_ports(3 * n);
+        let initial_cluster = (0..n)
+            .map(|i| format!("{}=127.0.0.1:{}", i + 1, ports[3 * i + 2]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes: Vec<Node> = (0..n)
+            .map(|i| Node {
+                spec: NodeSpec {
+                    id: i as u64 + 1,
+                    data_dir: root.path().join(format!("d{}", i + 1)),
+                    resp_port: ports[3 * i],
+                    http_port: ports[3 * i + 1],
+                    peer_port: ports[3 * i + 2],
+                    initial_cluster: initial_cluster.clone(),
+                    replication: n.min(3),
+                },
+                child: None,
+                paused: false,
+                logs_dir: logs_dir.clone(),
+                starts: 0,
+                log: PathBuf::new(),
+            })
+            .collect();
+        let urls = nodes
+            .iter()
+            .map(|node| {
+                (
+                    node.spec.id,
+                    format!("http://127.0.0.1:{}", node.spec.http_port),
+                )
+            })
+            .collect();
+        let mut cluster = Cluster {
+            nodes,
+            api: Api::new(urls),
+            root: Some(root),
+        };
+        let ids = cluster.ids();
+        cluster.restart_many(&ids).await;
+        cluster.wait_for_leaders(1).await;
+        cluster
+    }
+
+    /// Every node id, `1..=n`.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.spec.id).collect()
+    }
+
+    /// Nodes running and not paused.
+    pub fn live_ids(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some() && !n.paused)
+            .map(|n| n.spec.id)
+            .collect()
+    }
+
+    fn node(&self, id: u64) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.spec.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.spec.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// The HTTP API of the cluster (any node by id).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// Node `id`'s flags, for tests that restart it with edited ones.
+    pub fn spec(&self, id: u64) -> NodeSpec {
+        self.node(id).spec.clone()
+    }
+
+    pub fn http_url(&self, id: u64) -> String {
+        self.api.url(id).to_string()
+    }
+
+    pub fn resp_url(&self, id: u64) -> String {
+        format!("redis://127.0.0.1:{}/", self.node(id).spec.resp_port)
+    }
+
+    /// A plain RESP connection to node `id` (it forwards commands for other shards).
+    pub async fn resp(&self, id: u64) -> MultiplexedConnection {
+        resp_connection(&self.resp_url(id))
+            .await
+            .unwrap_or_else(|e| panic!("connect over RESP to node {id}: {e}"))
+    }
+
+    /// SIGKILL: the node dies at once, with no chance to flush or say goodbye.
+    pub fn kill(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        let mut child = node
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {id} is not running"));
+        child.0.kill().expect("SIGKILL");
+        child.0.wait().expect("reap the killed node");
+        node.paused = false;
+    }
+
+    /// Starts node `id` again with the same flags and data dir; waits until it is healthy.
+    pub async fn restart(&mut self, id: u64) {
+        self.restart_many(&[id]).await;
+    }
+
+    /// Starts all of `ids` at once, then waits until each is healthy.
+    pub async fn restart_many(&mut self, ids: &[u64]) {
+        for &id in ids {
+            self.node_mut(id).spawn();
+        }
+        for &id in ids {
+            self.wait_healthy(id).await;
+        }
+    }
+
+    /// SIGSTOP: the process freezes (like a long GC pause or a stalled VM) with its
+    /// connections open.
+    pub fn pause(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        signal(node.pid(), "STOP");
+        node.paused = true;
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        signal(node.pid(), "CONT");
+        node.paused = false;
+    }
+
+    /// Cuts the cluster into `groups`: every node drops traffic with the nodes outside its
+    /// group (a node in no group is cut off from everyone).
+    pub async fn partition(&self, groups: &[&[u64]]) {
+        for id in self.ids() {
+            let own: &[u64] = groups
+                .iter()
+                .find(|g| g.contains(&id))
+                .copied()
+                .unwrap_or(&[]);
+            let blocked: Vec<u64> = self
+                .ids()
+                .into_iter()
+                .filter(|other| *other != id && !own.contains(other))
+                .collect();
+            if !self.live_ids().contains(&id) {
+                assert!(blocked.is_empty(), "cannot partition node {id}: it is down");
+                continue;
+            }
+            self.api
+                .set_blocked_peers(id, &blocked)
+                .await
+                .unwrap_or_else(|e| panic!("block {blocked:?} on node {id}: {e}"));
+        }
+    }
+
+    /// Ends any partition: every live node talks to every peer again.
+    pub async fn heal(&self) {
+        for id in self.live_ids() {
+            self.api
+                .set_blocked_peers(id, &[])
+                .await
+                .unwrap_or_else(|e| panic!("heal node {id}: {e}"));
+        }
+    }
+
+    /// Polls until node `id` answers `/health` as itself and PING; fails at once if the
+    /// process exits first.
+    pub async fn wait_healthy(&mut self, id: u64) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let resp_url = self.resp_url(id);
+        loop {
+            self.node_mut(id).assert_running();
+            if self.api.healthy(id).await {
+                let pong = match resp_connection(&resp_url).await {
+                    Ok(mut con) => redis::cmd("PING").query_async::<String>(&mut con).await,
+                    Err(e) => Err(e),
+                };
+                if matches!(pong.as_deref(), Ok("PONG")) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} not healthy within {START_TIMEOUT:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Polls node `asking`'s view until every shard has a leader that is a live node.
+    pub async fn wait_for_leaders(&self, asking: u64) -> ClusterView {
+        let live = self.live_ids();
+        let api = &self.api;
+        poll_until(
+            &format!("every shard led by a live node (as node {asking} sees it)"),
+            LEADER_TIMEOUT,
+            || async {
+                let view = api.view(asking).await.map_err(|e| e.to_string())?;
+                let unled: Vec<(u32, Option<u64>)> = view
+                    .shards
+                    .iter()
+                    .filter(|s| !s.leader.is_some_and(|l| live.contains(&l)))
+                    .map(|s| (s.id, s.leader))
+                    .collect();
+                if unled.is_empty() {
+                    Ok(view)
+                } else {
+                    Err(format!("shards without a live leader: {unled:?}"))
+                }
+            },
+        )
+        .await
+    }
+
+    /// Polls until every live node's view lists every node's RESP address, as CLUSTER
+    /// SLOTS and MOVED need (nodes learn each other's from the status exchange).
+    pub async fn wait_for_client_addresses(&self) {
+        for asking in self.live_ids() {
+            let api = &self.api;
+            poll_until(
+                &format!("node {asking} knows every node's client addresses"),
+                LEADER_TIMEOUT,
+                || async {
+                    let view = api.view(asking).await.map_err(|e| e.to_string())?;
+                    let unknown: Vec<u64> = view
+                        .nodes
+                        .iter()
+                        .filter(|n| n.resp_addr.is_empty() || n.http_addr.is_empty() || !n.up)
+                        .map(|n| n.id)
+                        .collect();
+                    if unknown.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!("nodes without addresses or down: {unknown:?}"))
+                    }
+                },
+            )
+            .await;
+        }
+    }
+
+    /// The shard holding `key`: its slot (CLUSTER KEYSLOT over RESP, asked of a live node)
+    /// located in the slot ranges of `/v1/cluster`.
+    pub async fn shard_of_key(&self, key: &str) -> u32 {
+        let asking = *self.live_ids().first().expect("a live node");
+        let mut con = self.resp(asking).await;
+        let slot: u32 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .expect("CLUSTER KEYSLOT");
+        let view = self.api.view(asking).await.expect("GET /v1/cluster");
+        view.shards
+            .iter()
+            .find(|s| s.range.start <= slot && slot < s.range.end)
+            .unwrap_or_else(|| panic!("no shard owns slot {slot}: {view:?}"))
+            .id
+    }
+
+    /// The live leader of `shard`, waiting (bounded) for every shard to have one.
+    pub async fn leader_of_shard(&self, shard: u32) -> u64 {
+        let asking = *self.live_ids().first().expect("a live node");
+        let view = self.wait_for_leaders(asking).await;
+        view.shards
+            .iter()
+            .find(|s| s.id == shard)
+            .unwrap_or_else(|| panic!("no shard {shard}: {view:?}"))
+            .leader
+            .expect("wait_for_leaders saw a leader")
+    }
+
+    /// The live leader of `key`'s shard.
+    pub async fn leader_of_key(&self, key: &str) -> u64 {
+        let shard = self.shard_of_key(key).await;
+        self.leader_of_shard(shard).await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            return;
+        }
+        for node in &self.nodes {
+            eprintln!(
+                "--- node {} ({}), last {LOG_TAIL} lines of {} ---\n{}",
+                node.spec.id,
+                match (&node.child, node.paused) {
+                    (None, _) => "down",
+                    (Some(_), true) => "paused",
+                    (Some(_), false) => "running",
+                },
+                node.log.display(),
+                tail(&node.log, LOG_TAIL)
+            );
+        }
+        if let Some(root) = self.root.take() {
+            eprintln!(
+                "--- cluster data and full logs kept in {} ---",
+                root.keep().display()
+            );
+        }
+    }
+}
