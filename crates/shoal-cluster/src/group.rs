@@ -5,15 +5,16 @@
 //!   to Raft without waiting for the previous entry, so many entries are in flight and
 //!   share fsyncs;
 //! - the read gate coalesces linearizable reads: every read waiting when a round starts
-//!   shares one ReadIndex confirmation, and a read that arrives during a round waits for the
-//!   next, so no read is confirmed by a check that began before it did.
+//!   shares one leadership confirmation (see `run_read_gate`), and a read that arrives during
+//!   a round waits for the next, so no read is confirmed by a check that began before it did.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::ReadPolicy;
+use openraft::LinearizerOption;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::ClientWriteResult;
@@ -304,13 +305,27 @@ async fn run_read_gate(
     raft: Raft,
     mut rx: mpsc::Receiver<oneshot::Sender<Result<(), Error>>>,
 ) {
+    // Leadership is confirmed by a quorum acknowledgement (a heartbeat or an append reply)
+    // younger than half the minimum election timeout; an older one triggers a heartbeat
+    // round at once. Followers refuse to elect another leader while the lease of the
+    // current one (the election timeout) runs, so a fresh acknowledgement proves no other
+    // leader can have committed anything: the read index is then this leader's commit
+    // index. Under load acknowledgements arrive continuously and reads need no round trip
+    // of their own. Relies on clocks advancing at about the same rate on every node
+    // (monotonic clocks include pauses such as SIGSTOP, so a paused leader's acks are old).
+    let read_option = LinearizerOption::new(
+        Some(Duration::from_millis(
+            raft.config().election_timeout_min / 2,
+        )),
+        true,
+    );
     let mut waiters = Vec::new();
     while let Some(first) = rx.recv().await {
         waiters.push(first);
         while let Ok(more) = rx.try_recv() {
             waiters.push(more);
         }
-        let result = match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        let result = match raft.ensure_linearizable(read_option.clone()).await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(
                 f,
@@ -318,6 +333,10 @@ async fn run_read_gate(
                 Some(leader) => Error::NotLeader { shard: id, leader },
                 None => Error::NoLeader { shard: id },
             }),
+            // Leadership cannot be confirmed (no quorum answers): no leader, for now.
+            Err(RaftError::APIError(openraft::error::LinearizableReadError::QuorumNotEnough(
+                _,
+            ))) => Err(Error::NoLeader { shard: id }),
             Err(e) => Err(fatal_error(id, &e)),
         };
         for waiter in waiters.drain(..) {

@@ -260,6 +260,10 @@ impl Node {
                 snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
                 max_in_snapshot_log_to_keep: 1_000,
                 max_payload_entries: MAX_PAYLOAD_ENTRIES,
+                // The commit index is not persisted, so a leader that restarted must win an
+                // election (and commit a blank entry) before it knows what is committed;
+                // restoring leadership without one served stale reads after a full restart.
+                enable_leader_restore: Some(false),
                 ..Default::default()
             }
             .validate()

@@ -112,12 +112,19 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// The last `lines` lines of a file, or a note that it cannot be read.
+/// Log lines repeated several times a second while a peer is down or cut off: left out
+/// of the tails shown on failure (the kept log files have them).
+const NOISE: [&str; 2] = ["failed to send a heartbeat", "update progress error"];
+
+/// The last `lines` lines of a log file, without `NOISE`, or why it cannot be read.
 fn tail(path: &Path, lines: usize) -> String {
     match fs::read_to_string(path) {
         Ok(text) => {
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|line| !NOISE.iter().any(|noise| line.contains(noise)))
+                .collect();
+            kept[kept.len().saturating_sub(lines)..].join("\n")
         }
         Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
@@ -160,7 +167,9 @@ impl NodeSpec {
                 cmd.env_remove(var);
             }
         }
-        cmd.stdin(Stdio::null())
+        // Plain log lines: they end up in files, read by people.
+        cmd.env("NO_COLOR", "1")
+            .stdin(Stdio::null())
             .arg("server")
             .args(["--id", &self.id.to_string()])
             .arg("--data-dir")
@@ -215,7 +224,11 @@ struct Node {
 impl Node {
     /// Starts the process; its stderr goes to a log file of its own per start.
     fn spawn(&mut self) {
-        assert!(self.child.is_none(), "node {} is already running", self.spec.id);
+        assert!(
+            self.child.is_none(),
+            "node {} is already running",
+            self.spec.id
+        );
         self.starts += 1;
         self.log = self
             .logs_dir
@@ -733,12 +746,12 @@ impl Cluster {
 
     /// Polls node `asking`'s view until every shard has a leader that is a live node.
     pub async fn wait_for_leaders(&self, asking: u64) -> ClusterView {
-        let live = self.live_ids();
+        let live = &self.live_ids();
         let api = &self.api;
         poll_until(
             &format!("every shard led by a live node (as node {asking} sees it)"),
             LEADER_TIMEOUT,
-            || async {
+            move || async move {
                 let view = api.view(asking).await.map_err(|e| e.to_string())?;
                 let unled: Vec<(u32, Option<u64>)> = view
                     .shards
@@ -764,7 +777,7 @@ impl Cluster {
             poll_until(
                 &format!("node {asking} knows every node's client addresses"),
                 LEADER_TIMEOUT,
-                || async {
+                move || async move {
                     let view = api.view(asking).await.map_err(|e| e.to_string())?;
                     let unknown: Vec<u64> = view
                         .nodes
@@ -828,7 +841,7 @@ impl Drop for Cluster {
         }
         for node in &self.nodes {
             eprintln!(
-                "--- node {} ({}), last {LOG_TAIL} lines of {} ---\n{}",
+                "--- node {} ({}), last {LOG_TAIL} lines of {} (heartbeat noise left out) ---\n{}",
                 node.spec.id,
                 match (&node.child, node.paused) {
                     (None, _) => "down",

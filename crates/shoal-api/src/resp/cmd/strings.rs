@@ -161,9 +161,7 @@ fn put(
     session: &Session,
     key: &Bytes,
     value: &Bytes,
-    condition: Condition,
-    expiry: Expiry,
-    return_old: bool,
+    (condition, expiry, return_old): (Condition, Expiry, bool),
     render: fn(WriteReply) -> Result<Frame, Error>,
 ) -> Result<Outcome, Frame> {
     let key = ctx.key(key)?;
@@ -189,9 +187,7 @@ pub(super) fn setnx(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<
         session,
         &args[1],
         &args[2],
-        Condition::IfAbsent,
-        Expiry::Clear,
-        false,
+        (Condition::IfAbsent, Expiry::Clear, false),
         applied_reply,
     )
 }
@@ -203,9 +199,7 @@ pub(super) fn setex(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<
         session,
         &args[1],
         &args[3],
-        Condition::None,
-        expiry,
-        false,
+        (Condition::None, expiry, false),
         ok_reply,
     )
 }
@@ -217,9 +211,7 @@ pub(super) fn psetex(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result
         session,
         &args[1],
         &args[3],
-        Condition::None,
-        expiry,
-        false,
+        (Condition::None, expiry, false),
         ok_reply,
     )
 }
@@ -230,9 +222,7 @@ pub(super) fn getset(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result
         session,
         &args[1],
         &args[2],
-        Condition::None,
-        Expiry::Clear,
-        true,
+        (Condition::None, Expiry::Clear, true),
         value_reply,
     )
 }

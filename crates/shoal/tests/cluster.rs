@@ -1,0 +1,708 @@
+//! Cluster scenarios against real `shoal` processes (see `cluster/harness.rs`): reads and
+//! writes through every node, leader kills, partitions, pauses, full restarts, the Redis
+//! cluster client, refused starts and failover time. Each test asserts what a user of the
+//! HTTP or RESP API sees, never internals.
+
+#[path = "cluster/harness.rs"]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream;
+use harness::{Api, Cluster, HttpError, NodeSpec, POLL, Versioned, free_ports, poll_until};
+
+/// Error codes a request may get while a shard elects a leader or a node is cut off:
+/// retryable, or (indeterminate, timeout) a write whose outcome is unknown.
+const TRANSIENT: [&str; 5] = [
+    "no_leader",
+    "not_leader",
+    "indeterminate",
+    "timeout",
+    "overloaded",
+];
+/// Longest a cluster may take to serve again after losing a node, and the bound on how
+/// long a restarted node may take to catch up.
+const RECOVERY: Duration = Duration::from_secs(30);
+/// Requests in flight at once when a test reads many keys back.
+const READ_CONCURRENCY: usize = 16;
+
+/// Panics unless `error` is a 503/504 with a transient code.
+fn assert_transient(error: &HttpError, context: &str) {
+    assert!(
+        matches!(error.status, Some(503 | 504)) && TRANSIENT.contains(&error.code.as_str()),
+        "{context}: expected a 503/504 with one of {TRANSIENT:?}, got {error}"
+    );
+}
+
+/// A write a test expects to read back.
+#[derive(Debug, Clone)]
+struct Expected {
+    key: String,
+    value: String,
+    /// The version the PUT returned (unknown for writes made over RESP).
+    version: Option<u64>,
+}
+
+/// Reads every expected key through `node`; returns each one that is missing, wrong or
+/// unreadable, with what was read (empty: all good).
+async fn mismatches<'a>(
+    api: &Api,
+    node: u64,
+    expected: &'a [Expected],
+    stale: bool,
+) -> Vec<(&'a Expected, String)> {
+    stream::iter(expected)
+        .map(|want| async move {
+            let got = if stale {
+                api.get_stale(node, &want.key).await
+            } else {
+                api.get(node, &want.key).await
+            };
+            match got {
+                Ok(Some(Versioned { value, version }))
+                    if value == want.value && want.version.is_none_or(|v| v == version) =>
+                {
+                    None
+                }
+                Ok(other) => Some((want, format!("{want:?}: got {other:?}"))),
+                Err(e) => Some((want, format!("{want:?}: {e}"))),
+            }
+        })
+        .buffer_unordered(READ_CONCURRENCY)
+        .filter_map(|wrong| async move { wrong })
+        .collect()
+        .await
+}
+
+/// Asserts every expected key reads back (linearizably) through every node of `nodes`.
+async fn assert_all_readable(api: &Api, nodes: &[u64], expected: &[Expected]) {
+    for &node in nodes {
+        let wrong = mismatches(api, node, expected, false).await;
+        let examples: Vec<&String> = wrong.iter().take(5).map(|(_, what)| what).collect();
+        assert!(
+            wrong.is_empty(),
+            "through node {node}, {} of {} keys are wrong, e.g. {examples:#?}",
+            wrong.len(),
+            expected.len(),
+        );
+    }
+}
+
+/// Polls until every expected key reads back through `node`, stale reads first (the
+/// node's own replica has caught up), then linearizable ones.
+async fn assert_caught_up(api: &Api, node: u64, expected: &[Expected]) {
+    let deadline = Instant::now() + RECOVERY;
+    let mut behind: Vec<Expected> = expected.to_vec();
+    while !behind.is_empty() {
+        let wrong = mismatches(api, node, &behind, true).await;
+        if let Some((_, example)) = wrong.first() {
+            assert!(
+                Instant::now() < deadline,
+                "node {node} still lacks {} of {} keys in its replica after {RECOVERY:?}, \
+                 e.g. {example}",
+                wrong.len(),
+                expected.len()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        behind = wrong.into_iter().map(|(want, _)| want.clone()).collect();
+    }
+    assert_all_readable(api, &[node], expected).await;
+}
+
+/// Writes `count` fresh keys named `{prefix}-{i}` over HTTP, spread over `nodes`; every
+/// write must succeed.
+async fn put_batch(api: &Api, nodes: &[u64], prefix: &str, count: usize) -> Vec<Expected> {
+    let mut written = Vec::with_capacity(count);
+    for i in 0..count {
+        let node = nodes[i % nodes.len()];
+        let key = format!("{prefix}-{i}");
+        let value = format!("{prefix}-value-{i}-via-{node}");
+        let version = api
+            .put(node, &key, &value)
+            .await
+            .unwrap_or_else(|e| panic!("PUT {key} through node {node}: {e}"));
+        written.push(Expected {
+            key,
+            value,
+            version: Some(version),
+        });
+    }
+    written
+}
+
+async fn writes_and_reads_through_every_node(n: usize) {
+    const KEYS_PER_NODE: usize = 10;
+    let cluster = Cluster::start(n).await;
+    let api = cluster.api();
+
+    // Every node describes the same cluster: all nodes with their addresses, every shard
+    // with its replicas.
+    cluster.wait_for_client_addresses().await;
+    for id in cluster.ids() {
+        let view = api.view(id).await.expect("GET /v1/cluster");
+        assert_eq!(view.this_node, id);
+        let listed: Vec<u64> = view.nodes.iter().map(|node| node.id).collect();
+        assert_eq!(listed, cluster.ids(), "{view:?}");
+        for node in &view.nodes {
+            assert_eq!(
+                format!("http://{}", node.http_addr),
+                cluster.http_url(node.id)
+            );
+            assert_eq!(
+                format!("redis://{}/", node.resp_addr),
+                cluster.resp_url(node.id)
+            );
+        }
+        assert!(!view.shards.is_empty());
+        for shard in &view.shards {
+            assert_eq!(shard.replicas.len(), n.min(3), "{shard:?}");
+        }
+    }
+
+    let mut expected = Vec::new();
+    for id in cluster.ids() {
+        expected.extend(put_batch(api, &[id], &format!("http-{id}"), KEYS_PER_NODE).await);
+        let mut con = cluster.resp(id).await;
+        for i in 0..KEYS_PER_NODE {
+            let (key, value) = (format!("resp-{id}-{i}"), format!("resp-value-{id}-{i}"));
+            let reply: String = redis::cmd("SET")
+                .arg(&key)
+                .arg(&value)
+                .query_async(&mut con)
+                .await
+                .unwrap_or_else(|e| panic!("SET {key} through node {id}: {e}"));
+            assert_eq!(reply, "OK");
+            expected.push(Expected {
+                key,
+                value,
+                version: None,
+            });
+        }
+    }
+
+    // Conditional writes through every node: a stale version is refused, the current one
+    // wins.
+    for id in cluster.ids() {
+        let key = format!("http-{id}-0");
+        let current = api.get(id, &key).await.expect("GET").expect("present");
+        let stale = api
+            .put_if_version(id, &key, "stale write", current.version + 1)
+            .await
+            .expect_err("a PUT with the wrong if_version must fail");
+        assert_eq!(
+            (stale.status, stale.code.as_str()),
+            (Some(412), "version_mismatch"),
+            "{stale}"
+        );
+        let value = format!("cas-value-{id}");
+        let version = api
+            .put_if_version(id, &key, &value, current.version)
+            .await
+            .unwrap_or_else(|e| panic!("CAS {key} at its current version: {e}"));
+        assert!(version > current.version, "{version} after {current:?}");
+        let entry = expected.iter_mut().find(|e| e.key == key).expect("written");
+        entry.value = value;
+        entry.version = Some(version);
+    }
+
+    assert_all_readable(api, &cluster.ids(), &expected).await;
+    for id in cluster.ids() {
+        let mut con = cluster.resp(id).await;
+        let mut pipe = redis::pipe();
+        for want in &expected {
+            pipe.cmd("GET").arg(&want.key);
+        }
+        let values: Vec<Option<String>> = pipe
+            .query_async(&mut con)
+            .await
+            .unwrap_or_else(|e| panic!("pipelined GETs through node {id}: {e}"));
+        for (want, got) in expected.iter().zip(values) {
+            assert_eq!(
+                got.as_deref(),
+                Some(want.value.as_str()),
+                "GET {} over RESP through node {id}",
+                want.key
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_reads_through_every_node_3() {
+    writes_and_reads_through_every_node(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_reads_through_every_node_5() {
+    writes_and_reads_through_every_node(5).await;
+}
+
+/// What the writers of `killing_a_shard_leader_loses_no_acknowledged_write` saw.
+#[derive(Default)]
+struct WriteLog {
+    acked: Vec<Expected>,
+    /// Error code (and the node, for transport errors) -> how many writes got it.
+    failed: BTreeMap<String, usize>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_shard_leader_loses_no_acknowledged_write() {
+    const WRITERS: u64 = 4;
+    const BEFORE_KILL: usize = 100;
+    const AFTER_KILL: usize = 100;
+    const KEEP_WRITING: Duration = Duration::from_secs(2);
+    let mut cluster = Cluster::start(3).await;
+    let api = cluster.api().clone();
+    let ids = cluster.ids();
+    let log = Arc::new(Mutex::new(WriteLog::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (api, ids, log, stop) = (api.clone(), ids.clone(), log.clone(), stop.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let node = ids[(w as usize + i) % ids.len()];
+                    let key = format!("w{w}-{i}");
+                    let value = format!("value-{w}-{i}-via-{node}");
+                    let outcome = api.put(node, &key, &value).await;
+                    let mut log = log.lock().unwrap();
+                    match outcome {
+                        Ok(version) => log.acked.push(Expected {
+                            key,
+                            value,
+                            version: Some(version),
+                        }),
+                        Err(e) if e.status.is_none() => {
+                            *log.failed.entry(format!("transport@{node}")).or_default() += 1;
+                        }
+                        Err(e) => *log.failed.entry(e.code.clone()).or_default() += 1,
+                    }
+                }
+            })
+        })
+        .collect();
+    let acked = {
+        let log = &*log;
+        move || log.lock().unwrap().acked.len()
+    };
+
+    poll_until(
+        "writes acknowledged before the kill",
+        RECOVERY,
+        move || async move {
+            let n = acked();
+            if n >= BEFORE_KILL {
+                Ok(())
+            } else {
+                Err(format!("{n} acknowledged"))
+            }
+        },
+    )
+    .await;
+    let victim = cluster.leader_of_key("w0-0").await;
+    cluster.kill(victim);
+    let killed_at = Instant::now();
+    let acked_at_kill = acked();
+    eprintln!("killed node {victim}, the leader of w0-0's shard, after {acked_at_kill} writes");
+    // Writes go on for a while after the kill, and the cluster must take new ones.
+    poll_until(
+        "writes acknowledged after the kill",
+        RECOVERY,
+        move || async move {
+            let n = acked() - acked_at_kill;
+            if killed_at.elapsed() >= KEEP_WRITING && n >= AFTER_KILL {
+                Ok(())
+            } else {
+                Err(format!("{n} acknowledged since the kill"))
+            }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for writer in writers {
+        writer.await.expect("writer task");
+    }
+    let WriteLog { acked, failed } = std::mem::take(&mut *log.lock().unwrap());
+    eprintln!("{} writes acknowledged; failures: {failed:?}", acked.len());
+    for (code, count) in &failed {
+        assert!(
+            TRANSIENT.contains(&code.as_str()) || *code == format!("transport@{victim}"),
+            "{count} writes failed with {code}: only the killed node may not answer, and \
+             the others only with transient errors ({TRANSIENT:?})"
+        );
+    }
+
+    let live: Vec<u64> = ids.iter().copied().filter(|id| *id != victim).collect();
+    assert_all_readable(&api, &live, &acked).await;
+
+    cluster.restart(victim).await;
+    assert_caught_up(&api, victim, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_partition_cannot_serve_linearizable_reads_and_heals() {
+    let cluster = Cluster::start(3).await;
+    let api = cluster.api().clone();
+    let key = "partitioned";
+    let v1 = api.put(1, key, "v1").await.expect("PUT v1");
+    // The shard's leader is the one cut off: it is the node most tempted to answer alone.
+    let minority = cluster.leader_of_key(key).await;
+    let majority: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != minority)
+        .collect();
+    cluster.partition(&[&[minority], &majority]).await;
+
+    // The majority elects a new leader and takes the write within the route timeout.
+    let v2 = api
+        .put(majority[0], key, "v2")
+        .await
+        .unwrap_or_else(|e| panic!("PUT v2 through majority node {}: {e}", majority[0]));
+    assert!(v2 > v1, "v2 at version {v2}, v1 at {v1}");
+
+    // The cut-off node can neither read linearizably nor write.
+    match api.get(minority, key).await {
+        Ok(got) => panic!("a linearizable GET through cut-off node {minority} answered {got:?}"),
+        Err(e) => assert_transient(&e, "linearizable GET through the minority"),
+    }
+    // A key of the same slot, so of the shard the cut-off node led.
+    match api.put(minority, "{partitioned}:minority", "lost").await {
+        Ok(version) => panic!("a PUT through cut-off node {minority} succeeded at {version}"),
+        Err(e) => assert_transient(&e, "PUT through the minority"),
+    }
+
+    cluster.heal().await;
+    let want = &Versioned {
+        value: "v2".into(),
+        version: v2,
+    };
+    let api = &api;
+    poll_until(
+        &format!("node {minority} reads v2 after the heal"),
+        RECOVERY,
+        move || async move {
+            match api.get(minority, key).await {
+                Ok(Some(got)) if got == *want => Ok(()),
+                Ok(Some(got)) if got.value == "v1" => {
+                    panic!("node {minority} answered the overwritten v1 after the heal: {got:?}")
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_replaced_and_catches_up_after_resume() {
+    let mut cluster = Cluster::start(3).await;
+    let api = cluster.api().clone();
+    let key = "paused";
+    api.put(1, key, "v1").await.expect("PUT v1");
+    let paused = cluster.leader_of_key(key).await;
+    let other = *cluster.ids().iter().find(|id| **id != paused).unwrap();
+    cluster.pause(paused);
+
+    let api_ref = &api;
+    let v2 = poll_until(
+        &format!("a PUT through node {other} while leader {paused} is paused"),
+        RECOVERY,
+        move || async move {
+            api_ref.put(other, key, "v2").await.map_err(|e| {
+                assert_transient(&e, "PUT while the leader is paused");
+                e.to_string()
+            })
+        },
+    )
+    .await;
+
+    cluster.resume(paused);
+    // The resumed node still believes it leads: it must not answer the overwritten v1.
+    match api.get(paused, key).await {
+        Ok(Some(got)) => assert_eq!(got.value, "v2", "first read through the resumed node"),
+        Ok(None) => panic!("the resumed node lost {key}"),
+        Err(e) => assert_transient(&e, "first read through the resumed node"),
+    }
+    let expected = [Expected {
+        key: key.into(),
+        value: "v2".into(),
+        version: Some(v2),
+    }];
+    assert_caught_up(&api, paused, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_every_node_keeps_all_data() {
+    const BATCH: usize = 20;
+    let mut cluster = Cluster::start(3).await;
+    let api = cluster.api().clone();
+    let ids = cluster.ids();
+    let mut expected = put_batch(&api, &ids, "initial", BATCH).await;
+
+    // One at a time: the other two keep serving, and the restarted node catches up.
+    for &id in &ids {
+        cluster.kill(id);
+        let live = cluster.live_ids();
+        cluster.wait_for_leaders(live[0]).await;
+        expected.extend(put_batch(&api, &live, &format!("without-{id}"), BATCH).await);
+        cluster.restart(id).await;
+        cluster.wait_for_leaders(id).await;
+        expected.extend(put_batch(&api, &ids, &format!("after-{id}"), BATCH).await);
+    }
+
+    // All at once.
+    for &id in &ids {
+        cluster.kill(id);
+    }
+    cluster.restart_many(&ids).await;
+    cluster.wait_for_leaders(1).await;
+    assert_all_readable(&api, &ids, &expected).await;
+    // And the cluster still takes writes.
+    let more = put_batch(&api, &ids, "after-full-restart", BATCH).await;
+    assert_all_readable(&api, &ids, &more).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_client_follows_moved() {
+    const KEYS: usize = 200;
+    let cluster = Cluster::start(3).await;
+    cluster.wait_for_client_addresses().await;
+    let urls: Vec<String> = cluster
+        .ids()
+        .iter()
+        .map(|id| cluster.resp_url(*id))
+        .collect();
+    let client = redis::cluster::ClusterClient::builder(urls)
+        .connection_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(15))
+        .build()
+        .expect("cluster client");
+    let mut con = client
+        .get_async_connection()
+        .await
+        .expect("cluster connection");
+
+    // Half the keys share a few hash tags (so several keys land on one slot), half not.
+    let keys: Vec<(String, String)> = (0..KEYS)
+        .map(|i| {
+            let key = if i % 2 == 0 {
+                format!("{{tag{}}}:key-{i}", i % 7)
+            } else {
+                format!("plain-key-{i}")
+            };
+            (key, format!("value-{i}"))
+        })
+        .collect();
+    for (key, value) in &keys {
+        let reply: String = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .query_async(&mut con)
+            .await
+            .unwrap_or_else(|e| panic!("cluster client SET {key}: {e}"));
+        assert_eq!(reply, "OK");
+    }
+    for (key, value) in &keys {
+        let got: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .unwrap_or_else(|e| panic!("cluster client GET {key}: {e}"));
+        assert_eq!(
+            got.as_deref(),
+            Some(value.as_str()),
+            "cluster client GET {key}"
+        );
+    }
+    for i in 1..=50i64 {
+        let n: i64 = redis::cmd("INCR")
+            .arg("counter")
+            .query_async(&mut con)
+            .await
+            .expect("INCR");
+        assert_eq!(n, i);
+    }
+
+    // A plain client of node 1 gets every key, forwarded.
+    let mut plain = cluster.resp(1).await;
+    for (key, value) in &keys {
+        let got: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut plain)
+            .await
+            .unwrap_or_else(|e| panic!("plain GET {key} through node 1: {e}"));
+        assert_eq!(got.as_deref(), Some(value.as_str()), "plain GET {key}");
+    }
+    let counter: String = redis::cmd("GET")
+        .arg("counter")
+        .query_async(&mut plain)
+        .await
+        .expect("GET counter");
+    assert_eq!(counter, "50");
+
+    // Once a connection has asked for the slot map, keys led elsewhere get MOVED, naming
+    // the leader's RESP address: what the cluster client followed above.
+    let mut routing = cluster.resp(1).await;
+    let _: redis::Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut routing)
+        .await
+        .expect("CLUSTER SLOTS");
+    let mut moved = 0;
+    for (key, value) in &keys {
+        let leader = cluster.leader_of_key(key).await;
+        let got: redis::RedisResult<Option<String>> =
+            redis::cmd("GET").arg(key).query_async(&mut routing).await;
+        if leader == 1 {
+            let got = got.unwrap_or_else(|e| panic!("GET {key} on its leader: {e}"));
+            assert_eq!(got.as_deref(), Some(value.as_str()));
+            continue;
+        }
+        let error = got.expect_err("GET of a key led by another node after CLUSTER SLOTS");
+        let (addr, _slot) = error
+            .redirect_node()
+            .unwrap_or_else(|| panic!("GET {key}: not a MOVED: {error}"));
+        let leader_resp = cluster.resp_url(leader);
+        assert!(
+            leader_resp.contains(addr),
+            "GET {key}: MOVED to {addr}, but node {leader} leads ({leader_resp})"
+        );
+        moved += 1;
+    }
+    assert!(
+        moved > 0,
+        "every key is led by node 1: MOVED never exercised"
+    );
+}
+
+/// Asserts `spec` is refused: exit code 1 and one `error: ` line containing `expected`.
+fn assert_refused(spec: &NodeSpec, expected: &str) {
+    let done = spec.run_to_exit();
+    assert!(!done.stderr.contains("panicked"), "panic: {}", done.stderr);
+    assert_eq!(done.status.code(), Some(1), "{spec:?}: {done:?}");
+    let errors: Vec<&str> = done
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "not one error line: {}", done.stderr);
+    assert!(
+        errors[0].contains(expected),
+        "no {expected:?} in {:?}",
+        errors[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_bad_cluster_flags() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ports = free_ports(6);
+    let [p1, p2, p3, p4] = [ports[0], ports[1], ports[2], ports[3]];
+    let base = NodeSpec {
+        id: 4,
+        data_dir: dir.path().join("data"),
+        resp_port: ports[4],
+        http_port: ports[5],
+        peer_port: p4,
+        initial_cluster: format!("1=127.0.0.1:{p1},2=127.0.0.1:{p2},3=127.0.0.1:{p3}"),
+        replication: 3,
+    };
+    assert_refused(&base, "is not in --initial-cluster");
+    let same_address = NodeSpec {
+        id: 1,
+        peer_port: p1,
+        initial_cluster: format!("1=127.0.0.1:{p1},2=127.0.0.1:{p1}"),
+        replication: 2,
+        ..base
+    };
+    assert_refused(&same_address, "same address");
+
+    // A data directory remembers its cluster and its node.
+    let mut cluster = Cluster::start(1).await;
+    let version = cluster.api().put(1, "kept", "yes").await.expect("PUT");
+    let spec = cluster.spec(1);
+    cluster.kill(1);
+    let other_port = free_ports(1)[0];
+    let other_cluster = NodeSpec {
+        peer_port: other_port,
+        initial_cluster: format!("1=127.0.0.1:{other_port}"),
+        ..spec.clone()
+    };
+    assert_refused(&other_cluster, "belongs to cluster");
+    let other_node = NodeSpec {
+        id: 2,
+        initial_cluster: format!("2={}", spec.peer_addr()),
+        ..spec.clone()
+    };
+    assert_refused(&other_node, "belongs to node");
+
+    // The refusals left the directory intact.
+    cluster.restart(1).await;
+    let got = cluster
+        .api()
+        .get(1, "kept")
+        .await
+        .expect("GET after restart");
+    assert_eq!(
+        got,
+        Some(Versioned {
+            value: "yes".into(),
+            version
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_time_is_reported() {
+    const BOUND: Duration = Duration::from_secs(10);
+    let mut cluster = Cluster::start(3).await;
+    let api = cluster.api().clone();
+    let key = "failover";
+    api.put(1, key, "before")
+        .await
+        .expect("PUT before the kill");
+    let leader = cluster.leader_of_key(key).await;
+    let other = *cluster.ids().iter().find(|id| **id != leader).unwrap();
+
+    cluster.kill(leader);
+    let killed_at = Instant::now();
+    let mut attempts = 0;
+    let version = loop {
+        attempts += 1;
+        match api.put(other, key, "after").await {
+            Ok(version) => break version,
+            Err(e) => {
+                assert_transient(&e, "PUT during failover");
+                assert!(
+                    killed_at.elapsed() < BOUND,
+                    "no PUT through node {other} succeeded within {BOUND:?} of killing \
+                     leader {leader}; last: {e}"
+                );
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    };
+    let took = killed_at.elapsed();
+    eprintln!(
+        "failover: first PUT through node {other} succeeded {took:?} after killing leader \
+         {leader} ({attempts} attempts)"
+    );
+    assert!(took < BOUND, "failover took {took:?}");
+    let got = api.get(other, key).await.expect("GET after failover");
+    assert_eq!(
+        got,
+        Some(Versioned {
+            value: "after".into(),
+            version
+        })
+    );
+}
