@@ -77,7 +77,7 @@ pub struct ServerArgs {
     allow_flush: bool,
     /// Raft log entries each shard leader keeps in flight. Fewer means fuller entries
     /// (less work per write), more means lower latency when load is light.
-    #[arg(long, default_value_t = Tuning::default().max_inflight_entries, help_heading = "Tuning")]
+    #[arg(long, default_value_t = Tuning::default().max_inflight_entries, env = "SHOAL_MAX_INFLIGHT_ENTRIES", help_heading = "Tuning")]
     max_inflight_entries: usize,
     /// Queued requests per shard before clients get a retryable "overloaded" error.
     #[arg(long, default_value_t = Tuning::default().max_pending_per_shard, help_heading = "Tuning")]

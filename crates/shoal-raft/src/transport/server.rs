@@ -314,6 +314,14 @@ async fn receive_chunk(
     };
     let result = raft.install_full_snapshot(chunk.vote, snapshot).await;
     let _ = std::fs::remove_file(&path);
+    if result.is_ok() {
+        tracing::info!(
+            group = chunk.group,
+            from,
+            bytes = chunk.offset + chunk.data.len() as u64,
+            "installed a snapshot streamed from a peer"
+        );
+    }
     result
         .map(|r| Response::Snapshot(Some(r)))
         .map_err(|e| e.to_string())

@@ -151,6 +151,8 @@ pub struct NodeSpec {
     /// `--initial-cluster`, identical on every node.
     pub initial_cluster: String,
     pub replication: usize,
+    /// More `shoal server` flags, the same on every start.
+    pub extra_args: Vec<String>,
 }
 
 impl NodeSpec {
@@ -181,7 +183,8 @@ impl NodeSpec {
             .args(["--replication", &self.replication.to_string()])
             .args(["--shards", &SHARDS.to_string()])
             .arg("--fault-injection")
-            .args(["--log-level", "info,openraft=warn"]);
+            .args(["--log-level", "info,openraft=warn"])
+            .args(&self.extra_args);
         cmd
     }
 
@@ -541,6 +544,11 @@ impl Cluster {
     /// Starts `n` nodes (replication 3, or `n` if fewer) concurrently and waits until every
     /// node answers `/health` and PING and every shard has a leader (as node 1 sees it).
     pub async fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[]).await
+    }
+
+    /// Like `start`, with more `shoal server` flags for every node.
+    pub async fn start_with(n: usize, extra_args: &[&str]) -> Cluster {
         let root = tempfile::Builder::new()
             .prefix("shoal-cluster-")
             .tempdir()
@@ -562,6 +570,7 @@ impl Cluster {
                     peer_port: ports[3 * i + 2],
                     initial_cluster: initial_cluster.clone(),
                     replication: n.min(3),
+                    extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
                 },
                 child: None,
                 paused: false,
@@ -588,6 +597,12 @@ impl Cluster {
         cluster.restart_many(&ids).await;
         cluster.wait_for_leaders(1).await;
         cluster
+    }
+
+    /// What node `id` has logged since its latest start.
+    pub fn log_text(&self, id: u64) -> String {
+        let node = &self.nodes[(id - 1) as usize];
+        fs::read_to_string(&node.log).unwrap_or_default()
     }
 
     /// Every node id, `1..=n`.
