@@ -97,6 +97,9 @@ pub struct Tuning {
     pub request_timeout: Duration,
     /// How often each peer is asked for its status (liveness and leaders).
     pub status_interval: Duration,
+    /// A deliberately broken mode for testing the linearizability checker: "linearizable"
+    /// reads are served by any replica without a leadership check. Never in production.
+    pub unsafe_unconfirmed_reads: bool,
     pub transport: TransportOptions,
 }
 
@@ -118,6 +121,7 @@ impl Default for Tuning {
             forward_timeout: Duration::from_secs(8),
             request_timeout: Duration::from_secs(10),
             status_interval: Duration::from_millis(250),
+            unsafe_unconfirmed_reads: false,
             transport: TransportOptions::default(),
         }
     }

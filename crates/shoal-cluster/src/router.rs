@@ -79,6 +79,7 @@ impl Node {
         if self.is_stopped() {
             return Box::pin(async { Err(Error::ShuttingDown) });
         }
+        let consistency = self.read_consistency(&command, consistency);
         let shard = match &command {
             Command::Write(WriteOp::Flush) => return self.flush(),
             Command::Count => return Box::pin(std::future::ready(Ok(self.count()))),
@@ -126,6 +127,7 @@ impl Node {
         if self.is_stopped() {
             return None;
         }
+        let consistency = self.read_consistency(command, consistency);
         let keys = point_read_keys(command);
         if keys.is_empty() {
             return None;
@@ -144,6 +146,16 @@ impl Node {
         }
         self.inner.commands.fetch_add(1, Ordering::Relaxed);
         Some(self.read_here(shard, command.clone()))
+    }
+
+    /// The consistency a command really gets: as asked, except in the deliberately broken
+    /// test mode (`Tuning::unsafe_unconfirmed_reads`) where every read is a stale one.
+    fn read_consistency(&self, command: &Command, asked: Consistency) -> Consistency {
+        if self.tuning().unsafe_unconfirmed_reads && !matches!(command, Command::Write(_)) {
+            Consistency::Stale
+        } else {
+            asked
+        }
     }
 
     /// The leader of `shard` as far as this node knows: its own replica's view if it has

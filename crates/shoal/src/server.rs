@@ -60,6 +60,10 @@ pub struct ServerArgs {
     /// Never enable in production.
     #[arg(long, hide = true)]
     fault_injection: bool,
+    /// Deliberately broken: serve "linearizable" reads from any replica without a
+    /// leadership check, so tests can show the linearizability checker catches it.
+    #[arg(long, hide = true)]
+    unsafe_unconfirmed_reads: bool,
     /// Largest key accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_KEY_BYTES)]
     max_key_bytes: usize,
@@ -214,6 +218,7 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
     let tuning = Tuning {
         election_timeout_ms,
         heartbeat_ms: (election_timeout_ms.0 / 3).max(10),
+        unsafe_unconfirmed_reads: args.unsafe_unconfirmed_reads,
         max_inflight_entries: args.max_inflight_entries,
         max_pending_per_shard: args.max_pending_per_shard,
         snapshot_every: args.snapshot_every,
