@@ -192,7 +192,7 @@ async fn nemesis_step(cluster: &mut Cluster, rng: &mut StdRng, step: usize) -> S
         }
         _ => {
             // A majority in turn, or everyone at once.
-            if step % 2 == 0 {
+            if step.is_multiple_of(2) {
                 for id in ids.clone() {
                     cluster.kill(id);
                 }
