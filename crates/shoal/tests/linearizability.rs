@@ -534,3 +534,38 @@ async fn counter_and_set_lose_and_invent_nothing_under_faults() {
         run_counter_and_set(5, seed).await;
     }
 }
+
+/// A long soak: `SHOAL_SOAK_SECS=1800 cargo test -p shoal --release --test linearizability
+/// soak -- --ignored --nocapture` runs fresh seeds (from `SHOAL_SEED`, else the clock),
+/// alternating 3 and 5 nodes and the register and counter/set workloads, until the time is
+/// up; any violation fails with its seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a soak of SHOAL_SOAK_SECS (default 1800) seconds; run on purpose"]
+async fn soak() {
+    let secs: u64 = std::env::var("SHOAL_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1800);
+    let mut seed: u64 = std::env::var("SHOAL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_secs()
+        });
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut runs = 0;
+    while std::time::Instant::now() < deadline {
+        let nodes = if runs.is_multiple_of(2) { 3 } else { 5 };
+        if runs % 3 == 2 {
+            run_counter_and_set(nodes, seed).await;
+        } else {
+            run(nodes, seed).await;
+        }
+        runs += 1;
+        seed += 1;
+    }
+    eprintln!("soak: {runs} runs in {secs} s, every one correct");
+}
