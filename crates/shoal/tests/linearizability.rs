@@ -556,7 +556,7 @@ async fn soak() {
                 .as_secs()
         });
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    let mut runs = 0;
+    let mut runs: u64 = 0;
     while std::time::Instant::now() < deadline {
         let nodes = if runs.is_multiple_of(2) { 3 } else { 5 };
         if runs % 3 == 2 {
