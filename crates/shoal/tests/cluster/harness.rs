@@ -401,6 +401,18 @@ impl Api {
         self.put_to(url, value).await
     }
 
+    /// `PUT /v1/kv/{key}?ttl=S` through `node`: the key expires `ttl_secs` from now.
+    pub async fn put_ttl(
+        &self,
+        node: u64,
+        key: &str,
+        value: &str,
+        ttl_secs: u64,
+    ) -> Result<u64, HttpError> {
+        let url = format!("{}?ttl={ttl_secs}", self.kv_url(node, key));
+        self.put_to(url, value).await
+    }
+
     async fn put_to(&self, url: String, value: &str) -> Result<u64, HttpError> {
         let response = self
             .http
