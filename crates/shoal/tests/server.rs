@@ -586,3 +586,94 @@ fn a_data_dir_that_is_a_file_is_a_one_line_error() {
     // The file is left alone.
     assert_eq!(fs::read(&file).expect("read file"), b"some bytes");
 }
+
+/// A base port for `shoal demo --nodes 3` whose nine ports (RESP, HTTP, peer per node) are
+/// all free right now.
+fn free_demo_base() -> u16 {
+    for _ in 0..100 {
+        let base = rand::random_range(20_000u16..50_000);
+        let ports = (1..=3).flat_map(|i| [base + i, base + 100 + i, base + 200 + i]);
+        let held: Result<Vec<TcpListener>, _> =
+            ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
+        if held.is_ok() {
+            return base;
+        }
+    }
+    panic!("no free range of demo ports found");
+}
+
+#[test]
+fn demo_runs_a_three_node_cluster_and_stops_it_on_sigterm() {
+    let base = free_demo_base();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("demo");
+    let mut child = KillOnDrop(
+        shoal()
+            .args(["demo", "--nodes", "3", "--shards", SHARDS])
+            .args(["--base-port", &base.to_string()])
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn shoal demo"),
+    );
+    // Read its stdout on a thread so the wait for "ready" is bounded.
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + START_TIMEOUT * 2;
+    while !printed.iter().any(|l: &String| l.contains("Press Ctrl-C")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => printed.push(line),
+            Err(_) => panic!("demo did not become ready; it printed: {printed:#?}"),
+        }
+    }
+    let text = printed.join("\n");
+    for i in 1..=3u16 {
+        assert!(
+            text.contains(&format!("127.0.0.1:{}", base + i)),
+            "the RESP address of node {i} is printed: {text}"
+        );
+    }
+    assert!(text.contains("redis-cli -c -p"), "a try-this line: {text}");
+    // Any node serves any key.
+    let mut first = try_connect(base + 1).expect("connect to node 1");
+    let _: () = redis::cmd("SET")
+        .arg("demo-key")
+        .arg("demo-value")
+        .query(&mut first)
+        .expect("SET");
+    let mut third = try_connect(base + 3).expect("connect to node 3");
+    assert_eq!(get(&mut third, "demo-key").as_deref(), Some("demo-value"));
+    drop((first, third));
+
+    let pid = child.0.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = wait_exit(&mut child.0, EXIT_TIMEOUT).expect("demo exits after SIGTERM");
+    assert!(exit.success(), "demo exit status: {exit}");
+    // Every node stopped: nothing listens on their RESP ports any more.
+    for i in 1..=3u16 {
+        assert!(
+            TcpListener::bind(("127.0.0.1", base + i)).is_ok(),
+            "node {i}'s RESP port is free again"
+        );
+    }
+    assert!(data.join("d1").is_dir(), "--data-dir keeps the data");
+}
