@@ -36,6 +36,31 @@ fn unexpected(target: u64) -> Unreachable<TypeConfig> {
     unreachable(target, "answered with an unexpected message type")
 }
 
+fn vote_response(
+    target: u64,
+    response: Response,
+) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    match response {
+        Response::Vote(r) => Ok(r),
+        _ => Err(RPCError::Unreachable(unexpected(target))),
+    }
+}
+
+impl PeerRouter {
+    /// One Raft RPC within openraft's deadline; any transport failure is "unreachable", so
+    /// openraft backs off before retrying.
+    async fn raft_call(
+        &self,
+        target: u64,
+        request: Request,
+        option: RPCOption,
+    ) -> Result<Response, RPCError<TypeConfig>> {
+        self.call(target, request, option.hard_ttl())
+            .await
+            .map_err(|e| RPCError::Unreachable(unreachable(target, e)))
+    }
+}
+
 impl GroupRouter<TypeConfig, ShardId> for PeerRouter {
     type SnapshotData = SnapshotFile;
 
@@ -46,17 +71,10 @@ impl GroupRouter<TypeConfig, ShardId> for PeerRouter {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .call(
-                target,
-                Request::AppendEntries { group, rpc },
-                option.hard_ttl(),
-            )
-            .await
-        {
-            Ok(Response::AppendEntries(r)) => Ok(r),
-            Ok(_) => Err(RPCError::Unreachable(unexpected(target))),
-            Err(e) => Err(RPCError::Unreachable(unreachable(target, e))),
+        let request = Request::AppendEntries { group, rpc };
+        match self.raft_call(target, request, option).await? {
+            Response::AppendEntries(r) => Ok(r),
+            _ => Err(RPCError::Unreachable(unexpected(target))),
         }
     }
 
@@ -67,14 +85,11 @@ impl GroupRouter<TypeConfig, ShardId> for PeerRouter {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .call(target, Request::Vote { group, rpc }, option.hard_ttl())
-            .await
-        {
-            Ok(Response::Vote(r)) => Ok(r),
-            Ok(_) => Err(RPCError::Unreachable(unexpected(target))),
-            Err(e) => Err(RPCError::Unreachable(unreachable(target, e))),
-        }
+        vote_response(
+            target,
+            self.raft_call(target, Request::Vote { group, rpc }, option)
+                .await?,
+        )
     }
 
     async fn pre_vote(
@@ -84,14 +99,8 @@ impl GroupRouter<TypeConfig, ShardId> for PeerRouter {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .call(target, Request::PreVote { group, rpc }, option.hard_ttl())
-            .await
-        {
-            Ok(Response::Vote(r)) => Ok(r),
-            Ok(_) => Err(RPCError::Unreachable(unexpected(target))),
-            Err(e) => Err(RPCError::Unreachable(unreachable(target, e))),
-        }
+        let request = Request::PreVote { group, rpc };
+        vote_response(target, self.raft_call(target, request, option).await?)
     }
 
     /// Streams the snapshot file in chunks, one in flight at a time, so a transfer holds
