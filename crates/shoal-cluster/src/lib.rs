@@ -6,6 +6,7 @@
 //! `Node::execute`, which routes each command to the replica that must answer it.
 
 mod bootstrap;
+mod catch_up;
 mod clock;
 mod group;
 mod local;

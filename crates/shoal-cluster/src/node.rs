@@ -21,6 +21,7 @@ use shoal_storage::{Engine, EngineOptions};
 use tokio::sync::watch;
 
 use crate::bootstrap::{META_LIMITS, open_group, publish_map, wait_leader};
+use crate::catch_up::{self, CatchingUp};
 use crate::group::Group;
 use crate::peers::Peers;
 use crate::topology::{Identity, Topology, check_identity};
@@ -52,6 +53,9 @@ pub struct ClusterConfig {
     pub replication: u32,
     /// Lets tests cut links between nodes (`Node::faults`). Never on in production.
     pub fault_injection: bool,
+    /// This node is a member the cluster already has, starting on an empty data
+    /// directory: it initialises no group and is guarded like a restart (`catch_up`).
+    pub rejoin: bool,
 }
 
 impl Default for ClusterConfig {
@@ -61,6 +65,7 @@ impl Default for ClusterConfig {
             initial_cluster: Vec::new(),
             replication: 3,
             fault_injection: false,
+            rejoin: false,
         }
     }
 }
@@ -101,6 +106,15 @@ pub struct Tuning {
     /// reads are served by any replica without a leadership check. Never in production.
     pub unsafe_unconfirmed_reads: bool,
     pub transport: TransportOptions,
+}
+
+impl Tuning {
+    /// How long a restarted replica waits for a leader to bring it up to date before it
+    /// takes part in elections anyway (see `catch_up`): long enough for the others to
+    /// notice a dead leader (one election timeout), elect (another) and reach this node.
+    pub fn rejoin_fallback(&self) -> Duration {
+        Duration::from_millis(3 * self.election_timeout_ms.1)
+    }
 }
 
 impl Default for Tuning {
@@ -173,6 +187,7 @@ pub(crate) fn storage_err(e: impl std::fmt::Display) -> Error {
 /// served once the node is fully started.
 struct Handler {
     groups: std::sync::RwLock<Vec<Option<Raft>>>,
+    catching_up: Arc<CatchingUp>,
     node: OnceLock<Weak<Inner>>,
     info: NodeInfo,
 }
@@ -206,6 +221,12 @@ impl PeerHandler for Handler {
             Some(node) => Box::pin(node.execute_here(shard, command, consistency)),
             None => Box::pin(async move { Err(Error::NoLeader { shard }) }),
         }
+    }
+
+    fn refuses_votes(&self, group: ShardId) -> Option<String> {
+        self.catching_up
+            .contains(group)
+            .then(|| catch_up::refusal(self.info.id, group))
     }
 
     fn status(&self) -> NodeStatus {
@@ -243,13 +264,16 @@ impl Node {
         }
         let topology = Topology::new(me, &members, config.shards, cluster.replication)?;
         let cluster_id = topology.map.cluster_id.clone();
-        check_identity(
+        let known_dir = check_identity(
             &config.data_dir,
             &Identity {
                 cluster_id: cluster_id.clone(),
                 node_id: me,
             },
         )?;
+        // A restart, or a member rebuilding on an empty directory: either may have
+        // forgotten what it acknowledged, so its replicas are guarded (`catch_up`).
+        let restarted = known_dir || cluster.rejoin;
         let engine_options = EngineOptions {
             record_cache_bytes: tuning.record_cache_bytes,
             ..EngineOptions::default()
@@ -270,6 +294,13 @@ impl Node {
                 // election (and commit a blank entry) before it knows what is committed;
                 // restoring leadership without one served stale reads after a full restart.
                 enable_leader_restore: Some(false),
+                // A follower's log only goes backwards when its disk lost acknowledged
+                // entries (a cut or corrupted journal tail). Without this the leader
+                // panics (debug builds, taking every group on the node down) or keeps
+                // counting entries the follower no longer has (release builds); with it,
+                // the leader re-replicates them. The rejoin guard (`catch_up`) keeps such
+                // a follower out of elections until it has them again.
+                allow_log_reversion: Some(true),
                 ..Default::default()
             }
             .validate()
@@ -302,6 +333,7 @@ impl Node {
         let group_count = topology.map.shards.iter().map(|s| s.id).max().unwrap_or(0) as usize + 1;
         let handler = Arc::new(Handler {
             groups: std::sync::RwLock::new(vec![None; group_count]),
+            catching_up: Arc::new(CatchingUp::default()),
             node: OnceLock::new(),
             info: NodeInfo {
                 id: me,
@@ -356,7 +388,8 @@ impl Node {
             // Exactly one node initialises each group: its first replica in placement
             // order, which then stands for election first, so leaders start out spread
             // the way placement spread the first replicas.
-            let founders: Option<Vec<(u64, String)>> = (replicas.first() == Some(&me))
+            let founders: Option<Vec<(u64, String)>> = (replicas.first() == Some(&me)
+                && !cluster.rejoin)
                 .then(|| replicas.iter().map(|id| (*id, addr_of(*id))).collect());
             let limits = if group_id == META_GROUP {
                 // The metadata group holds shoal's own records, not client data.
@@ -376,6 +409,18 @@ impl Node {
                 router.clone(),
             )
             .await?;
+            // By placement, not by the membership in the log: a log cut to nothing
+            // has none, and is the replica that most needs guarding.
+            let other_voters = replicas.iter().any(|r| *r != me);
+            if restarted && other_voters {
+                catch_up::guard(
+                    group.raft.clone(),
+                    group_id,
+                    me,
+                    handler.catching_up.clone(),
+                    tuning.rejoin_fallback(),
+                );
+            }
             handler.groups.write().expect("handler lock")[group_id as usize] =
                 Some(group.raft.clone());
             groups[group_id as usize] = Some(group);

@@ -169,8 +169,9 @@ pub struct Identity {
 const IDENTITY_FILE: &str = "identity.json";
 
 /// Checks the data directory belongs to this node of this cluster, recording it on first
-/// start. Refuses a directory of another node or another cluster.
-pub fn check_identity(data_dir: &Path, expected: &Identity) -> Result<(), Error> {
+/// start. Refuses a directory of another node or another cluster. `Ok(true)` when the
+/// directory already belonged to this node (a restart), `Ok(false)` on first start.
+pub fn check_identity(data_dir: &Path, expected: &Identity) -> Result<bool, Error> {
     let path = data_dir.join(IDENTITY_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -194,7 +195,7 @@ pub fn check_identity(data_dir: &Path, expected: &Identity) -> Result<(), Error>
                     expected.cluster_id
                 )));
             }
-            Ok(())
+            Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(data_dir).map_err(|e| Error::Storage(e.to_string()))?;
@@ -204,6 +205,7 @@ pub fn check_identity(data_dir: &Path, expected: &Identity) -> Result<(), Error>
                 .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
                 .and_then(|_| std::fs::rename(&tmp, &path))
                 .and_then(|_| std::fs::File::open(data_dir)?.sync_all())
+                .map(|_| false)
                 .map_err(|e| Error::Storage(format!("cannot write {}: {e}", path.display())))
         }
         Err(e) => Err(Error::Storage(format!(
@@ -269,8 +271,8 @@ mod tests {
             cluster_id: "abc".into(),
             node_id: 1,
         };
-        check_identity(dir.path(), &me).unwrap();
-        check_identity(dir.path(), &me).unwrap();
+        assert!(!check_identity(dir.path(), &me).unwrap(), "first start");
+        assert!(check_identity(dir.path(), &me).unwrap(), "restart");
         let other_node = Identity {
             node_id: 2,
             ..me.clone()

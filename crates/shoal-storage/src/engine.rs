@@ -75,10 +75,43 @@ impl Engine {
         }
         std::fs::create_dir_all(dir)?;
         let db_dir = dir.join("db");
-        let db = Database::builder(&db_dir)
+        let builder = Database::builder(&db_dir)
             .cache_size(options.cache_bytes)
-            .manual_journal_persist(true)
-            .open()?;
+            .manual_journal_persist(true);
+        // fjall asserts some journal invariants while decoding (debug builds), so damaged
+        // bytes can panic instead of erroring: that is a corrupt journal too, not a bug
+        // to crash on.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.open()))
+            .map_err(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic");
+                StorageError::corrupt(
+                    format!("the journal under {}", db_dir.display()),
+                    format!(
+                        "decoding it failed ({what}). In a cluster, move {} aside and start \
+                         this node again with --rejoin: it rebuilds its replicas from the \
+                         other nodes",
+                        dir.display()
+                    ),
+                )
+            })?;
+        let db = opened.map_err(|e| match e {
+            // A batch written in full (it has its end marker) that fails its check is
+            // damage, not a crash: fjall refuses it rather than drop what follows.
+            fjall::Error::JournalRecovery(kind) => StorageError::corrupt(
+                format!("the journal under {}", db_dir.display()),
+                format!(
+                    "{kind:?}: a completely written batch fails its check, which a crash \
+                         cannot cause. In a cluster, move {} aside and start this node again \
+                         with --rejoin: it rebuilds its replicas from the other nodes",
+                    dir.display()
+                ),
+            ),
+            other => other.into(),
+        })?;
         let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
         let log = open("raft_log")?;
         let meta = open("raft_meta")?;

@@ -56,6 +56,11 @@ pub struct ServerArgs {
     /// for a silent leader before electing another. Failover takes about this long.
     #[arg(long, default_value = "300-600", help_heading = "Cluster")]
     election_timeout_ms: String,
+    /// Start this node, a member the cluster already has, on an empty --data-dir (its disk
+    /// was lost, or its journal was found corrupt and moved aside): it initialises nothing
+    /// and takes no part in elections until the leaders have copied its replicas back.
+    #[arg(long, help_heading = "Cluster")]
+    rejoin: bool,
     /// Let tests cut this node off from peers over HTTP (PUT /v1/debug/blocked-peers).
     /// Never enable in production.
     #[arg(long, hide = true)]
@@ -213,6 +218,7 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
             initial_cluster,
             replication: args.replication,
             fault_injection: args.fault_injection,
+            rejoin: args.rejoin,
         },
     };
     let tuning = Tuning {

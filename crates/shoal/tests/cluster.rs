@@ -3,6 +3,8 @@
 //! cluster client, refused starts and failover time. Each test asserts what a user of the
 //! HTTP or RESP API sees, never internals.
 
+// Shared with `linearizability.rs`; not every helper is used here.
+#[allow(dead_code)]
 #[path = "cluster/harness.rs"]
 mod harness;
 
@@ -609,6 +611,8 @@ async fn refuses_bad_cluster_flags() {
     let [p1, p2, p3, p4] = [ports[0], ports[1], ports[2], ports[3]];
     let base = NodeSpec {
         id: 4,
+        host: "127.0.0.1".into(),
+        netns: None,
         data_dir: dir.path().join("data"),
         resp_port: ports[4],
         http_port: ports[5],

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
@@ -33,6 +33,13 @@ pub struct TransportOptions {
     pub snapshot_chunk_bytes: usize,
     /// How long one snapshot chunk may take to be written (and the last to be installed).
     pub snapshot_chunk_timeout: Duration,
+    /// A connection with requests waiting that reads nothing at all for this long is
+    /// declared dead: its waiting calls fail as lost and new ones fail at once while it
+    /// reconnects. A live peer always answers something sooner (the status exchange asks
+    /// every peer several times a second), but a peer behind a silent partition or a
+    /// paused process answers nothing, and without this every forwarded request would
+    /// wait out its own full timeout.
+    pub silence_timeout: Duration,
 }
 
 impl Default for TransportOptions {
@@ -45,6 +52,7 @@ impl Default for TransportOptions {
             reconnect_backoff_max: Duration::from_secs(1),
             snapshot_chunk_bytes: 1024 * 1024,
             snapshot_chunk_timeout: Duration::from_secs(60),
+            silence_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -280,13 +288,14 @@ async fn run_link(
             to: target,
         };
         let connect_timeout = inner.options.connect_timeout;
+        let silence_timeout = inner.options.silence_timeout;
         drop(inner);
         let failure = match connect(&addr, &hello, connect_timeout).await {
             Ok(stream) => {
                 link.state.store(UP, Ordering::Relaxed);
                 tracing::debug!(peer = target, %addr, "peer connection up");
                 backoff = Duration::ZERO;
-                let why = run_connection(stream, &mut rx).await;
+                let why = run_connection(stream, &mut rx, silence_timeout).await;
                 if rx.is_closed() {
                     return;
                 }
@@ -341,19 +350,50 @@ async fn connect(addr: &str, hello: &Hello, timeout: Duration) -> Result<TcpStre
         .map_err(|_| format!("connecting to {addr} timed out"))?
 }
 
-type Pending = Arc<Mutex<HashMap<u64, ReplySender>>>;
+/// Calls written to a connection and not answered yet.
+struct Waiting {
+    replies: HashMap<u64, ReplySender>,
+    /// When `replies` last went from empty to not empty.
+    busy_since: Instant,
+    /// When the connection last read a response.
+    last_read: Instant,
+}
+
+type Pending = Arc<Mutex<Waiting>>;
 
 /// Runs one established connection until it fails; returns why.
-async fn run_connection(stream: TcpStream, rx: &mut mpsc::Receiver<Outgoing>) -> String {
+async fn run_connection(
+    stream: TcpStream,
+    rx: &mut mpsc::Receiver<Outgoing>,
+    silence_timeout: Duration,
+) -> String {
     let (read_half, write_half) = stream.into_split();
-    let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+    let pending: Pending = Arc::new(Mutex::new(Waiting {
+        replies: HashMap::new(),
+        busy_since: Instant::now(),
+        last_read: Instant::now(),
+    }));
     let mut reader = tokio::spawn(read_responses(read_half, pending.clone()));
     let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
+    let mut silence_check = tokio::time::interval(silence_timeout / 4);
+    silence_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let why = loop {
         tokio::select! {
             biased;
             ended = &mut reader => {
                 break ended.unwrap_or_else(|e| format!("response reader failed: {e}"));
+            }
+            _ = silence_check.tick() => {
+                let waiting = pending.lock().expect("pending lock");
+                let quiet_since = waiting.busy_since.max(waiting.last_read);
+                if !waiting.replies.is_empty() && quiet_since.elapsed() >= silence_timeout {
+                    break format!(
+                        "no answer at all for {} ms while {} requests waited \
+                         (the peer is down, paused or cut off)",
+                        quiet_since.elapsed().as_millis(),
+                        waiting.replies.len()
+                    );
+                }
             }
             out = rx.recv() => {
                 let Some(out) = out else { break "router shut down".to_string() };
@@ -381,6 +421,7 @@ async fn run_connection(stream: TcpStream, rx: &mut mpsc::Receiver<Outgoing>) ->
     let lost: Vec<ReplySender> = pending
         .lock()
         .expect("pending lock")
+        .replies
         .drain()
         .map(|(_, tx)| tx)
         .collect();
@@ -400,10 +441,13 @@ async fn write_one(
     if out.reply.is_closed() {
         return Ok(()); // the caller gave up; don't send what nobody waits for
     }
-    pending
-        .lock()
-        .expect("pending lock")
-        .insert(out.id, out.reply);
+    {
+        let mut waiting = pending.lock().expect("pending lock");
+        if waiting.replies.is_empty() {
+            waiting.busy_since = Instant::now();
+        }
+        waiting.replies.insert(out.id, out.reply);
+    }
     writer
         .write_all(&out.frame)
         .await
@@ -421,9 +465,64 @@ async fn read_responses(mut read_half: OwnedReadHalf, pending: Pending) -> Strin
             Ok(r) => r,
             Err(e) => return e,
         };
-        let waiter = pending.lock().expect("pending lock").remove(&response.id);
+        let waiter = {
+            let mut waiting = pending.lock().expect("pending lock");
+            waiting.last_read = Instant::now();
+            waiting.replies.remove(&response.id)
+        };
         if let Some(tx) = waiter {
             let _ = tx.send(response.body.map_err(CallError::Refused));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A peer that completes the handshake, then reads everything and answers nothing, as
+    /// a node behind a silent partition or a paused process looks from outside.
+    async fn silent_peer() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let _hello = read_frame(&mut stream).await;
+                    write_frame(&mut stream, &encode(&HelloReply::Welcome).unwrap())
+                        .await
+                        .unwrap();
+                    while let Ok(Some(_)) = read_frame(&mut stream).await {}
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_fails_waiting_calls_as_lost_before_their_timeout() {
+        let options = TransportOptions {
+            silence_timeout: Duration::from_millis(200),
+            ..TransportOptions::default()
+        };
+        let router = PeerRouter::new(
+            1,
+            "test".into(),
+            options,
+            Faults::default(),
+            tokio::runtime::Handle::current(),
+        );
+        router.set_addr(2, silent_peer().await);
+        let call = router.call(2, Request::Status, Duration::from_secs(3600));
+        // The bound only keeps a broken build from hanging the test suite.
+        let result = tokio::time::timeout(Duration::from_secs(60), call)
+            .await
+            .expect("the silent connection is declared dead long before the call's timeout");
+        match result {
+            Err(CallError::Lost(why)) => assert!(why.contains("no answer at all"), "{why}"),
+            other => panic!("expected a lost call, got {other:?}"),
         }
     }
 }

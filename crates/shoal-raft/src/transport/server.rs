@@ -38,6 +38,11 @@ pub trait PeerHandler: Send + Sync + 'static {
         consistency: Consistency,
     ) -> BoxFuture<'static, Result<Reply, Error>>;
     fn status(&self) -> NodeStatus;
+    /// Why this node's replica of `group` refuses to take part in elections right now,
+    /// if it does (see shoal-cluster's rejoin guard).
+    fn refuses_votes(&self, _group: ShardId) -> Option<String> {
+        None
+    }
 }
 
 /// Who this server is and where it keeps snapshots being received.
@@ -227,6 +232,11 @@ async fn handle_raft(shared: &Shared, from: u64, request: Request) -> Result<Res
         Request::Snapshot(chunk) => chunk.group,
         Request::Forward { .. } | Request::Status => unreachable!("handled by the caller"),
     };
+    if matches!(request, Request::Vote { .. } | Request::PreVote { .. })
+        && let Some(why) = shared.handler.refuses_votes(group_id)
+    {
+        return Err(why);
+    }
     let raft = shared
         .handler
         .group(group_id)

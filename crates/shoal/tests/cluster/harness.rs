@@ -24,6 +24,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+#[path = "netns.rs"]
+mod netns;
+pub use netns::Netns;
+
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 /// Longest a node may take from spawn to answering `/health` and PING.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -144,6 +148,10 @@ fn signal(pid: u32, signal: &str) {
 #[derive(Clone, Debug)]
 pub struct NodeSpec {
     pub id: u64,
+    /// The address every listener binds: loopback, or the node's own in its namespace.
+    pub host: String,
+    /// The network namespace the node runs in, if any (`Netns`).
+    pub netns: Option<String>,
     pub data_dir: PathBuf,
     pub resp_port: u16,
     pub http_port: u16,
@@ -157,12 +165,20 @@ pub struct NodeSpec {
 
 impl NodeSpec {
     pub fn peer_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.peer_port)
+        format!("{}:{}", self.host, self.peer_port)
     }
 
     /// `shoal server` with this spec's flags, a clean environment and no stdin.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(SHOAL);
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the binary, so the child's pid is the node's.
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, SHOAL]);
+                cmd
+            }
+            None => Command::new(SHOAL),
+        };
         // The binary reads SHOAL_* variables as flag defaults: none may leak in.
         for (var, _) in std::env::vars_os() {
             if var.to_string_lossy().starts_with("SHOAL_") {
@@ -176,8 +192,8 @@ impl NodeSpec {
             .args(["--id", &self.id.to_string()])
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--resp-addr", &format!("127.0.0.1:{}", self.resp_port)])
-            .args(["--http-addr", &format!("127.0.0.1:{}", self.http_port)])
+            .args(["--resp-addr", &format!("{}:{}", self.host, self.resp_port)])
+            .args(["--http-addr", &format!("{}:{}", self.host, self.http_port)])
             .args(["--peer-addr", &self.peer_addr()])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--replication", &self.replication.to_string()])
@@ -548,6 +564,8 @@ where
 pub struct Cluster {
     nodes: Vec<Node>,
     api: Api,
+    /// After `nodes`, so the processes are gone before their namespaces.
+    net: Option<Netns>,
     /// Last field, so the processes are gone before their directories are removed.
     root: Option<TempDir>,
 }
@@ -561,21 +579,41 @@ impl Cluster {
 
     /// Like `start`, with more `shoal server` flags for every node.
     pub async fn start_with(n: usize, extra_args: &[&str]) -> Cluster {
+        Self::start_on(n, extra_args, None).await
+    }
+
+    /// Like `start`, with every node in a network namespace of its own (root only; see
+    /// `Netns`): partitions then drop packets in the kernel.
+    pub async fn start_isolated(n: usize) -> Cluster {
+        Self::start_on(n, &[], Some(Netns::create(n))).await
+    }
+
+    async fn start_on(n: usize, extra_args: &[&str], net: Option<Netns>) -> Cluster {
         let root = tempfile::Builder::new()
             .prefix("shoal-cluster-")
             .tempdir()
             .expect("temp dir");
         let logs_dir = root.path().join("logs");
         fs::create_dir_all(&logs_dir).expect("logs dir");
-        let ports = free_ports(3 * n);
+        // Each namespace has its own ports: fixed ones do there.
+        let ports = match &net {
+            Some(_) => (0..n).flat_map(|_| [6379, 8080, 7000]).collect(),
+            None => free_ports(3 * n),
+        };
+        let host = |id: u64| match &net {
+            Some(net) => net.addr(id),
+            None => "127.0.0.1".to_string(),
+        };
         let initial_cluster = (0..n)
-            .map(|i| format!("{}=127.0.0.1:{}", i + 1, ports[3 * i + 2]))
+            .map(|i| format!("{}={}:{}", i + 1, host(i as u64 + 1), ports[3 * i + 2]))
             .collect::<Vec<_>>()
             .join(",");
         let nodes: Vec<Node> = (0..n)
             .map(|i| Node {
                 spec: NodeSpec {
                     id: i as u64 + 1,
+                    host: host(i as u64 + 1),
+                    netns: net.as_ref().map(|net| net.namespace(i as u64 + 1)),
                     data_dir: root.path().join(format!("d{}", i + 1)),
                     resp_port: ports[3 * i],
                     http_port: ports[3 * i + 1],
@@ -596,13 +634,14 @@ impl Cluster {
             .map(|node| {
                 (
                     node.spec.id,
-                    format!("http://127.0.0.1:{}", node.spec.http_port),
+                    format!("http://{}:{}", node.spec.host, node.spec.http_port),
                 )
             })
             .collect();
         let mut cluster = Cluster {
             nodes,
             api: Api::new(urls),
+            net,
             root: Some(root),
         };
         let ids = cluster.ids();
@@ -660,7 +699,8 @@ impl Cluster {
     }
 
     pub fn resp_url(&self, id: u64) -> String {
-        format!("redis://127.0.0.1:{}/", self.node(id).spec.resp_port)
+        let spec = &self.node(id).spec;
+        format!("redis://{}:{}/", spec.host, spec.resp_port)
     }
 
     /// A plain RESP connection to node `id` (it forwards commands for other shards).
@@ -726,24 +766,70 @@ impl Cluster {
                 .into_iter()
                 .filter(|other| *other != id && !own.contains(other))
                 .collect();
-            if !self.live_ids().contains(&id) {
-                assert!(blocked.is_empty(), "cannot partition node {id}: it is down");
-                continue;
-            }
-            self.api
-                .set_blocked_peers(id, &blocked)
-                .await
-                .unwrap_or_else(|e| panic!("block {blocked:?} on node {id}: {e}"));
+            self.block(id, &blocked).await;
         }
     }
 
-    /// Ends any partition: every live node talks to every peer again.
+    /// Node `id` drops all traffic with `peers` (replacing what it dropped before).
+    /// In the transport this needs the node running unless `peers` is empty; in
+    /// namespaces it works on a down node too.
+    pub async fn block(&self, id: u64, peers: &[u64]) {
+        if let Some(net) = &self.net {
+            net.block(id, peers);
+            return;
+        }
+        if !self.live_ids().contains(&id) {
+            assert!(peers.is_empty(), "cannot partition node {id}: it is down");
+            return;
+        }
+        self.api
+            .set_blocked_peers(id, peers)
+            .await
+            .unwrap_or_else(|e| panic!("block {peers:?} on node {id}: {e}"));
+    }
+
+    /// Ends any partition: every node talks to every peer again.
     pub async fn heal(&self) {
-        for id in self.live_ids() {
-            self.api
-                .set_blocked_peers(id, &[])
-                .await
-                .unwrap_or_else(|e| panic!("heal node {id}: {e}"));
+        for id in self.ids() {
+            self.block(id, &[]).await;
+        }
+    }
+
+    /// Starts node `id` again and waits until it is healthy, or until it exits on its own
+    /// (a refused start): then `Err` with what it logged.
+    pub async fn try_restart(&mut self, id: u64) -> Result<(), String> {
+        self.node_mut(id).spawn();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let node = self.node_mut(id);
+            let child = node.child.as_mut().expect("just spawned");
+            if let Some(status) = child.0.try_wait().expect("try_wait") {
+                node.child = None;
+                let log = fs::read_to_string(&node.log).unwrap_or_default();
+                return Err(format!("exited ({status}):\n{log}"));
+            }
+            if self.api.healthy(id).await {
+                self.wait_healthy(id).await;
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} neither healthy nor exited within {START_TIMEOUT:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Gives stopped node `id` a new, empty disk: its data directory is moved aside and
+    /// it will start with `--rejoin`, as an operator replaces a failed disk.
+    pub fn replace_disk(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        assert!(node.child.is_none(), "node {id} must be stopped first");
+        let dir = node.spec.data_dir.clone();
+        let aside = dir.with_extension(format!("damaged-{}", node.starts));
+        fs::rename(&dir, &aside).expect("move the data directory aside");
+        if !node.spec.extra_args.iter().any(|a| a == "--rejoin") {
+            node.spec.extra_args.push("--rejoin".into());
         }
     }
 

@@ -1,0 +1,111 @@
+//! The rejoin guard: a node restarted on an existing data directory takes no part in a
+//! group's elections (it neither votes nor stands) until a leader has brought its replica
+//! up to date.
+//!
+//! Raft assumes a node never forgets what it acknowledged. A disk can break that: a cut
+//! or corrupted journal tail loses log entries this node had acknowledged, or the vote it
+//! cast. Voting with such a log can elect a leader that lacks a committed entry (the
+//! entry's other copy is outvoted), and a forgotten vote can be cast twice in one term.
+//! Neither is possible once the replica's log reaches what the current leader reports as
+//! committed: a follower only appends what the leader sends after a matching entry, so
+//! its log then holds every committed entry again, and its vote is the leader's. The approach follows protocol-aware recovery (Alagappan et al., FAST '18).
+//!
+//! A restart cannot tell a damaged tail from a torn, never-acknowledged one, so every
+//! restarted replica of a group with other voters is guarded. When no leader reaches it
+//! within the fallback (a majority restarting at once has no leader to wait for), it takes
+//! part again, as plain Raft would: then a damaged disk in the same outage is beyond what
+//! any majority protocol can mask.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use shoal_core::ShardId;
+use shoal_raft::Raft;
+
+/// Groups on this node that are catching up and so refuse vote requests.
+#[derive(Debug, Default)]
+pub struct CatchingUp {
+    groups: RwLock<HashSet<ShardId>>,
+}
+
+impl CatchingUp {
+    pub fn contains(&self, group: ShardId) -> bool {
+        self.groups.read().expect("catch-up lock").contains(&group)
+    }
+
+    fn set(&self, group: ShardId, on: bool) {
+        let mut groups = self.groups.write().expect("catch-up lock");
+        if on {
+            groups.insert(group);
+        } else {
+            groups.remove(&group);
+        }
+    }
+}
+
+/// What a refused vote request says.
+pub fn refusal(me: u64, group: ShardId) -> String {
+    format!(
+        "node {me} restarted and is catching up on group {group}; \
+         it votes again once a leader has brought it up to date"
+    )
+}
+
+/// Guards `group` on this restarted node: elections off and votes refused until the
+/// replica's log reaches what a leader reports as committed, or `fallback` has passed with
+/// no leader. Call before the group can receive vote requests.
+pub fn guard(
+    raft: Raft,
+    group: ShardId,
+    me: u64,
+    catching_up: Arc<CatchingUp>,
+    fallback: Duration,
+) {
+    catching_up.set(group, true);
+    raft.runtime_config().elect(false);
+    tracing::info!(
+        group,
+        "restarted: not voting until a leader brings this replica up to date"
+    );
+    tokio::spawn(async move {
+        let mut metrics = raft.metrics();
+        let caught_up = async {
+            loop {
+                {
+                    let m = metrics.borrow_watched();
+                    let leader = m.current_leader.filter(|l| *l != me);
+                    let committed = m.cluster_committed.as_ref().map(|c| c.index);
+                    // The log, not the applied state: a state machine flushed to disk
+                    // can be ahead of a log whose tail was cut.
+                    if let (Some(leader), Some(committed)) = (leader, committed)
+                        && m.last_log_index >= Some(committed)
+                    {
+                        return Some((leader, committed));
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return None; // the group shut down
+                }
+            }
+        };
+        match tokio::time::timeout(fallback, caught_up).await {
+            Ok(Some((leader, committed))) => tracing::info!(
+                group,
+                leader,
+                committed,
+                "caught up after a restart; taking part in elections again"
+            ),
+            Ok(None) => return,
+            Err(_) => tracing::warn!(
+                group,
+                fallback_ms = fallback.as_millis() as u64,
+                "no leader brought this replica up to date in time after a restart \
+                 (a majority may have restarted); taking part in elections again"
+            ),
+        }
+        raft.runtime_config().elect(true);
+        catching_up.set(group, false);
+    });
+}
