@@ -36,6 +36,8 @@ fn write_failure(error: &HttpError) -> Outcome {
         // shard was overloaded.
         (Some(412), _) | (Some(503), "no_leader" | "not_leader" | "overloaded") => Outcome::Fail,
         (Some(400..=499), _) => Outcome::Fail,
+        // Never sent: the node was down.
+        (None, "connect") => Outcome::Fail,
         // Timeouts, "indeterminate", a node shutting down or killed mid-request.
         _ => Outcome::Info,
     }

@@ -319,7 +319,8 @@ pub struct SlotRange {
 #[derive(Debug, Clone)]
 pub struct HttpError {
     pub status: Option<u16>,
-    /// The body's `error.code`; "transport" when there was no answer.
+    /// The body's `error.code`; "connect" when no connection could be made (the request
+    /// was never sent), "transport" when a sent request got no answer.
     pub code: String,
     pub message: String,
 }
@@ -337,7 +338,13 @@ impl HttpError {
     fn transport(e: reqwest::Error) -> Self {
         HttpError {
             status: None,
-            code: "transport".into(),
+            // "connect": no connection, so the request was never sent (a node down).
+            code: if e.is_connect() {
+                "connect"
+            } else {
+                "transport"
+            }
+            .into(),
             message: e.to_string(),
         }
     }
