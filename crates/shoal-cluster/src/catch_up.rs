@@ -22,7 +22,10 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use shoal_core::ShardId;
+use shoal_core::shard::META_GROUP;
 use shoal_raft::Raft;
+use shoal_raft::transport::PeerRouter;
+use shoal_raft::transport::wire::{Request, Response};
 
 /// Groups on this node that are catching up and so refuse vote requests.
 #[derive(Debug, Default)]
@@ -108,4 +111,36 @@ pub fn guard(
         raft.runtime_config().elect(true);
         catching_up.set(group, false);
     });
+}
+
+/// Groups that peers already run, asked once (each peer for at most `timeout`) by a node
+/// starting on a new data directory. A wiped node restarted without `--rejoin` looks like
+/// a founding member; this tells them apart: where a peer already runs a group, this node
+/// joins it guarded instead of founding it. The metadata group counts as running once
+/// any data group is (they are formed together). Peers that do not answer count for
+/// nothing, so a cluster's first start, nodes coming up in any order, is unaffected.
+pub async fn groups_running_elsewhere(
+    router: &PeerRouter,
+    peers: &[u64],
+    timeout: Duration,
+) -> HashSet<ShardId> {
+    let calls = peers
+        .iter()
+        .map(|&peer| router.call(peer, Request::Status, timeout));
+    let mut running = HashSet::new();
+    for answer in futures_util::future::join_all(calls).await {
+        if let Ok(Response::Status(status)) = answer {
+            running.extend(
+                status
+                    .replicas
+                    .iter()
+                    .filter(|r| r.leader.is_some() || r.term > 0 || r.last_applied > 0)
+                    .map(|r| r.shard),
+            );
+        }
+    }
+    if !running.is_empty() {
+        running.insert(META_GROUP);
+    }
+    running
 }

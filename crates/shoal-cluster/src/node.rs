@@ -378,6 +378,26 @@ impl Node {
                 .map(|(_, a)| a.clone())
                 .unwrap_or_default()
         };
+        // A new directory in a cluster that already runs: a wiped node restarted without
+        // --rejoin, or a member starting late. Either joins what exists, guarded.
+        let running_elsewhere = if !known_dir && !cluster.rejoin && members.len() > 1 {
+            let peer_ids: Vec<u64> = members
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| *id != me)
+                .collect();
+            catch_up::groups_running_elsewhere(&router, &peer_ids, tuning.transport.connect_timeout)
+                .await
+        } else {
+            Default::default()
+        };
+        if !running_elsewhere.is_empty() {
+            tracing::warn!(
+                groups = running_elsewhere.len(),
+                "new data directory, but peers already run this node's groups: joining them \
+                 as with --rejoin (not voting until caught up)"
+            );
+        }
         let mut groups: Vec<Option<Group>> = (0..group_count).map(|_| None).collect();
         let hosted: Vec<u32> = std::iter::once(META_GROUP)
             .chain(topology.map.shards.iter().map(|s| s.id))
@@ -388,8 +408,9 @@ impl Node {
             // Exactly one node initialises each group: its first replica in placement
             // order, which then stands for election first, so leaders start out spread
             // the way placement spread the first replicas.
+            let joins_existing = cluster.rejoin || running_elsewhere.contains(&group_id);
             let founders: Option<Vec<(u64, String)>> = (replicas.first() == Some(&me)
-                && !cluster.rejoin)
+                && !joins_existing)
                 .then(|| replicas.iter().map(|id| (*id, addr_of(*id))).collect());
             let limits = if group_id == META_GROUP {
                 // The metadata group holds shoal's own records, not client data.
@@ -412,7 +433,7 @@ impl Node {
             // By placement, not by the membership in the log: a log cut to nothing
             // has none, and is the replica that most needs guarding.
             let other_voters = replicas.iter().any(|r| *r != me);
-            if restarted && other_voters {
+            if (restarted || joins_existing) && other_voters {
                 catch_up::guard(
                     group.raft.clone(),
                     group_id,

@@ -14,6 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+#[path = "linearizability/campaign.rs"]
+mod campaign;
+#[path = "linearizability/damage.rs"]
+mod damage;
+
+use campaign::Summary;
 use harness::{Api, Cluster, HttpError, resp_connection};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -89,19 +95,8 @@ async fn client(
                         value: value.clone(),
                     },
                 );
-                match api.put(node, key, &value).await {
-                    Ok(version) => {
-                        seen[k] = version;
-                        recorder.complete(
-                            op,
-                            Outcome::Ok {
-                                read: None,
-                                version: Some(version),
-                            },
-                        );
-                    }
-                    Err(e) => recorder.complete(op, write_failure(&e)),
-                }
+                let result = api.put(node, key, &value).await;
+                record_write(&recorder, op, result, &mut seen[k]);
             }
             _ => {
                 let expected = seen[k];
@@ -113,22 +108,56 @@ async fn client(
                         value: value.clone(),
                     },
                 );
-                match api.put_if_version(node, key, &value, expected).await {
-                    Ok(version) => {
-                        seen[k] = version;
-                        recorder.complete(
-                            op,
-                            Outcome::Ok {
-                                read: None,
-                                version: Some(version),
-                            },
-                        );
-                    }
-                    Err(e) => recorder.complete(op, write_failure(&e)),
-                }
+                let result = api.put_if_version(node, key, &value, expected).await;
+                record_write(&recorder, op, result, &mut seen[k]);
             }
         }
     }
+}
+
+/// Records a write's outcome; an acknowledged one also becomes the client's latest seen
+/// version of its key (what its next compare-and-set expects).
+fn record_write(
+    recorder: &Recorder,
+    op: shoal_check::OpId,
+    result: Result<u64, HttpError>,
+    seen: &mut u64,
+) {
+    match result {
+        Ok(version) => {
+            *seen = version;
+            recorder.complete(
+                op,
+                Outcome::Ok {
+                    read: None,
+                    version: Some(version),
+                },
+            );
+        }
+        Err(e) => recorder.complete(op, write_failure(&e)),
+    }
+}
+
+/// Starts the register workload's clients through every node of `cluster`.
+fn spawn_clients(
+    cluster: &Cluster,
+    seed: u64,
+    recorder: &Recorder,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let ids = cluster.ids();
+    (0..CLIENTS)
+        .map(|c| {
+            tokio::spawn(client(
+                cluster.api().clone(),
+                ids.clone(),
+                c,
+                seed,
+                recorder.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect()
 }
 
 /// One fault, held for a while, then undone.
@@ -222,78 +251,6 @@ async fn start_cluster(nodes: usize, net: Net) -> Cluster {
     }
 }
 
-/// One run's line in a summary table; `verdict` is an error when the run is incorrect.
-struct Summary {
-    workload: &'static str,
-    nodes: usize,
-    seed: u64,
-    schedule: Vec<String>,
-    ok: usize,
-    failed: usize,
-    unknown: usize,
-    verdict: Result<(), String>,
-}
-
-impl Summary {
-    /// Panics with the seed, schedule and checker's explanation unless the run was
-    /// correct and did some work.
-    fn assert_correct(&self) {
-        if let Err(e) = &self.verdict {
-            panic!(
-                "{} run, seed {} ({} nodes), schedule {:?}: {e}",
-                self.workload, self.seed, self.nodes, self.schedule
-            );
-        }
-        assert!(
-            self.ok > 0,
-            "seed {}: no operation succeeded at all",
-            self.seed
-        );
-    }
-
-    fn print(&self) {
-        eprintln!(
-            "{} seed {}: {} nodes, schedule {:?}: ops ok {}, failed {}, unknown {}: {}",
-            self.workload,
-            self.seed,
-            self.nodes,
-            self.schedule,
-            self.ok,
-            self.failed,
-            self.unknown,
-            match &self.verdict {
-                Ok(()) => "correct".to_string(),
-                Err(e) => format!("VIOLATION: {e}"),
-            }
-        );
-    }
-}
-
-/// The summary table `scripts/chaos` prints: one row per run.
-fn print_table(rows: &[Summary]) {
-    eprintln!(
-        "\n{:<9} {:>5} {:>11} {:>7} {:>7} {:>7}  {:<12} schedule",
-        "workload", "nodes", "seed", "ok", "failed", "unknown", "verdict"
-    );
-    for r in rows {
-        eprintln!(
-            "{:<9} {:>5} {:>11} {:>7} {:>7} {:>7}  {:<12} {}",
-            r.workload,
-            r.nodes,
-            r.seed,
-            r.ok,
-            r.failed,
-            r.unknown,
-            if r.verdict.is_ok() {
-                "correct"
-            } else {
-                "VIOLATION"
-            },
-            r.schedule.join("; ")
-        );
-    }
-}
-
 /// Runs the register workload under a nemesis seeded with `seed`, then checks the
 /// history (saved to a temp file when it is not linearizable).
 async fn register_run(nodes: usize, seed: u64, net: Net) -> Summary {
@@ -302,18 +259,7 @@ async fn register_run(nodes: usize, seed: u64, net: Net) -> Summary {
     let recorder = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
     let ids = cluster.ids();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            tokio::spawn(client(
-                cluster.api().clone(),
-                ids.clone(),
-                c,
-                seed,
-                recorder.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let clients = spawn_clients(&cluster, seed, &recorder, &stop);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut schedule = Vec::new();
     for step in 0..STEPS {
@@ -487,179 +433,6 @@ async fn a_build_without_read_confirmation_is_caught() {
     cluster.heal().await;
 }
 
-/// How a test damages a stopped node's newest journal.
-#[derive(Clone, Copy, Debug)]
-enum Damage {
-    /// The last `n` written bytes zeroed, as a lost or truncated tail reads back
-    /// (journals are preallocated with zeros).
-    Cut(usize),
-    /// `n` bytes inverted in the middle of the last written 8 KiB.
-    Corrupt(usize),
-}
-
-/// The `.jnl` files under `dir`, newest last.
-fn journals(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("read data dir").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "jnl") {
-                found.push(path);
-            }
-        }
-    }
-    found.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    found
-}
-
-/// Applies `damage` to the newest journal in `dir`; returns what it did, for messages.
-fn damage_journal(dir: &std::path::Path, damage: Damage) -> String {
-    let path = journals(dir)
-        .pop()
-        .expect("a journal in the node's data dir");
-    let mut bytes = std::fs::read(&path).expect("read journal");
-    let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
-    assert!(end > 0, "journal {} has nothing written", path.display());
-    let range = match damage {
-        Damage::Cut(n) => end.saturating_sub(n)..end,
-        Damage::Corrupt(n) => {
-            let start = end.saturating_sub(8192) + end.min(8192) / 2;
-            start..(start + n).min(end)
-        }
-    };
-    for b in &mut bytes[range.clone()] {
-        *b = match damage {
-            Damage::Cut(_) => 0,
-            Damage::Corrupt(_) => !*b,
-        };
-    }
-    std::fs::write(&path, &bytes).expect("write journal");
-    format!(
-        "{damage:?} at bytes {range:?} of {} ({end} written)",
-        path.display()
-    )
-}
-
-/// A node killed mid-load whose journal tail is then cut or corrupted (as a torn write, a
-/// lying disk or a bad sector would leave it) must repair at start, by dropping the tail
-/// from the first damaged batch on, and catch up from the leader; the cluster must stay
-/// linearizable meanwhile and the repaired node must end with every acknowledged write.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_with_a_damaged_log_tail_repairs_and_the_cluster_stays_correct() {
-    let seed = seeds(601, 1)[0];
-    let mut cluster = Cluster::start(3).await;
-    let recorder = Recorder::new();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ids = cluster.ids();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            tokio::spawn(client(
-                cluster.api().clone(),
-                ids.clone(),
-                c,
-                seed,
-                recorder.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
-    let mut done = Vec::new();
-    for damage in [
-        Damage::Cut(4096),
-        Damage::Corrupt(64),
-        Damage::Cut(1 << 20),
-        Damage::Corrupt(1),
-    ] {
-        // The leader of a register key holds the most recently acknowledged entries.
-        let victim = cluster.leader_of_key(KEYS[done.len() % KEYS.len()]).await;
-        // Let some writes land on it first.
-        let before = recorder.len();
-        harness::poll_until("writes during the run", harness::LEADER_TIMEOUT, || async {
-            if recorder.len() >= before + 200 {
-                Ok(())
-            } else {
-                Err(format!("{} operations", recorder.len()))
-            }
-        })
-        .await;
-        cluster.kill(victim);
-        let what = damage_journal(&cluster.spec(victim).data_dir, damage);
-        // fjall cuts a damaged tail (a torn or cut last batch, broken framing) and
-        // refuses a batch that was written in full but fails its checksum; either is
-        // right, and a refusal must say how to recover: a new disk and --rejoin.
-        let outcome = match cluster.try_restart(victim).await {
-            Ok(()) => "repaired".to_string(),
-            Err(log) => {
-                assert!(
-                    log.contains("corrupt") && log.contains("--rejoin"),
-                    "node {victim} refused to start without saying why and what to do: {log}"
-                );
-                cluster.replace_disk(victim);
-                cluster.restart(victim).await;
-                "refused; rebuilt with --rejoin".to_string()
-            }
-        };
-        done.push(format!("node {victim}: {what}: {outcome}"));
-        // One damaged disk at a time: a second before the first has caught up would be
-        // two faults among three nodes, more than a majority protocol can mask.
-        harness::poll_until(
-            &format!("node {victim} catches up on every group"),
-            harness::LEADER_TIMEOUT,
-            || async {
-                let log = cluster.log_text(victim);
-                let guarded = log.matches("not voting until a leader").count();
-                let caught_up = log.matches("caught up after a restart").count();
-                if guarded > 0 && caught_up == guarded {
-                    Ok(())
-                } else {
-                    Err(format!("{caught_up} of {guarded} groups caught up"))
-                }
-            },
-        )
-        .await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.await.expect("client task");
-    }
-    cluster.wait_for_leaders(1).await;
-    // Every node's own replica converges on the linearizable value of every key.
-    for key in KEYS {
-        let latest = cluster.api().get(1, key).await.expect("final read");
-        for &node in &ids {
-            harness::poll_until(
-                &format!("node {node}'s replica of {key} catches up"),
-                harness::LEADER_TIMEOUT,
-                || async {
-                    let local = cluster.api().get_stale(node, key).await;
-                    match local {
-                        Ok(local) if local == latest => Ok(()),
-                        other => Err(format!("{other:?}, latest {latest:?}")),
-                    }
-                },
-            )
-            .await;
-        }
-        let op = recorder.invoke(1000, key, OpKind::Read);
-        recorder.complete(
-            op,
-            Outcome::Ok {
-                read: latest.map(|r| (r.value, r.version)),
-                version: None,
-            },
-        );
-    }
-    let history = recorder.into_history();
-    let report = check_history(&history, &CheckOptions::default());
-    let (ok, failed, unknown) = counts(&history);
-    eprintln!("damage {done:?}: ops ok {ok}, failed {failed}, unknown {unknown}");
-    assert!(report.is_ok(), "seed {seed}, damage {done:?}: {report:?}");
-    assert!(ok > 0, "nothing succeeded");
-}
-
 /// What a RESP write's error says about whether it happened: `-TRYAGAIN` is only sent for a
 /// write that never reached a log (no leader, overloaded); anything else may have happened.
 fn resp_write_failed_for_sure(error: &redis::RedisError) -> bool {
@@ -822,136 +595,4 @@ async fn counter_and_set_lose_and_invent_nothing_under_faults() {
     for seed in seeds(501, 1) {
         run_counter_and_set(5, seed).await;
     }
-}
-
-/// Runs fresh seeds from `seed` until `secs` have passed, alternating 3 and 5 nodes and
-/// the register and counter/set workloads; prints the summary table and fails on any
-/// violation, naming its seed.
-async fn campaign(secs: u64, mut seed: u64, net: Net) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    let mut rows = Vec::new();
-    while std::time::Instant::now() < deadline {
-        let runs = rows.len();
-        let nodes = if runs.is_multiple_of(2) { 3 } else { 5 };
-        let summary = if runs % 3 == 2 {
-            counter_set_run(nodes, seed, net).await
-        } else {
-            register_run(nodes, seed, net).await
-        };
-        rows.push(summary);
-        seed += 1;
-    }
-    print_table(&rows);
-    let bad: Vec<u64> = rows
-        .iter()
-        .filter(|r| r.verdict.is_err())
-        .map(|r| r.seed)
-        .collect();
-    eprintln!(
-        "{} runs in {secs} s ({net:?} faults): {} correct, violations at seeds {bad:?}",
-        rows.len(),
-        rows.len() - bad.len()
-    );
-    for row in &rows {
-        row.assert_correct();
-    }
-}
-
-/// `SHOAL_DURATION` (seconds) and `SHOAL_SEED` (first seed; the clock if unset), as
-/// `scripts/soak` and `scripts/chaos` pass them from `--duration` and `--seed`.
-fn campaign_settings(default_secs: u64) -> (u64, u64) {
-    let secs = std::env::var("SHOAL_DURATION")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default_secs);
-    let seed = std::env::var("SHOAL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock after 1970")
-                .as_secs()
-        });
-    (secs, seed)
-}
-
-/// A long soak with the transport's fault injection: `scripts/soak --duration 1800`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a soak of SHOAL_DURATION (default 1800) seconds; run by scripts/soak"]
-async fn soak() {
-    let (secs, seed) = campaign_settings(1800);
-    campaign(secs, seed, Net::Transport).await;
-}
-
-/// The same campaign with every node in its own network namespace and partitions made by
-/// the kernel dropping packets: `scripts/chaos` (root) runs it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root for network namespaces; run by scripts/chaos"]
-async fn chaos() {
-    if let Some(why) = harness::Netns::unavailable() {
-        panic!("network namespaces are not available here: {why}");
-    }
-    kernel_partitions_take_effect().await;
-    let (secs, seed) = campaign_settings(120);
-    campaign(secs, seed, Net::Isolated).await;
-}
-
-/// A nemesis that silently does nothing would make every run pass: first show that a
-/// kernel partition really cuts a leader off (its linearizable reads fail while the
-/// majority writes on) and that healing really reconnects it.
-async fn kernel_partitions_take_effect() {
-    let cluster = Cluster::start_isolated(3).await;
-    let key = KEYS[0];
-    cluster.api().put(1, key, "before").await.expect("write");
-    let leader = cluster.leader_of_key(key).await;
-    let others: Vec<u64> = cluster.ids().into_iter().filter(|i| *i != leader).collect();
-    let shard = cluster.shard_of_key(key).await;
-    cluster.partition(&[&[leader], &others]).await;
-    // A write forwarded to the old leader before the majority notices would rightly end
-    // as "indeterminate"; once the majority has elected, writes through it succeed.
-    harness::poll_until(
-        "the majority side elects a new leader",
-        harness::LEADER_TIMEOUT,
-        || async {
-            let view = cluster
-                .api()
-                .view(others[0])
-                .await
-                .map_err(|e| e.to_string())?;
-            match view
-                .shards
-                .iter()
-                .find(|s| s.id == shard)
-                .and_then(|s| s.leader)
-            {
-                Some(l) if l != leader => Ok(()),
-                other => Err(format!("leader of shard {shard}: {other:?}")),
-            }
-        },
-    )
-    .await;
-    let version = cluster
-        .api()
-        .put(others[0], key, "during")
-        .await
-        .expect("the majority side writes");
-    let cut_off = cluster.api().get(leader, key).await;
-    assert!(
-        cut_off.is_err(),
-        "a leader cut off by the kernel answered a linearizable read: {cut_off:?}"
-    );
-    cluster.heal().await;
-    harness::poll_until(
-        "the healed node reads the majority's write",
-        harness::LEADER_TIMEOUT,
-        || async {
-            match cluster.api().get(leader, key).await {
-                Ok(Some(r)) if r.version == version => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
-    eprintln!("kernel partitions take effect: node {leader} was cut off and rejoined");
 }

@@ -1,0 +1,266 @@
+//! The cluster's HTTP API as tests use it: typed calls (`Api`), the errors a user sees
+//! (`HttpError`), and the cluster view of `GET /v1/cluster`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::HTTP_TIMEOUT;
+
+/// A node's view of the cluster (`GET /v1/cluster`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterView {
+    pub this_node: u64,
+    pub nodes: Vec<NodeView>,
+    pub shards: Vec<ShardView>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeView {
+    pub id: u64,
+    pub resp_addr: String,
+    pub http_addr: String,
+    pub up: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ShardView {
+    pub id: u32,
+    pub range: SlotRange,
+    pub replicas: Vec<u64>,
+    pub leader: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct SlotRange {
+    pub start: u32,
+    /// Exclusive.
+    pub end: u32,
+}
+
+/// A failed HTTP request as a user sees it: the status and error code of the JSON error
+/// body, or no status when the request got no answer at all.
+#[derive(Debug, Clone)]
+pub struct HttpError {
+    pub status: Option<u16>,
+    /// The body's `error.code`; "connect" when no connection could be made (the request
+    /// was never sent), "transport" when a sent request got no answer.
+    pub code: String,
+    pub message: String,
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.status {
+            Some(status) => write!(f, "{status} {}: {}", self.code, self.message),
+            None => write!(f, "no answer: {}", self.message),
+        }
+    }
+}
+
+impl HttpError {
+    fn transport(e: reqwest::Error) -> Self {
+        HttpError {
+            status: None,
+            // "connect": no connection, so the request was never sent (a node down).
+            code: if e.is_connect() {
+                "connect"
+            } else {
+                "transport"
+            }
+            .into(),
+            message: e.to_string(),
+        }
+    }
+
+    async fn from_response(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        let parsed: Option<Value> = serde_json::from_str(&body).ok();
+        let field = |name: &str| {
+            parsed
+                .as_ref()
+                .and_then(|v| v["error"][name].as_str())
+                .map(str::to_string)
+        };
+        HttpError {
+            status: Some(status),
+            code: field("code").unwrap_or_else(|| "(not a JSON error)".into()),
+            message: field("message").unwrap_or(body),
+        }
+    }
+}
+
+/// A value read back with its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: String,
+    pub version: u64,
+}
+
+/// The cluster's HTTP API, cheap to clone into writer tasks. Node ids index `urls`.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    urls: BTreeMap<u64, String>,
+}
+
+impl Api {
+    pub(super) fn new(urls: BTreeMap<u64, String>) -> Api {
+        let http = reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .connect_timeout(Duration::from_secs(2))
+            .no_proxy()
+            .build()
+            .expect("HTTP client");
+        Api { http, urls }
+    }
+
+    pub fn url(&self, node: u64) -> &str {
+        self.urls
+            .get(&node)
+            .unwrap_or_else(|| panic!("no node {node}"))
+    }
+
+    fn kv_url(&self, node: u64, key: &str) -> String {
+        assert!(
+            key.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_:.{}".contains(&b)),
+            "test keys stay plain, so they need no percent-encoding: {key:?}"
+        );
+        format!("{}/v1/kv/{key}", self.url(node))
+    }
+
+    /// `PUT /v1/kv/{key}` through `node`: the version written.
+    pub async fn put(&self, node: u64, key: &str, value: &str) -> Result<u64, HttpError> {
+        self.put_to(self.kv_url(node, key), value).await
+    }
+
+    /// `PUT /v1/kv/{key}?if_version=N` through `node`.
+    pub async fn put_if_version(
+        &self,
+        node: u64,
+        key: &str,
+        value: &str,
+        if_version: u64,
+    ) -> Result<u64, HttpError> {
+        let url = format!("{}?if_version={if_version}", self.kv_url(node, key));
+        self.put_to(url, value).await
+    }
+
+    /// `PUT /v1/kv/{key}?ttl=S` through `node`: the key expires `ttl_secs` from now.
+    pub async fn put_ttl(
+        &self,
+        node: u64,
+        key: &str,
+        value: &str,
+        ttl_secs: u64,
+    ) -> Result<u64, HttpError> {
+        let url = format!("{}?ttl={ttl_secs}", self.kv_url(node, key));
+        self.put_to(url, value).await
+    }
+
+    async fn put_to(&self, url: String, value: &str) -> Result<u64, HttpError> {
+        let response = self
+            .http
+            .put(url)
+            .body(value.to_string())
+            .send()
+            .await
+            .map_err(HttpError::transport)?;
+        if !response.status().is_success() {
+            return Err(HttpError::from_response(response).await);
+        }
+        let body: Value = response.json().await.map_err(HttpError::transport)?;
+        Ok(body["version"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("PUT answered {body} without a version")))
+    }
+
+    /// Linearizable `GET /v1/kv/{key}` through `node`; `None` on 404.
+    pub async fn get(&self, node: u64, key: &str) -> Result<Option<Versioned>, HttpError> {
+        self.get_from(self.kv_url(node, key)).await
+    }
+
+    /// `GET /v1/kv/{key}?consistency=stale` through `node`; `None` on 404.
+    pub async fn get_stale(&self, node: u64, key: &str) -> Result<Option<Versioned>, HttpError> {
+        let url = format!("{}?consistency=stale", self.kv_url(node, key));
+        self.get_from(url).await
+    }
+
+    async fn get_from(&self, url: String) -> Result<Option<Versioned>, HttpError> {
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(HttpError::transport)?;
+        match response.status().as_u16() {
+            200 => {
+                let version = response
+                    .headers()
+                    .get("x-shoal-version")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .expect("a 200 GET has a numeric X-Shoal-Version header");
+                let value = response.text().await.map_err(HttpError::transport)?;
+                Ok(Some(Versioned { value, version }))
+            }
+            404 => {
+                let error = HttpError::from_response(response).await;
+                assert_eq!(error.code, "not_found", "a 404 GET: {error}");
+                Ok(None)
+            }
+            _ => Err(HttpError::from_response(response).await),
+        }
+    }
+
+    /// `GET /v1/cluster` from `node`.
+    pub async fn view(&self, node: u64) -> Result<ClusterView, HttpError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/cluster", self.url(node)))
+            .send()
+            .await
+            .map_err(HttpError::transport)?;
+        if !response.status().is_success() {
+            return Err(HttpError::from_response(response).await);
+        }
+        response.json().await.map_err(HttpError::transport)
+    }
+
+    /// Makes `node` drop all traffic to and from `peers` (empty: heal).
+    pub async fn set_blocked_peers(&self, node: u64, peers: &[u64]) -> Result<(), HttpError> {
+        let response = self
+            .http
+            .put(format!("{}/v1/debug/blocked-peers", self.url(node)))
+            .json(&json!({ "peers": peers }))
+            .send()
+            .await
+            .map_err(HttpError::transport)?;
+        if !response.status().is_success() {
+            return Err(HttpError::from_response(response).await);
+        }
+        Ok(())
+    }
+
+    /// True once `node` answers `GET /health` as itself.
+    pub(super) async fn healthy(&self, node: u64) -> bool {
+        let answer = self
+            .http
+            .get(format!("{}/health", self.url(node)))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        match answer {
+            Ok(response) if response.status().is_success() => {
+                let body: Value = response.json().await.unwrap_or_default();
+                body["status"] == "ok" && body["node_id"] == node
+            }
+            _ => false,
+        }
+    }
+}
