@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use shoal_core::ShardId;
-use shoal_core::shard::META_GROUP;
 use shoal_raft::Raft;
 use shoal_raft::transport::PeerRouter;
 use shoal_raft::transport::wire::{Request, Response};
@@ -116,9 +115,9 @@ pub fn guard(
 /// Groups that peers already run, asked once (each peer for at most `timeout`) by a node
 /// starting on a new data directory. A wiped node restarted without `--rejoin` looks like
 /// a founding member; this tells them apart: where a peer already runs a group, this node
-/// joins it guarded instead of founding it. The metadata group counts as running once
-/// any data group is (they are formed together). Peers that do not answer count for
-/// nothing, so a cluster's first start, nodes coming up in any order, is unaffected.
+/// joins it guarded instead of founding it. Peers report data groups only; the caller
+/// decides about the metadata group. Peers that do not answer count for nothing, so a
+/// cluster's first start, nodes coming up in any order, is unaffected.
 pub async fn groups_running_elsewhere(
     router: &PeerRouter,
     peers: &[u64],
@@ -138,9 +137,6 @@ pub async fn groups_running_elsewhere(
                     .map(|r| r.shard),
             );
         }
-    }
-    if !running.is_empty() {
-        running.insert(META_GROUP);
     }
     running
 }

@@ -409,6 +409,10 @@ impl Node {
             // order, which then stands for election first, so leaders start out spread
             // the way placement spread the first replicas.
             let joins_existing = cluster.rejoin || running_elsewhere.contains(&group_id);
+            // Peers do not report the metadata group. If the cluster runs, guard it, but
+            // still found it if this node is its founder: if the founder skipped it, no
+            // node would ever initialise it (founding is only ever done by the founder).
+            let guard_meta = group_id == META_GROUP && !running_elsewhere.is_empty();
             let founders: Option<Vec<(u64, String)>> = (replicas.first() == Some(&me)
                 && !joins_existing)
                 .then(|| replicas.iter().map(|id| (*id, addr_of(*id))).collect());
@@ -433,7 +437,7 @@ impl Node {
             // By placement, not by the membership in the log: a log cut to nothing
             // has none, and is the replica that most needs guarding.
             let other_voters = replicas.iter().any(|r| *r != me);
-            if (restarted || joins_existing) && other_voters {
+            if (restarted || joins_existing || guard_meta) && other_voters {
                 catch_up::guard(
                     group.raft.clone(),
                     group_id,
