@@ -138,7 +138,10 @@ pub(crate) async fn publish_map_until_done(node: Node) {
     while !node.is_stopped() {
         ticker.tick().await;
         match publish_map(&node).await {
-            Ok(true) => return,
+            Ok(true) => {
+                tracing::info!("the cluster map is stored in the metadata group");
+                return;
+            }
             Ok(false) => {}
             Err(e) => tracing::debug!(error = %e, "storing the cluster map failed; will retry"),
         }

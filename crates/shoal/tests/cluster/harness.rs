@@ -323,6 +323,44 @@ impl Cluster {
     }
 
     async fn start_on(n: usize, extra_args: &[&str], net: Option<Netns>) -> Cluster {
+        let mut cluster = Self::build(n, extra_args, net);
+        let ids = cluster.ids();
+        cluster.restart_many(&ids).await;
+        cluster.wait_for_leaders(1).await;
+        cluster
+    }
+
+    /// Forms a new cluster of `n` nodes without `late`, then starts `late` (on their
+    /// first start, with empty data directories) once the others lead some shard.
+    pub async fn start_late(n: usize, late: &[u64]) -> Cluster {
+        let mut cluster = Self::build(n, &[], None);
+        let early: Vec<u64> = cluster
+            .ids()
+            .into_iter()
+            .filter(|id| !late.contains(id))
+            .collect();
+        cluster.restart_many(&early).await;
+        let (api, asking) = (&cluster.api, early[0]);
+        poll_until(
+            &format!("the early nodes lead some shard (as node {asking} sees it)"),
+            LEADER_TIMEOUT,
+            move || async move {
+                let view = api.view(asking).await.map_err(|e| e.to_string())?;
+                if view.shards.iter().any(|s| s.leader.is_some()) {
+                    Ok(())
+                } else {
+                    Err("no shard has a leader yet".to_string())
+                }
+            },
+        )
+        .await;
+        cluster.restart_many(late).await;
+        cluster.wait_for_leaders(1).await;
+        cluster
+    }
+
+    /// The nodes' specs and directories, none started.
+    fn build(n: usize, extra_args: &[&str], net: Option<Netns>) -> Cluster {
         let root = tempfile::Builder::new()
             .prefix("shoal-cluster-")
             .tempdir()
@@ -372,16 +410,12 @@ impl Cluster {
                 )
             })
             .collect();
-        let mut cluster = Cluster {
+        Cluster {
             nodes,
             api: Api::new(urls),
             net,
             root: Some(root),
-        };
-        let ids = cluster.ids();
-        cluster.restart_many(&ids).await;
-        cluster.wait_for_leaders(1).await;
-        cluster
+        }
     }
 
     /// What node `id` has logged since its latest start.

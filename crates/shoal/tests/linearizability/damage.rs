@@ -215,3 +215,49 @@ async fn a_wiped_node_restarted_without_rejoin_joins_its_groups_guarded() {
         .await;
     }
 }
+
+/// The other side of the wiped-node check: a founding member that starts late, on its
+/// first start, finds its peers already running the groups they founded. It joins those
+/// guarded, still founds its own (the metadata group among them: only a founder ever
+/// initialises a group), and the cluster forms completely and serves through every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_founding_node_that_starts_late_still_founds_its_groups() {
+    // Each node in turn, so the metadata group's founder is among them.
+    for late in 1..=3 {
+        founding_node_starts_late(late).await;
+    }
+}
+
+async fn founding_node_starts_late(late: u64) {
+    let cluster = Cluster::start_late(3, &[late]).await;
+    for node in cluster.ids() {
+        let key = format!("late-{node}");
+        let version = cluster.api().put(node, &key, "v").await.expect("PUT");
+        for reader in cluster.ids() {
+            let got = cluster.api().get(reader, &key).await.expect("GET");
+            assert_eq!(
+                got.map(|r| r.version),
+                Some(version),
+                "{key} via node {reader}"
+            );
+        }
+    }
+    // The metadata group formed too: every replica of it has the cluster map.
+    for node in cluster.ids() {
+        harness::poll_until(
+            &format!("node {node} has the cluster map"),
+            harness::LEADER_TIMEOUT,
+            || async {
+                if cluster
+                    .log_text(node)
+                    .contains("the cluster map is stored in the metadata group")
+                {
+                    Ok(())
+                } else {
+                    Err("not yet".to_string())
+                }
+            },
+        )
+        .await;
+    }
+}
