@@ -229,6 +229,10 @@ impl PeerHandler for Handler {
             .then(|| catch_up::refusal(self.info.id, group))
     }
 
+    fn on_leader_contact(&self, group: ShardId) {
+        self.catching_up.heard_from_leader(group);
+    }
+
     fn status(&self) -> NodeStatus {
         match self.node() {
             Some(node) => node.status(),

@@ -43,6 +43,9 @@ pub trait PeerHandler: Send + Sync + 'static {
     fn refuses_votes(&self, _group: ShardId) -> Option<String> {
         None
     }
+    /// A node that believes it leads `group` just sent this node's replica entries or a
+    /// snapshot chunk.
+    fn on_leader_contact(&self, _group: ShardId) {}
 }
 
 /// Who this server is and where it keeps snapshots being received.
@@ -236,6 +239,12 @@ async fn handle_raft(shared: &Shared, from: u64, request: Request) -> Result<Res
         && let Some(why) = shared.handler.refuses_votes(group_id)
     {
         return Err(why);
+    }
+    if matches!(
+        request,
+        Request::AppendEntries { .. } | Request::Snapshot(_)
+    ) {
+        shared.handler.on_leader_contact(group_id);
     }
     let raft = shared
         .handler
