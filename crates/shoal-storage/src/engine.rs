@@ -61,6 +61,18 @@ pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
 }
 
+/// A journal that cannot be replayed, and what an operator does about it.
+fn corrupt_journal(dir: &Path, cause: String) -> StorageError {
+    StorageError::corrupt(
+        format!("the journal under {}", dir.join("db").display()),
+        format!(
+            "{cause}. In a cluster, move {} aside and start this node again with --rejoin: \
+             it rebuilds its replicas from the other nodes",
+            dir.display()
+        ),
+    )
+}
+
 impl Engine {
     /// Opens (or creates) the engine under `dir`. fjall replays its journal here; a torn
     /// tail from a crash is cut at the last intact batch (every batch is checksummed),
@@ -88,27 +100,14 @@ impl Engine {
                     .map(String::as_str)
                     .or_else(|| panic.downcast_ref::<&str>().copied())
                     .unwrap_or("a panic");
-                StorageError::corrupt(
-                    format!("the journal under {}", db_dir.display()),
-                    format!(
-                        "decoding it failed ({what}). In a cluster, move {} aside and start \
-                         this node again with --rejoin: it rebuilds its replicas from the \
-                         other nodes",
-                        dir.display()
-                    ),
-                )
+                corrupt_journal(dir, format!("decoding it failed ({what})"))
             })?;
         let db = opened.map_err(|e| match e {
             // A batch written in full (it has its end marker) that fails its check is
             // damage, not a crash: fjall refuses it rather than drop what follows.
-            fjall::Error::JournalRecovery(kind) => StorageError::corrupt(
-                format!("the journal under {}", db_dir.display()),
-                format!(
-                    "{kind:?}: a completely written batch fails its check, which a crash \
-                         cannot cause. In a cluster, move {} aside and start this node again \
-                         with --rejoin: it rebuilds its replicas from the other nodes",
-                    dir.display()
-                ),
+            fjall::Error::JournalRecovery(kind) => corrupt_journal(
+                dir,
+                format!("{kind:?}: a completely written batch fails its check, which a crash cannot cause"),
             ),
             other => other.into(),
         })?;

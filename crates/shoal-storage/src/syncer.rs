@@ -138,25 +138,14 @@ fn run(
     counters: &SyncCounters,
 ) {
     let mut pending = Vec::new();
-    // Experiment: wait this long before an fsync when the previous round was shared.
-    let delay = std::env::var("SHOAL_GROUP_COMMIT_DELAY_US")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(std::time::Duration::from_micros)
-        .unwrap_or_default();
-    let mut last_round = 0usize;
     while let Ok(first) = rx.recv() {
         pending.push(first);
-        if !delay.is_zero() && last_round > 1 {
-            std::thread::sleep(delay);
-        }
         while pending.len() < MAX_CALLBACKS_PER_SYNC {
             match rx.try_recv() {
                 Ok(cb) => pending.push(cb),
                 Err(_) => break,
             }
         }
-        last_round = pending.len();
         let result = journal.sync(&db);
         counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         counters

@@ -59,6 +59,26 @@ fn damage_journal(dir: &std::path::Path, damage: Damage) -> String {
     )
 }
 
+/// Waits until node `id` logged that every group it guarded after its latest start has
+/// caught up from a leader (not merely timed out of the guard).
+async fn wait_caught_up(cluster: &Cluster, id: u64) {
+    harness::poll_until(
+        &format!("node {id} catches up on every group"),
+        harness::LEADER_TIMEOUT,
+        || async {
+            let log = cluster.log_text(id);
+            let guarded = log.matches("not voting until a leader").count();
+            let caught_up = log.matches("caught up after a restart").count();
+            if guarded > 0 && caught_up == guarded {
+                Ok(())
+            } else {
+                Err(format!("{caught_up} of {guarded} groups caught up"))
+            }
+        },
+    )
+    .await;
+}
+
 /// A node killed mid-load whose journal tail is then cut or corrupted (as a torn write, a
 /// lying disk or a bad sector would leave it) must repair at start, by dropping the tail
 /// from the first damaged batch on, and catch up from the leader; the cluster must stay
@@ -110,21 +130,7 @@ async fn a_node_with_a_damaged_log_tail_repairs_and_the_cluster_stays_correct() 
         done.push(format!("node {victim}: {what}: {outcome}"));
         // One damaged disk at a time: a second before the first has caught up would be
         // two faults among three nodes, more than a majority protocol can mask.
-        harness::poll_until(
-            &format!("node {victim} catches up on every group"),
-            harness::LEADER_TIMEOUT,
-            || async {
-                let log = cluster.log_text(victim);
-                let guarded = log.matches("not voting until a leader").count();
-                let caught_up = log.matches("caught up after a restart").count();
-                if guarded > 0 && caught_up == guarded {
-                    Ok(())
-                } else {
-                    Err(format!("{caught_up} of {guarded} groups caught up"))
-                }
-            },
-        )
-        .await;
+        wait_caught_up(&cluster, victim).await;
     }
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -186,21 +192,7 @@ async fn a_wiped_node_restarted_without_rejoin_joins_its_groups_guarded() {
         log.contains("peers already run this node's groups"),
         "the wiped node did not notice the running cluster:\n{log}"
     );
-    harness::poll_until(
-        "node 1 catches up on every group",
-        harness::LEADER_TIMEOUT,
-        || async {
-            let log = cluster.log_text(1);
-            let guarded = log.matches("not voting until a leader").count();
-            let caught_up = log.matches("caught up after a restart").count();
-            if guarded > 0 && caught_up == guarded {
-                Ok(())
-            } else {
-                Err(format!("{caught_up} of {guarded} groups caught up"))
-            }
-        },
-    )
-    .await;
+    wait_caught_up(&cluster, 1).await;
     for (key, version) in &written {
         harness::poll_until(
             &format!("node 1's own replica has {key}"),
