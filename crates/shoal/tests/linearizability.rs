@@ -526,6 +526,24 @@ async fn counter_set_run(nodes: usize, seed: u64, net: Net) -> Summary {
     for step in 0..STEPS {
         schedule.push(nemesis_step(&mut cluster, &mut rng, step).await);
     }
+    // A schedule of back-to-back restarts can leave no time to write at all (restarted
+    // replicas sit out elections until caught up); keep the clients going after the
+    // last fault until both workloads have had an acknowledged write, so the checks
+    // below are never vacuous.
+    harness::poll_until(
+        &format!("seed {seed}: an acknowledged increment and append after the faults"),
+        harness::LEADER_TIMEOUT,
+        || async {
+            let increments = counter.lock().expect("tally").acknowledged.len();
+            let appends = set.lock().expect("tally").acknowledged.len();
+            if increments > 0 && appends > 0 {
+                Ok(())
+            } else {
+                Err(format!("{increments} increments, {appends} appends"))
+            }
+        },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.expect("client task");
