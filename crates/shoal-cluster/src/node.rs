@@ -92,6 +92,10 @@ pub struct Tuning {
     pub record_cache_bytes: u64,
     /// Worker threads of the runtime that runs the Raft groups.
     pub raft_threads: usize,
+    /// Longest time a group-commit round waits for busy Raft threads to finish appending
+    /// before it fsyncs (zero: fsync as soon as a request arrives). See `shoal_storage`'s
+    /// syncer: waiting for idle threads halved fsyncs and cut CPU per write.
+    pub group_commit_wait: Duration,
     /// How long a request may keep looking for its shard's leader (through elections and
     /// redirects) before the client gets `NoLeader`.
     pub route_timeout: Duration,
@@ -131,6 +135,7 @@ impl Default for Tuning {
             startup_timeout: Duration::from_secs(30),
             record_cache_bytes: EngineOptions::default().record_cache_bytes,
             raft_threads: default_raft_threads(),
+            group_commit_wait: Duration::from_millis(1),
             route_timeout: Duration::from_secs(5),
             forward_timeout: Duration::from_secs(8),
             request_timeout: Duration::from_secs(10),
@@ -278,8 +283,15 @@ impl Node {
         // A restart, or a member rebuilding on an empty directory: either may have
         // forgotten what it acknowledged, so its replicas are guarded (`catch_up`).
         let restarted = known_dir || cluster.rejoin;
+        let writer_activity = (!tuning.group_commit_wait.is_zero()).then(|| {
+            Arc::new(shoal_storage::WriterActivity::new(
+                tuning.raft_threads.max(1),
+                tuning.group_commit_wait,
+            ))
+        });
         let engine_options = EngineOptions {
             record_cache_bytes: tuning.record_cache_bytes,
+            writer_activity: writer_activity.clone(),
             ..EngineOptions::default()
         };
         let engine = Engine::open(&config.data_dir, &engine_options).map_err(storage_err)?;
@@ -311,10 +323,19 @@ impl Node {
             .map_err(|e| Error::Invalid(format!("raft config: {e}")))?,
         );
 
-        let raft_runtime = tokio::runtime::Builder::new_multi_thread()
+        let mut raft_runtime = tokio::runtime::Builder::new_multi_thread();
+        raft_runtime
             .worker_threads(tuning.raft_threads.max(1))
             .thread_name("shoal-raft")
-            .enable_all()
+            .enable_all();
+        // Group commit syncs once the workers (which do every log append) have gone idle.
+        if let Some(activity) = writer_activity {
+            let on_wake = activity.clone();
+            raft_runtime
+                .on_thread_park(move || activity.idle())
+                .on_thread_unpark(move || on_wake.busy());
+        }
+        let raft_runtime = raft_runtime
             .build()
             .map_err(|e| Error::Internal(format!("cannot start the raft runtime: {e}")))?;
         let rt = raft_runtime.handle().clone();

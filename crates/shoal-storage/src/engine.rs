@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, UserValue};
 
 use crate::keys::{self, GroupId};
-use crate::syncer::{SyncCallback, Syncer};
+use crate::syncer::{SyncCallback, Syncer, WriterActivity};
 use crate::{Result, StorageError};
 
 /// Tunables of the engine, with the limits they impose.
@@ -18,6 +18,9 @@ pub struct EngineOptions {
     pub cache_bytes: u64,
     /// Record cache size in bytes (0 disables it).
     pub record_cache_bytes: u64,
+    /// The threads that append to the log, which group commit waits for (see `syncer`);
+    /// None syncs as soon as a request arrives.
+    pub writer_activity: Option<Arc<WriterActivity>>,
 }
 
 impl Default for EngineOptions {
@@ -25,6 +28,7 @@ impl Default for EngineOptions {
         Self {
             cache_bytes: 256 * 1024 * 1024,
             record_cache_bytes: 128 * 1024 * 1024,
+            writer_activity: None,
         }
     }
 }
@@ -116,7 +120,7 @@ impl Engine {
         let meta = open("raft_meta")?;
         let data = open("shard_data")?;
         let expiry = open("shard_expiry")?;
-        let syncer = Syncer::start(db.clone(), db_dir)?;
+        let syncer = Syncer::start(db.clone(), db_dir, options.writer_activity.clone())?;
         let counters = syncer.counters.clone();
         Ok(Engine {
             inner: Arc::new(Inner {
@@ -262,6 +266,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn log_append_read_truncate_purge() {
@@ -322,6 +327,53 @@ mod tests {
         let stats = engine.stats();
         assert_eq!(stats.sync_requests, 100);
         assert!(stats.fsyncs >= 1 && stats.fsyncs <= 100);
+    }
+
+    fn engine_with_activity(dir: &Path, activity: &Arc<WriterActivity>) -> Engine {
+        let options = EngineOptions {
+            writer_activity: Some(activity.clone()),
+            ..EngineOptions::default()
+        };
+        Engine::open(dir, &options).unwrap()
+    }
+
+    #[test]
+    fn group_commit_waits_for_busy_writers_and_covers_all_they_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let activity = Arc::new(WriterActivity::new(1, Duration::from_secs(60)));
+        let engine = engine_with_activity(dir.path(), &activity);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..3u64 {
+            engine.append_log(1, [(i + 1, vec![1])]).unwrap();
+            let tx = tx.clone();
+            engine.sync(Box::new(move |r| tx.send(r.is_ok()).unwrap()));
+        }
+        // The writer is busy, so the round has not run (its hold is a minute).
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        assert_eq!(engine.stats().fsyncs, 0);
+        activity.idle();
+        for _ in 0..3 {
+            assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+        }
+        assert_eq!(engine.stats().fsyncs, 1, "one fsync covers all three");
+        // An idle writer does not hold a round back.
+        engine.sync(Box::new(move |r| tx.send(r.is_ok()).unwrap()));
+        assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+        assert_eq!(engine.stats().fsyncs, 2);
+    }
+
+    #[test]
+    fn group_commit_waits_no_longer_than_its_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        // Never goes idle: only the hold ends each round.
+        let activity = Arc::new(WriterActivity::new(1, Duration::from_millis(20)));
+        let engine = engine_with_activity(dir.path(), &activity);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let started = std::time::Instant::now();
+        engine.append_log(1, [(1, vec![1])]).unwrap();
+        engine.sync(Box::new(move |r| tx.send(r.is_ok()).unwrap()));
+        assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+        assert!(started.elapsed() >= Duration::from_millis(20));
     }
 
     #[test]

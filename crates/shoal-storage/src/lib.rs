@@ -17,6 +17,7 @@ pub use engine::{Engine, EngineOptions, LogBounds, StorageStats};
 pub use keys::GroupId;
 pub use shard_data::{DataChange, ScanPage};
 pub use snapshot::SNAPSHOT_MAGIC;
+pub use syncer::WriterActivity;
 
 /// Errors from the storage layer. Every variant says what to do about it.
 #[derive(Debug, thiserror::Error)]

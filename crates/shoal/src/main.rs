@@ -10,6 +10,12 @@ mod server;
 
 use clap::{Parser, Subcommand};
 
+// A request crosses several threads (front end, Raft, group commit) and allocates on one,
+// frees on another; glibc's per-thread arenas handle that poorly (lock traffic, heaps
+// grown and shrunk with mprotect).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// shoal: a distributed, strongly consistent, sharded key-value store that speaks the
 /// Redis protocol (RESP) and HTTP/JSON.
 #[derive(Parser)]

@@ -102,6 +102,11 @@ pub struct ServerArgs {
     /// Worker threads of the runtime that runs the Raft groups (log appends, applies).
     #[arg(long, default_value_t = Tuning::default().raft_threads, help_heading = "Tuning")]
     raft_threads: usize,
+    /// Longest wait, in microseconds, before a shared fsync while the Raft threads are still
+    /// busy appending (0: fsync at once). A round starts as soon as they go idle, so this
+    /// bounds the wait only under sustained load.
+    #[arg(long, default_value_t = Tuning::default().group_commit_wait.as_micros() as u64, help_heading = "Tuning")]
+    group_commit_wait_us: u64,
     /// Log entries between snapshots of a shard (the log before a snapshot is discarded).
     #[arg(long, default_value_t = Tuning::default().snapshot_every, help_heading = "Tuning")]
     snapshot_every: u64,
@@ -230,6 +235,7 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         snapshot_every: args.snapshot_every,
         record_cache_bytes: args.record_cache_mib << 20,
         raft_threads: args.raft_threads,
+        group_commit_wait: std::time::Duration::from_micros(args.group_commit_wait_us),
         ..Tuning::default()
     };
     let node = Node::start_with(config, tuning).await.map_err(|e| {

@@ -8,15 +8,15 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 
 use super::faults::Faults;
 use super::wire::{
-    Hello, HelloReply, PROTOCOL_VERSION, Request, RequestFrame, Response, ResponseFrame, decode,
-    encode, read_frame, write_frame,
+    Hello, HelloReply, PROTOCOL_VERSION, READ_BUFFER_BYTES, Request, RequestFrame, Response,
+    ResponseFrame, decode, encode, read_frame, write_frame,
 };
 
 /// Limits and timings of the peer transport.
@@ -454,7 +454,8 @@ async fn write_one(
         .map_err(|e| format!("write failed: {e}"))
 }
 
-async fn read_responses(mut read_half: OwnedReadHalf, pending: Pending) -> String {
+async fn read_responses(read_half: OwnedReadHalf, pending: Pending) -> String {
+    let mut read_half = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
     loop {
         let frame = match read_frame(&mut read_half).await {
             Ok(Some(frame)) => frame,

@@ -11,14 +11,14 @@ use futures_util::future::BoxFuture;
 use openraft::storage::Snapshot;
 use shoal_core::map::NodeStatus;
 use shoal_core::{Command, Consistency, Error, Reply, ShardId};
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::faults::Faults;
 use super::wire::{
-    Hello, HelloReply, PROTOCOL_VERSION, Request, RequestFrame, Response, ResponseFrame,
-    SnapshotChunk, decode, encode, read_frame, write_frame,
+    Hello, HelloReply, PROTOCOL_VERSION, READ_BUFFER_BYTES, Request, RequestFrame, Response,
+    ResponseFrame, SnapshotChunk, decode, encode, read_frame, write_frame,
 };
 use crate::{Raft, SnapshotFile};
 
@@ -152,7 +152,10 @@ async fn serve_connection(
         return Err(why);
     }
     let from = hello.from;
-    let (mut read_half, write_half) = stream.into_split();
+    let (read_half, write_half) = stream.into_split();
+    // Buffered: a frame read straight off the socket costs two reads or more (length, then
+    // body); under load one read now takes every frame that has arrived.
+    let mut read_half = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
     let limit = config.max_inflight_per_connection.max(1);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(limit);
     let writer = tokio::spawn(async move {

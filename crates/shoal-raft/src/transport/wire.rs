@@ -125,6 +125,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| format!("malformed peer message: {e}"))
 }
 
+/// Read buffer of a peer connection: frames that arrive together are read with one call.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Reads one frame's payload. `Ok(None)` at a clean end of stream.
 pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
