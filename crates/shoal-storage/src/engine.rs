@@ -17,6 +17,12 @@ use crate::{Result, StorageError};
 /// node and -17% CPU per write on 3 nodes; 8 MiB flushed too often to gain more.
 const DATA_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Memtable of the per-group bookkeeping (vote, applied position, purge point): a handful
+/// of keys, one of which every apply rewrites, so a big memtable holds hundreds of
+/// thousands of dead versions to search past. 1 MiB measured SET -P 1 on one node
+/// 27.9-31.0k -> 30.8-32.5k /s against 64 MiB.
+const META_MEMTABLE_BYTES: u64 = 1024 * 1024;
+
 /// Tunables of the engine, with the limits they impose.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -123,7 +129,9 @@ impl Engine {
         })?;
         let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
         let log = open("raft_log")?;
-        let meta = open("raft_meta")?;
+        let meta = db.keyspace("raft_meta", || {
+            KeyspaceCreateOptions::default().max_memtable_size(META_MEMTABLE_BYTES)
+        })?;
         let data = db.keyspace("shard_data", || {
             KeyspaceCreateOptions::default().max_memtable_size(DATA_MEMTABLE_BYTES)
         })?;
