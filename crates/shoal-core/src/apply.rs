@@ -8,7 +8,7 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::UnixMillis;
-use crate::command::{Condition, Expiry, WriteOp, WriteReply};
+use crate::command::{Condition, Expiry, ExpiryCondition, WriteOp, WriteReply};
 use crate::error::Error;
 use crate::limits::Limits;
 use crate::record::Record;
@@ -84,6 +84,44 @@ fn put_or_expire(key: &Bytes, record: Record, now: UnixMillis) -> Change {
     } else {
         Change::Put(key.clone(), record)
     }
+}
+
+/// EXPIRE, PERSIST and their conditional forms: `Applied(true)` when the expiry changed.
+fn set_expiry(
+    view: &mut dyn KeyView,
+    key: &Bytes,
+    expiry: Expiry,
+    condition: Option<ExpiryCondition>,
+    version: u64,
+    now: UnixMillis,
+) -> Result<Applied, Error> {
+    let Some(old) = live(view, key, now)? else {
+        return Ok(Applied::reply(WriteReply::Applied(false), vec![]));
+    };
+    let expire_at = match expiry {
+        Expiry::Keep => return Err(Error::Invalid("expiry 'keep' changes nothing".into())),
+        Expiry::Clear if condition.is_some() => {
+            return Err(Error::Invalid("a conditional expiry needs a time".into()));
+        }
+        Expiry::Clear if old.expire_at.is_none() => {
+            return Ok(Applied::reply(WriteReply::Applied(false), vec![]));
+        }
+        other => resolve_expiry(other, Some(&old), now),
+    };
+    if let (Some(condition), Some(new)) = (condition, expire_at)
+        && !condition.allows(old.expire_at, new)
+    {
+        return Ok(Applied::reply(WriteReply::Applied(false), vec![]));
+    }
+    let record = Record {
+        value: old.value,
+        version,
+        expire_at,
+    };
+    Ok(Applied::reply(
+        WriteReply::Applied(true),
+        vec![put_or_expire(key, record, now)],
+    ))
 }
 
 fn run(
@@ -255,27 +293,12 @@ fn run(
             };
             Applied::reply(WriteReply::Len(len), vec![Change::Put(key.clone(), record)])
         }
-        WriteOp::SetExpiry { key, expiry } => {
-            let Some(old) = live(view, key, now)? else {
-                return Ok(Applied::reply(WriteReply::Applied(false), vec![]));
-            };
-            let expire_at = match expiry {
-                Expiry::Keep => return Err(Error::Invalid("expiry 'keep' changes nothing".into())),
-                Expiry::Clear if old.expire_at.is_none() => {
-                    return Ok(Applied::reply(WriteReply::Applied(false), vec![]));
-                }
-                other => resolve_expiry(*other, Some(&old), now),
-            };
-            let record = Record {
-                value: old.value,
-                version,
-                expire_at,
-            };
-            Applied::reply(
-                WriteReply::Applied(true),
-                vec![put_or_expire(key, record, now)],
-            )
-        }
+        WriteOp::SetExpiry { key, expiry } => set_expiry(view, key, *expiry, None, version, now)?,
+        WriteOp::SetExpiryIf {
+            key,
+            expiry,
+            condition,
+        } => set_expiry(view, key, *expiry, Some(*condition), version, now)?,
         WriteOp::GetDel { key } => match live(view, key, now)? {
             Some(old) => Applied::reply(
                 WriteReply::Value(Some(old.value)),
@@ -765,6 +788,67 @@ mod tests {
             Ok(WriteReply::Deleted(1))
         );
         assert!(v.0.contains_key(&b("long")));
+    }
+
+    #[test]
+    fn conditional_expiry_compares_with_the_stored_one_at_apply_time() {
+        use crate::command::ExpiryCondition::*;
+        let mut v = MapView::default();
+        v.run(put("k", "v", Condition::None), 1, 100).unwrap();
+        let at = |v: &mut MapView, when, condition, version| {
+            v.run(
+                WriteOp::SetExpiryIf {
+                    key: b("k"),
+                    expiry: Expiry::At(when),
+                    condition,
+                },
+                version,
+                100,
+            )
+        };
+        // No expiry yet: counts as "never".
+        assert_eq!(
+            at(&mut v, 5_000, HasExpiry, 2),
+            Ok(WriteReply::Applied(false))
+        );
+        assert_eq!(at(&mut v, 5_000, Later, 3), Ok(WriteReply::Applied(false)));
+        assert_eq!(
+            at(&mut v, 5_000, HasExpiryAndEarlier, 4),
+            Ok(WriteReply::Applied(false))
+        );
+        assert_eq!(
+            at(&mut v, 5_000, NoExpiry, 5),
+            Ok(WriteReply::Applied(true))
+        );
+        assert_eq!(v.0[&b("k")].expire_at, Some(5_000));
+        assert_eq!(v.0[&b("k")].version, 5, "a change that applies is a write");
+        assert_eq!(
+            at(&mut v, 6_000, NoExpiry, 6),
+            Ok(WriteReply::Applied(false))
+        );
+        assert_eq!(at(&mut v, 4_000, Later, 7), Ok(WriteReply::Applied(false)));
+        assert_eq!(
+            at(&mut v, 6_000, Earlier, 8),
+            Ok(WriteReply::Applied(false))
+        );
+        assert_eq!(at(&mut v, 6_000, Later, 9), Ok(WriteReply::Applied(true)));
+        assert_eq!(
+            at(&mut v, 3_000, HasExpiryAndEarlier, 10),
+            Ok(WriteReply::Applied(true))
+        );
+        assert_eq!(v.0[&b("k")].expire_at, Some(3_000));
+        assert_eq!(
+            at(&mut v, 9_000, HasExpiry, 11),
+            Ok(WriteReply::Applied(true))
+        );
+        assert_eq!(v.0[&b("k")].version, 11);
+        // A time already past deletes the key when the condition holds.
+        assert_eq!(at(&mut v, 50, Earlier, 12), Ok(WriteReply::Applied(true)));
+        assert!(!v.0.contains_key(&b("k")));
+        assert_eq!(
+            at(&mut v, 9_000, Earlier, 13),
+            Ok(WriteReply::Applied(false))
+        );
     }
 
     #[test]

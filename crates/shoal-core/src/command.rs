@@ -48,7 +48,38 @@ pub enum Expiry {
     At(UnixMillis),
 }
 
+/// When a conditional expiry change (EXPIRE's NX, XX, GT, LT) takes effect, judged against
+/// the key's current expiry at apply time. A key without an expiry counts as never
+/// expiring, as in Redis: GT never sets it, LT always does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpiryCondition {
+    /// Only if the key has no expiry (NX).
+    NoExpiry,
+    /// Only if the key has an expiry (XX).
+    HasExpiry,
+    /// Only if the new expiry is later than the current one (GT).
+    Later,
+    /// Only if the new expiry is earlier than the current one (LT).
+    Earlier,
+    /// Only if the key has an expiry and the new one is earlier (XX with LT).
+    HasExpiryAndEarlier,
+}
+
+impl ExpiryCondition {
+    /// Whether a key expiring at `current` (None: never) may move to `new`.
+    pub fn allows(self, current: Option<UnixMillis>, new: UnixMillis) -> bool {
+        match self {
+            ExpiryCondition::NoExpiry => current.is_none(),
+            ExpiryCondition::HasExpiry => current.is_some(),
+            ExpiryCondition::Later => current.is_some_and(|c| new > c),
+            ExpiryCondition::Earlier => current.is_none_or(|c| new < c),
+            ExpiryCondition::HasExpiryAndEarlier => current.is_some_and(|c| new < c),
+        }
+    }
+}
+
 /// A replicated write. Applied deterministically on every replica by `apply::apply`.
+/// Variants are encoded by position in the Raft log: new ones go at the end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WriteOp {
     Put {
@@ -110,6 +141,13 @@ pub enum WriteOp {
     },
     /// Deletes every key of the shard.
     Flush,
+    /// Sets a key's expiry (`Expiry::At`/`AfterMillis`) only if `condition` holds for its
+    /// current one; an expiry in the past then deletes the key.
+    SetExpiryIf {
+        key: Bytes,
+        expiry: Expiry,
+        condition: ExpiryCondition,
+    },
 }
 
 /// A copy of `bytes` in its own allocation (not a view into a larger buffer).
@@ -186,6 +224,15 @@ impl WriteOp {
                 keys: own_all(keys),
             },
             WriteOp::Flush => WriteOp::Flush,
+            WriteOp::SetExpiryIf {
+                key,
+                expiry,
+                condition,
+            } => WriteOp::SetExpiryIf {
+                key: own(&key),
+                expiry,
+                condition,
+            },
         }
     }
 
@@ -198,6 +245,7 @@ impl WriteOp {
             | WriteOp::Append { key, .. }
             | WriteOp::SetRange { key, .. }
             | WriteOp::SetExpiry { key, .. }
+            | WriteOp::SetExpiryIf { key, .. }
             | WriteOp::GetDel { key }
             | WriteOp::GetEx { key, .. } => vec![key],
             WriteOp::Delete { keys, .. } | WriteOp::Reap { keys } => keys.iter().collect(),

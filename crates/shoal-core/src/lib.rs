@@ -14,7 +14,9 @@ pub mod record;
 pub mod shard;
 pub mod slot;
 
-pub use command::{Command, Condition, Consistency, Expiry, Reply, WriteOp, WriteReply};
+pub use command::{
+    Command, Condition, Consistency, Expiry, ExpiryCondition, Reply, WriteOp, WriteReply,
+};
 pub use error::Error;
 pub use limits::Limits;
 pub use placement::{Placement, PlacementError, PlacementNode, place};

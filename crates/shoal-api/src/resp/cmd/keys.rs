@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use shoal_core::record::Record;
-use shoal_core::{Command, Expiry, Reply, WriteOp, key_slot};
+use shoal_core::{Command, Expiry, ExpiryCondition, Reply, WriteOp, key_slot};
 
 use super::args::{self, Unit, err, is, now_ms};
 use super::{Ctx, Outcome, Session, applied_reply, count_reply, ok_reply, unexpected};
@@ -85,23 +85,29 @@ fn set_expiry(
     if gt && lt {
         return Err(err("GT and LT options at the same time are not compatible"));
     }
-    if nx || xx || gt || lt {
-        // They compare with the current expiry, which needs a conditional write the node
-        // does not offer yet; emulating them with a read then a write would not be atomic.
-        return Err(err(format!(
-            "{} options NX, XX, GT and LT are not supported yet",
-            command.to_uppercase()
-        )));
-    }
+    // Judged at apply time against the stored expiry, so the check and the change are one
+    // atomic write. GT already needs an expiry, so XX adds nothing to it; LT treats "no
+    // expiry" as "never", so XX narrows it.
+    let condition = match (nx, xx, gt, lt) {
+        (true, ..) => Some(ExpiryCondition::NoExpiry),
+        (_, _, true, _) => Some(ExpiryCondition::Later),
+        (_, true, _, true) => Some(ExpiryCondition::HasExpiryAndEarlier),
+        (_, _, _, true) => Some(ExpiryCondition::Earlier),
+        (_, true, ..) => Some(ExpiryCondition::HasExpiry),
+        _ => None,
+    };
     let expiry = args::any_expiry(&args[2], unit, relative, command, now_ms())?;
     let key = ctx.key(&args[1])?;
     let slot = Some(key_slot(&key));
-    Ok(ctx.write(
-        session,
-        WriteOp::SetExpiry { key, expiry },
-        slot,
-        applied_reply,
-    ))
+    let op = match condition {
+        Some(condition) => WriteOp::SetExpiryIf {
+            key,
+            expiry,
+            condition,
+        },
+        None => WriteOp::SetExpiry { key, expiry },
+    };
+    Ok(ctx.write(session, op, slot, applied_reply))
 }
 
 pub(super) fn expire(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {

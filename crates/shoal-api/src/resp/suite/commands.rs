@@ -373,11 +373,43 @@ pub async fn key_commands(server: Server) {
         e(c, &["EXPIRE", "e", "10", "NX", "XX"]).await,
         "ERR NX and XX, GT or LT options at the same time are not compatible"
     );
-    assert!(
-        e(c, &["EXPIRE", "e", "10", "GT"])
-            .await
-            .starts_with("ERR EXPIRE options")
+    assert_eq!(
+        e(c, &["EXPIRE", "e", "10", "GT", "LT"]).await,
+        "ERR GT and LT options at the same time are not compatible"
     );
+    // NX / XX / GT / LT, as Redis 7: a key without an expiry never expires, so GT never
+    // sets one and LT always does. `e` expires at PEXPIREAT `at`*1000+5 here.
+    assert_eq!(q(c, &["EXPIRE", "e", "10", "NX"]).await, Value::Int(0));
+    assert_eq!(q(c, &["EXPIRE", "e", "1000", "GT"]).await, Value::Int(1));
+    assert!((999..=1000).contains(&int(&q(c, &["TTL", "e"]).await)));
+    assert_eq!(q(c, &["EXPIRE", "e", "500", "GT"]).await, Value::Int(0));
+    assert_eq!(q(c, &["EXPIRE", "e", "2000", "LT"]).await, Value::Int(0));
+    assert_eq!(
+        q(c, &["EXPIRE", "e", "400", "XX", "LT"]).await,
+        Value::Int(1)
+    );
+    assert!((399..=400).contains(&int(&q(c, &["TTL", "e"]).await)));
+    assert_eq!(q(c, &["SET", "nottl", "v"]).await, Value::Okay);
+    assert_eq!(q(c, &["EXPIRE", "nottl", "100", "XX"]).await, Value::Int(0));
+    assert_eq!(q(c, &["EXPIRE", "nottl", "100", "GT"]).await, Value::Int(0));
+    assert_eq!(
+        q(c, &["EXPIRE", "nottl", "100", "XX", "LT"]).await,
+        Value::Int(0)
+    );
+    assert_eq!(q(c, &["TTL", "nottl"]).await, Value::Int(-1));
+    assert_eq!(
+        q(c, &["PEXPIRE", "nottl", "100000", "LT"]).await,
+        Value::Int(1)
+    );
+    assert_eq!(q(c, &["PERSIST", "nottl"]).await, Value::Int(1));
+    assert_eq!(q(c, &["EXPIRE", "nottl", "100", "NX"]).await, Value::Int(1));
+    assert_eq!(
+        q(c, &["EXPIRE", "missing", "100", "LT"]).await,
+        Value::Int(0)
+    );
+    // A condition that holds with a time in the past deletes the key.
+    assert_eq!(q(c, &["EXPIREAT", "nottl", "1", "LT"]).await, Value::Int(1));
+    assert_eq!(q(c, &["EXISTS", "nottl"]).await, Value::Int(0));
     assert_eq!(
         e(c, &["EXPIRE", "e", "9223372036854775807"]).await,
         "ERR invalid expire time in 'expire' command"
