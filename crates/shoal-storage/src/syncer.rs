@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fjall::{Database, PersistMode};
 
@@ -78,19 +78,12 @@ impl WriterActivity {
 
     /// Blocks until no writer is busy, or `max_hold` from now.
     fn wait_idle(&self) {
-        let deadline = Instant::now() + self.max_hold;
-        let mut busy = self.busy.lock().expect("activity lock");
-        while *busy > 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            busy = self
-                .became_idle
-                .wait_timeout(busy, deadline - now)
-                .expect("activity lock")
-                .0;
-        }
+        let busy = self.busy.lock().expect("activity lock");
+        drop(
+            self.became_idle
+                .wait_timeout_while(busy, self.max_hold, |busy| *busy > 0)
+                .expect("activity lock"),
+        );
     }
 }
 
