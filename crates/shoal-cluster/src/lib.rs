@@ -9,6 +9,7 @@ mod bootstrap;
 mod catch_up;
 mod clock;
 mod group;
+mod leadership;
 mod local;
 mod node;
 mod peers;

@@ -106,6 +106,9 @@ pub struct Tuning {
     pub request_timeout: Duration,
     /// How often each peer is asked for its status (liveness and leaders).
     pub status_interval: Duration,
+    /// How often each leader checks whether a group it leads should go back to its
+    /// preferred leader (see `leadership`); zero turns leader balancing off.
+    pub leader_balance_interval: Duration,
     /// A deliberately broken mode for testing the linearizability checker: "linearizable"
     /// reads are served by any replica without a leadership check. Never in production.
     pub unsafe_unconfirmed_reads: bool,
@@ -130,6 +133,7 @@ impl Default for Tuning {
             election_timeout_ms: (300, 600),
             snapshot_every: 20_000,
             reap_interval: Duration::from_millis(100),
+            leader_balance_interval: Duration::from_secs(1),
             reap_batch: 1_000,
             scan_budget: 100_000,
             startup_timeout: Duration::from_secs(30),
@@ -526,6 +530,12 @@ impl Node {
             }
         }
         tokio::spawn(crate::reaper::run(node.clone()));
+        if members.len() > 1 && !node.tuning().leader_balance_interval.is_zero() {
+            tokio::spawn(crate::leadership::run(
+                node.clone(),
+                node.tuning().leader_balance_interval,
+            ));
+        }
         if members.len() > 1 {
             tokio::spawn(crate::status::run(node.clone()));
         }
@@ -592,6 +602,17 @@ impl Node {
     /// This node's replicas of data shards.
     pub(crate) fn data_groups(&self) -> impl Iterator<Item = &Group> {
         self.inner.groups.iter().skip(1).flatten()
+    }
+
+    /// This node's replicas of every group, the metadata group first.
+    pub(crate) fn all_groups(&self) -> impl Iterator<Item = &Group> {
+        self.inner.groups.iter().flatten()
+    }
+
+    /// The node placement lists first for `group`: it led the group at bootstrap, and
+    /// leadership returns to it when it is a caught-up voter.
+    pub(crate) fn preferred_leader(&self, group: ShardId) -> Option<&u64> {
+        self.inner.topology.replicas(group).first()
     }
 
     pub(crate) fn local_group(&self, group: ShardId) -> Option<&Group> {

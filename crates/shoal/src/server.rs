@@ -107,6 +107,11 @@ pub struct ServerArgs {
     /// bounds the wait only under sustained load.
     #[arg(long, default_value_t = Tuning::default().group_commit_wait.as_micros() as u64, help_heading = "Tuning")]
     group_commit_wait_us: u64,
+    /// How often, in milliseconds, each shard leader checks whether to hand the shard back
+    /// to its preferred leader (the node that led it at bootstrap), once that node is back
+    /// and caught up, so leaders spread out again after a failover (0: never).
+    #[arg(long, default_value_t = Tuning::default().leader_balance_interval.as_millis() as u64, help_heading = "Tuning")]
+    leader_balance_interval_ms: u64,
     /// Log entries between snapshots of a shard (the log before a snapshot is discarded).
     #[arg(long, default_value_t = Tuning::default().snapshot_every, help_heading = "Tuning")]
     snapshot_every: u64,
@@ -236,6 +241,7 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         record_cache_bytes: args.record_cache_mib << 20,
         raft_threads: args.raft_threads,
         group_commit_wait: std::time::Duration::from_micros(args.group_commit_wait_us),
+        leader_balance_interval: std::time::Duration::from_millis(args.leader_balance_interval_ms),
         ..Tuning::default()
     };
     let node = Node::start_with(config, tuning).await.map_err(|e| {

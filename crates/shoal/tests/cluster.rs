@@ -473,6 +473,64 @@ async fn restarting_every_node_keeps_all_data() {
     assert_all_readable(&api, &ids, &more).await;
 }
 
+/// Shards whose leader is not their preferred one (the first replica, which led it at
+/// bootstrap), as `(shard, leader)`, in node `asking`'s view.
+async fn misplaced_leaders(api: &Api, asking: u64) -> Result<Vec<(u32, Option<u64>)>, String> {
+    let view = api.view(asking).await.map_err(|e| e.to_string())?;
+    Ok(view
+        .shards
+        .iter()
+        .filter(|s| s.leader != s.replicas.first().copied())
+        .map(|s| (s.id, s.leader))
+        .collect())
+}
+
+/// Polls until every shard is led by its preferred leader, in node `asking`'s view.
+async fn wait_for_preferred_leaders(api: &Api, asking: u64, what: &str) {
+    poll_until(what, RECOVERY, || async {
+        match misplaced_leaders(api, asking).await? {
+            wrong if wrong.is_empty() => Ok(()),
+            wrong => Err(format!("misplaced (shard, leader): {wrong:?}")),
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_go_back_to_a_restarted_node_once_it_caught_up() {
+    const BATCH: usize = 30;
+    let mut cluster = Cluster::start(3).await;
+    let api = cluster.api().clone();
+    let ids = cluster.ids();
+    wait_for_preferred_leaders(&api, 1, "every shard led by its first replica at start").await;
+    let view = api.view(1).await.expect("cluster view");
+    let victim = view.shards[0].replicas[0];
+    let preferred: Vec<u32> = view
+        .shards
+        .iter()
+        .filter(|s| s.replicas[0] == victim)
+        .map(|s| s.id)
+        .collect();
+
+    cluster.kill(victim);
+    let live = cluster.live_ids();
+    let view = cluster.wait_for_leaders(live[0]).await;
+    assert!(view.shards.iter().all(|s| s.leader != Some(victim)));
+    let mut expected = put_batch(&api, &live, "while-down", BATCH).await;
+
+    cluster.restart(victim).await;
+    // Writes go on while leadership moves back: none may fail.
+    expected.extend(put_batch(&api, &ids, "while-moving", BATCH).await);
+    wait_for_preferred_leaders(
+        &api,
+        live[0],
+        &format!("node {victim} leading shards {preferred:?} again"),
+    )
+    .await;
+    expected.extend(put_batch(&api, &ids, "after", BATCH).await);
+    assert_all_readable(&api, &ids, &expected).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_client_follows_moved() {
     const KEYS: usize = 200;

@@ -14,7 +14,8 @@ use openraft::OptionalSend;
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft_multi::{GroupNetworkAdapter, GroupRouter};
 use shoal_core::ShardId;
@@ -101,6 +102,20 @@ impl GroupRouter<TypeConfig, ShardId> for PeerRouter {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let request = Request::PreVote { group, rpc };
         vote_response(target, self.raft_call(target, request, option).await?)
+    }
+
+    async fn transfer_leader(
+        &self,
+        target: u64,
+        group: ShardId,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let request = Request::TransferLeader { group, req };
+        match self.raft_call(target, request, option).await? {
+            Response::TransferLeader(r) => Ok(r),
+            _ => Err(RPCError::Unreachable(unexpected(target))),
+        }
     }
 
     /// Streams the snapshot file in chunks, one in flight at a time, so a transfer holds

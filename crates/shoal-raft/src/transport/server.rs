@@ -234,12 +234,17 @@ async fn handle_raft(shared: &Shared, from: u64, request: Request) -> Result<Res
     let group_id = match &request {
         Request::AppendEntries { group, .. }
         | Request::Vote { group, .. }
-        | Request::PreVote { group, .. } => *group,
+        | Request::PreVote { group, .. }
+        | Request::TransferLeader { group, .. } => *group,
         Request::Snapshot(chunk) => chunk.group,
         Request::Forward { .. } | Request::Status => unreachable!("handled by the caller"),
     };
-    if matches!(request, Request::Vote { .. } | Request::PreVote { .. })
-        && let Some(why) = shared.handler.refuses_votes(group_id)
+    // A replica that may have lost entries stays out of elections, including one a
+    // leader hands it (see `refuses_votes`).
+    if matches!(
+        request,
+        Request::Vote { .. } | Request::PreVote { .. } | Request::TransferLeader { .. }
+    ) && let Some(why) = shared.handler.refuses_votes(group_id)
     {
         return Err(why);
     }
@@ -270,6 +275,11 @@ async fn handle_raft(shared: &Shared, from: u64, request: Request) -> Result<Res
             .map(Response::Vote)
             .map_err(|e| e.to_string()),
         Request::Snapshot(chunk) => receive_chunk(shared, from, &raft, chunk).await,
+        Request::TransferLeader { req, .. } => raft
+            .handle_transfer_leader(req)
+            .await
+            .map(Response::TransferLeader)
+            .map_err(|e| e.to_string()),
         Request::Forward { .. } | Request::Status => unreachable!("handled by the caller"),
     }
 }

@@ -7,7 +7,8 @@
 
 use bytes::Bytes;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -86,6 +87,12 @@ pub enum Request {
     },
     /// The callee's addresses, liveness and the shards it leads.
     Status,
+    /// A leader hands `group` over to `req`'s target (sent to every voter: the target
+    /// campaigns at once, the others drop their lease on the old leader so they vote).
+    TransferLeader {
+        group: ShardId,
+        req: TransferLeaderRequest<TypeConfig>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,6 +103,7 @@ pub enum Response {
     Snapshot(Option<SnapshotResponse<TypeConfig>>),
     Forward(Result<Reply, Error>),
     Status(NodeStatus),
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
