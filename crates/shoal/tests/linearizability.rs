@@ -245,8 +245,12 @@ enum Net {
 }
 
 async fn start_cluster(nodes: usize, net: Net) -> Cluster {
+    start_cluster_with(nodes, net, &[]).await
+}
+
+async fn start_cluster_with(nodes: usize, net: Net, extra_args: &[&str]) -> Cluster {
     match net {
-        Net::Transport => Cluster::start(nodes).await,
+        Net::Transport => Cluster::start_with(nodes, extra_args).await,
         Net::Isolated => Cluster::start_isolated(nodes).await,
     }
 }
@@ -254,8 +258,13 @@ async fn start_cluster(nodes: usize, net: Net) -> Cluster {
 /// Runs the register workload under a nemesis seeded with `seed`, then checks the
 /// history (saved to a temp file when it is not linearizable).
 async fn register_run(nodes: usize, seed: u64, net: Net) -> Summary {
+    register_run_with(nodes, seed, net, &[]).await
+}
+
+/// `register_run` on nodes started with `extra_args`.
+async fn register_run_with(nodes: usize, seed: u64, net: Net, extra_args: &[&str]) -> Summary {
     eprintln!("register run: {nodes} nodes, seed {seed} (replay with SHOAL_SEED={seed})");
-    let mut cluster = start_cluster(nodes, net).await;
+    let mut cluster = start_cluster_with(nodes, net, extra_args).await;
     let recorder = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
     let ids = cluster.ids();
@@ -353,6 +362,24 @@ async fn register_is_linearizable_under_faults_3_nodes() {
 async fn register_is_linearizable_under_faults_3_nodes_more_seeds() {
     for seed in seeds(101, 6) {
         run(3, seed).await;
+    }
+}
+
+/// Leader balancing every 100 ms instead of every second: as the nemesis kills, pauses and
+/// restarts nodes, shards are handed back to returning nodes within the run, so leader
+/// transfers (a leader giving up writes and reads, followers dropping its lease, the target
+/// campaigning) land inside the checked history while clients read and write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_is_linearizable_with_frequent_leader_transfers() {
+    for seed in seeds(201, 4) {
+        register_run_with(
+            3,
+            seed,
+            Net::Transport,
+            &["--leader-balance-interval-ms", "100"],
+        )
+        .await
+        .assert_correct();
     }
 }
 
