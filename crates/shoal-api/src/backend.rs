@@ -127,6 +127,8 @@ impl Backend for Node {
             ("shoal_writes_proposed", s.writes_proposed),
             ("shoal_fsyncs", s.fsyncs),
             ("shoal_fsync_requests", s.fsync_requests),
+            ("shoal_shards_led", s.shards_led),
+            ("shoal_leader_transfers", s.leader_transfers),
         ]
     }
 }

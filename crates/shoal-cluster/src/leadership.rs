@@ -64,8 +64,15 @@ pub async fn run(node: Node, interval: Duration) {
                 to = target,
                 "handing leadership back to the shard's preferred leader"
             );
-            if let Err(e) = group.raft.trigger().transfer_leader(target).await {
-                tracing::warn!(shard = group.id, error = %e, "leader transfer failed to start");
+            match group.raft.trigger().transfer_leader(target).await {
+                Ok(()) => {
+                    node.inner
+                        .leader_transfers
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(shard = group.id, error = %e, "leader transfer failed to start")
+                }
             }
         }
     }

@@ -186,6 +186,8 @@ pub(crate) struct Inner {
     stopped: AtomicBool,
     started: Instant,
     pub(crate) commands: AtomicU64,
+    /// Leader transfers this node started to give groups back to their preferred leader.
+    pub(crate) leader_transfers: AtomicU64,
 }
 
 pub(crate) fn storage_err(e: impl std::fmt::Display) -> Error {
@@ -503,6 +505,7 @@ impl Node {
                 stopped: AtomicBool::new(false),
                 started: Instant::now(),
                 commands: AtomicU64::new(0),
+                leader_transfers: AtomicU64::new(0),
             }),
         };
         let _ = handler.node.set(Arc::downgrade(&node.inner));
@@ -596,6 +599,8 @@ impl Node {
             writes_proposed: sum(|g| &g.counters.ops),
             fsyncs: storage.fsyncs,
             fsync_requests: storage.sync_requests,
+            shards_led: self.data_groups().filter(|g| g.is_leader()).count() as u64,
+            leader_transfers: self.inner.leader_transfers.load(Ordering::Relaxed),
         }
     }
 
@@ -772,6 +777,10 @@ pub struct NodeStats {
     /// they covered.
     pub fsyncs: u64,
     pub fsync_requests: u64,
+    /// Data shards this node leads now.
+    pub shards_led: u64,
+    /// Leader transfers started by leader balancing since start.
+    pub leader_transfers: u64,
 }
 
 impl Drop for Inner {

@@ -529,6 +529,35 @@ async fn leaders_go_back_to_a_restarted_node_once_it_caught_up() {
     .await;
     expected.extend(put_batch(&api, &ids, "after", BATCH).await);
     assert_all_readable(&api, &ids, &expected).await;
+    // INFO shows the same: the victim leads its shards, and the others count the transfers.
+    assert_eq!(
+        info_field(&cluster, victim, "shoal_shards_led").await,
+        preferred.len() as u64
+    );
+    let mut transfers = 0;
+    for &id in &live {
+        transfers += info_field(&cluster, id, "shoal_leader_transfers").await;
+    }
+    assert!(
+        transfers >= preferred.len() as u64,
+        "{transfers} leader transfers counted for {} shards handed back",
+        preferred.len()
+    );
+}
+
+/// A numeric field of node `id`'s INFO.
+async fn info_field(cluster: &Cluster, id: u64, field: &str) -> u64 {
+    let mut con = cluster.resp(id).await;
+    let info: String = redis::cmd("INFO")
+        .query_async(&mut con)
+        .await
+        .expect("INFO");
+    info.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("node {id}'s INFO has no {field}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("node {id}'s INFO {field}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
