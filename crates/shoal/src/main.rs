@@ -1,8 +1,10 @@
 //! The `shoal` binary: a thin CLI over the library crates.
 //!
 //! `shoal server` runs a node; `shoal demo` runs a local cluster; `shoal cluster status`
-//! shows one; `shoal get|put|del|scan` talk to a running node over HTTP.
+//! shows one; `shoal bench` measures one; `shoal get|put|del|scan` talk to a running node
+//! over HTTP.
 
+mod bench;
 mod client;
 mod cluster_cmd;
 mod demo;
@@ -31,6 +33,8 @@ enum Commands {
     Server(server::ServerArgs),
     /// Start a local cluster of N nodes, print its addresses, stop it on Ctrl-C.
     Demo(demo::DemoArgs),
+    /// Measure a running cluster: N connections of PUTs or GETs for a while, with latencies.
+    Bench(bench::BenchArgs),
     /// Inspect a running cluster.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
@@ -44,6 +48,8 @@ fn main() -> std::process::ExitCode {
     let threads = match &cli.command {
         Commands::Server(args) => server::io_threads(args),
         Commands::Kv(_) | Commands::Demo(_) | Commands::Cluster(_) => 1,
+        // The load generator needs threads of its own to keep its connections busy.
+        Commands::Bench(_) => 2,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -62,6 +68,7 @@ fn main() -> std::process::ExitCode {
             Commands::Kv(cmd) => client::run(cmd).await,
             Commands::Demo(args) => demo::run(args).await,
             Commands::Cluster(cmd) => cluster_cmd::run(cmd).await,
+            Commands::Bench(args) => bench::run(args).await,
         }
     })
 }

@@ -530,6 +530,49 @@ fn cli_against_a_running_server() {
 }
 
 /// Runs `shoal server` on `data_dir`, expecting it to refuse to start.
+#[test]
+fn bench_measures_a_running_node_and_reports_json() {
+    let mut node = Node::new();
+    let server = node.start();
+    let addr = node.http_addr();
+    let report = |args: &[&str]| -> Value {
+        let mut all = vec!["bench", "--addr", addr.as_str(), "--output", "json"];
+        all.extend_from_slice(args);
+        let run = cli(&all);
+        assert!(run.status.success(), "{run:?}");
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    };
+    for (op, extra) in [("put", &[][..]), ("get", &["--preload"][..])] {
+        let mut args = vec!["--op", op, "--duration-secs", "1", "--connections", "4"];
+        args.extend_from_slice(&["--keys", "50"]);
+        args.extend_from_slice(extra);
+        let r = report(&args);
+        assert_eq!(r["op"], op, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+        assert_eq!(r["nodes_targeted"], 1, "{r}");
+        let ok = r["ok"].as_u64().expect("ok count");
+        assert!(ok > 0 && r["requests"] == ok, "{r}");
+        let (p50, max) = (
+            r["latency_ms"]["p50"].as_f64(),
+            r["latency_ms"]["max"].as_f64(),
+        );
+        assert!(p50.unwrap() > 0.0 && p50 <= max, "{r}");
+    }
+    // The preloaded keys are really there, under the names the wrk script uses too.
+    let mut con = server.connect();
+    assert_eq!(
+        get(&mut con, "bench-key-000049").as_deref(),
+        Some("v".repeat(100).as_str())
+    );
+
+    let refused = cli(&["bench", "--addr", addr.as_str(), "--connections", "0"]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert_eq!(
+        one_line(&refused.stderr),
+        "error: --connections must be 1 to 10000, not 0"
+    );
+}
+
 fn refused_start(data_dir: &Path) -> Finished {
     let [resp_port, http_port] = free_ports();
     let mut cmd = shoal();
