@@ -208,6 +208,80 @@ pub(super) fn key_type(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Resu
     }))
 }
 
+/// `OBJECT ENCODING|REFCOUNT|IDLETIME|FREQ key` and `OBJECT HELP`. Every value is a
+/// string, so ENCODING answers what Redis would for the same bytes (`int`, `embstr` up to
+/// 44 bytes, `raw`); REFCOUNT is 1. Access times and frequencies are not tracked, so
+/// IDLETIME and FREQ answer an error, as Redis does when its eviction policy does not
+/// track them.
+pub(super) fn object(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    let sub = args[1].to_ascii_lowercase();
+    if sub == b"help" {
+        if args.len() != 2 {
+            return Err(args::wrong_args("object|help"));
+        }
+        let lines = [
+            "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "ENCODING <key>",
+            "    Return the kind of internal representation used in order to store the value",
+            "    associated with a <key>.",
+            "FREQ <key>",
+            "    Not tracked by shoal: answers an error.",
+            "IDLETIME <key>",
+            "    Not tracked by shoal: answers an error.",
+            "REFCOUNT <key>",
+            "    Return the number of references of the value associated with the specified",
+            "    <key> (always 1 in shoal).",
+            "HELP",
+            "    Print this help.",
+        ];
+        return Ok(Outcome::Now(Frame::Array(
+            lines.iter().map(|l| Frame::simple(*l)).collect(),
+        )));
+    }
+    let name = match sub.as_slice() {
+        b"encoding" => "object|encoding",
+        b"refcount" => "object|refcount",
+        b"idletime" => "object|idletime",
+        b"freq" => "object|freq",
+        _ => return Err(args::unknown_subcommand(&args[1], "OBJECT")),
+    };
+    if args.len() != 3 {
+        return Err(args::wrong_args(name));
+    }
+    let key = ctx.key(&args[2])?;
+    let sub = sub.clone();
+    Ok(ctx.get(session, key, move |record| {
+        let Some(record) = record else {
+            return Ok(Frame::Null);
+        };
+        Ok(match sub.as_slice() {
+            b"encoding" => Frame::bulk(Bytes::from_static(encoding_of(&record.value).as_bytes())),
+            b"refcount" => Frame::Integer(1),
+            b"idletime" => {
+                err("shoal does not track key access times, so OBJECT IDLETIME has no answer")
+            }
+            _ => err("shoal does not track access frequency, so OBJECT FREQ has no answer"),
+        })
+    }))
+}
+
+/// Redis's string encoding for `value`: `int` when it is the canonical decimal form of an
+/// i64, `embstr` up to 44 bytes, `raw` beyond.
+fn encoding_of(value: &[u8]) -> &'static str {
+    let canonical_int = value.len() <= 20
+        && std::str::from_utf8(value)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .is_some_and(|n| n.to_string().as_bytes() == value);
+    if canonical_int {
+        "int"
+    } else if value.len() <= 44 {
+        "embstr"
+    } else {
+        "raw"
+    }
+}
+
 fn rename_op(
     ctx: &Ctx,
     session: &Session,

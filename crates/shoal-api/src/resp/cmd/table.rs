@@ -129,6 +129,7 @@ pub(crate) static TABLE: &[Spec] = &[
         keys::pexpiretime
     ),
     spec!("type", 2, Read, "generic", ONE_KEY, keys::key_type),
+    spec!("object", -2, Read, "generic", (2, 2, 1), keys::object),
     spec!("randomkey", 1, Read, "generic", NO_KEYS, keys::randomkey),
     spec!("scan", -2, Read, "generic", NO_KEYS, scan::scan),
     spec!("keys", 2, Read, "generic", NO_KEYS, scan::keys),

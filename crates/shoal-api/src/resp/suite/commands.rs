@@ -437,6 +437,34 @@ pub async fn key_commands(server: Server) {
         Value::SimpleString("none".into())
     );
 
+    // OBJECT answers what Redis would for the same string values.
+    assert_eq!(q(c, &["SET", "o-int", "12345"]).await, Value::Okay);
+    assert_eq!(q(c, &["SET", "o-lead", "012"]).await, Value::Okay);
+    assert_eq!(q(c, &["SET", "o-raw", &"x".repeat(45)]).await, Value::Okay);
+    assert_eq!(q(c, &["OBJECT", "ENCODING", "o-int"]).await, bulk("int"));
+    assert_eq!(
+        q(c, &["OBJECT", "encoding", "o-lead"]).await,
+        bulk("embstr")
+    );
+    assert_eq!(q(c, &["OBJECT", "ENCODING", "t"]).await, bulk("embstr"));
+    assert_eq!(q(c, &["OBJECT", "ENCODING", "o-raw"]).await, bulk("raw"));
+    assert_eq!(q(c, &["OBJECT", "ENCODING", "missing"]).await, Value::Nil);
+    assert_eq!(q(c, &["OBJECT", "REFCOUNT", "o-int"]).await, Value::Int(1));
+    assert!(
+        e(c, &["OBJECT", "IDLETIME", "o-int"])
+            .await
+            .contains("does not track key access times")
+    );
+    assert_eq!(
+        e(c, &["OBJECT", "NOPE", "o-int"]).await,
+        "ERR unknown subcommand 'NOPE'. Try OBJECT HELP."
+    );
+    assert_eq!(
+        e(c, &["OBJECT", "ENCODING"]).await,
+        "ERR wrong number of arguments for 'object|encoding' command"
+    );
+    assert!(matches!(q(c, &["OBJECT", "HELP"]).await, Value::Array(lines) if lines.len() > 4));
+
     assert_eq!(q(c, &["SET", "{r}a", "1", "EX", "100"]).await, Value::Okay);
     assert_eq!(q(c, &["RENAME", "{r}a", "{r}b"]).await, Value::Okay);
     assert_eq!(q(c, &["GET", "{r}b"]).await, bulk("1"));
