@@ -22,11 +22,6 @@ use crate::node::Node;
 /// requests, so they are spread out rather than done all at once.
 const MAX_TRANSFERS_PER_ROUND: usize = 1;
 
-/// Entries the preferred leader may lag this leader by and still be handed the group: under
-/// load a follower is always a few entries behind, and the target waits (up to an election
-/// timeout) to have every entry before it campaigns.
-const MAX_LAG_ENTRIES: u64 = 256;
-
 /// Rounds the preferred leader must be seen caught up in a row before it gets the group:
 /// a node that just came back is given time to settle (catch up on every group, lift its
 /// rejoin guards) before it takes on leader work.
@@ -79,7 +74,7 @@ pub async fn run(node: Node, interval: Duration) {
 }
 
 /// The node this leader should hand `group` to now, if any: its preferred leader, when
-/// that is another node, a voter, and (nearly) has every entry this leader has.
+/// that is another node, a voter, and has every committed entry.
 fn handover_target(node: &Node, group: &Group) -> Option<u64> {
     let me = node.id();
     let preferred = *node.preferred_leader(group.id)?;
@@ -104,12 +99,15 @@ fn handover_target(node: &Node, group: &Group) -> Option<u64> {
     if !is_voter || !is_voter_committed {
         return None;
     }
-    let last = m.last_log_index?;
+    // Everything committed, not merely close: a restarted replica keeps its rejoin guard
+    // (and refuses the transfer, leaving the group leaderless for an election timeout)
+    // until its log reaches the commit index.
+    let committed = m.cluster_committed.as_ref().map_or(0, |id| id.index);
     let matched = m
         .replication
         .as_ref()?
         .get(&preferred)?
         .as_ref()
         .map(|log_id| log_id.index)?;
-    (matched.saturating_add(MAX_LAG_ENTRIES) >= last).then_some(preferred)
+    (matched >= committed).then_some(preferred)
 }

@@ -3,7 +3,8 @@
 //! A keyed command goes to its shard's leader: run here if this node leads, else forwarded
 //! over the peer transport in one hop (the callee never forwards again). A redirect
 //! (`NotLeader` with a hint) or an election in progress (`NoLeader`) is retried, with
-//! backoff for elections, until `Tuning::route_timeout` or `MAX_ROUTE_ATTEMPTS`. A request
+//! backoff for elections and for redirects that come round again (a leader transfer in
+//! progress), until `Tuning::route_timeout` or `MAX_ROUTE_ATTEMPTS`. A request
 //! that may have taken effect (a forwarded write whose answer was lost) is never retried:
 //! the client gets `Indeterminate`.
 
@@ -230,6 +231,11 @@ impl Node {
             let mut pending = first;
             let mut tries = 1u32;
             let mut backoff = ELECTION_BACKOFF.0;
+            // Leaders this request was redirected to. A second redirect to one of them
+            // means the replicas disagree for now (a leader handing over to a node that
+            // has not won yet, or a stale hint during an election): wait before following
+            // it, or the redirects ping-pong through every attempt in a few milliseconds.
+            let mut hinted: Vec<u64> = Vec::new();
             loop {
                 // A leader cut off from its majority neither commits nor confirms reads;
                 // the request must still end.
@@ -254,7 +260,11 @@ impl Node {
                         if tries >= MAX_ROUTE_ATTEMPTS || Instant::now() >= deadline {
                             return Err(error);
                         }
-                        if wait {
+                        let seen_before = hint.is_some_and(|h| hinted.contains(&h));
+                        if let Some(h) = hint.filter(|_| !seen_before) {
+                            hinted.push(h);
+                        }
+                        if wait || seen_before {
                             tokio::time::sleep(backoff).await;
                             backoff = (backoff * 2).min(ELECTION_BACKOFF.1);
                         }

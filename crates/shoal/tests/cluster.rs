@@ -519,14 +519,52 @@ async fn leaders_go_back_to_a_restarted_node_once_it_caught_up() {
     let mut expected = put_batch(&api, &live, "while-down", BATCH).await;
 
     cluster.restart(victim).await;
-    // Writes go on while leadership moves back: none may fail.
-    expected.extend(put_batch(&api, &ids, "while-moving", BATCH).await);
-    wait_for_preferred_leaders(
-        &api,
-        live[0],
-        &format!("node {victim} leading shards {preferred:?} again"),
-    )
-    .await;
+    // Writes and linearizable reads go on, through every node, while leadership moves
+    // back: none may fail (a request reaching a leader mid-transfer is retried at the new
+    // one, however the redirects go meanwhile).
+    const IN_FLIGHT: usize = 16;
+    let deadline = Instant::now() + RECOVERY;
+    let mut round = 0;
+    while !misplaced_leaders(&api, live[0])
+        .await
+        .map_or(true, |m| m.is_empty())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node {victim} not leading shards {preferred:?} again within {RECOVERY:?}"
+        );
+        let api_ref = &api;
+        let ids_ref = &ids;
+        let batch = (0..IN_FLIGHT).map(|i| async move {
+            let node = ids_ref[(round + i) % ids_ref.len()];
+            let key = format!("while-moving-{round}-{i}");
+            let value = format!("v{round}-{i}");
+            let version = api_ref.put(node, &key, &value).await.unwrap_or_else(|e| {
+                panic!("PUT {key} through node {node} while leaders move: {e}")
+            });
+            for &reader in ids_ref {
+                let got = api_ref.get(reader, &key).await.unwrap_or_else(|e| {
+                    panic!("GET {key} through node {reader} while leaders move: {e}")
+                });
+                assert_eq!(
+                    got.map(|g| g.value),
+                    Some(value.clone()),
+                    "{key} via {reader}"
+                );
+            }
+            Expected {
+                key,
+                value,
+                version: Some(version),
+            }
+        });
+        expected.extend(futures_util::future::join_all(batch).await);
+        round += 1;
+    }
+    assert!(
+        round > 0,
+        "leadership moved back before any request was made"
+    );
     expected.extend(put_batch(&api, &ids, "after", BATCH).await);
     assert_all_readable(&api, &ids, &expected).await;
     // INFO shows the same: the victim leads its shards, and the others count the transfers.
