@@ -238,31 +238,43 @@ pub(super) fn object(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result
             lines.iter().map(|l| Frame::simple(*l)).collect(),
         )));
     }
-    let name = match sub.as_slice() {
-        b"encoding" => "object|encoding",
-        b"refcount" => "object|refcount",
-        b"idletime" => "object|idletime",
-        b"freq" => "object|freq",
+    let (query, name) = match sub.as_slice() {
+        b"encoding" => (ObjectQuery::Encoding, "object|encoding"),
+        b"refcount" => (ObjectQuery::Refcount, "object|refcount"),
+        b"idletime" => (ObjectQuery::IdleTime, "object|idletime"),
+        b"freq" => (ObjectQuery::Freq, "object|freq"),
         _ => return Err(args::unknown_subcommand(&args[1], "OBJECT")),
     };
     if args.len() != 3 {
         return Err(args::wrong_args(name));
     }
     let key = ctx.key(&args[2])?;
-    let sub = sub.clone();
     Ok(ctx.get(session, key, move |record| {
         let Some(record) = record else {
             return Ok(Frame::Null);
         };
-        Ok(match sub.as_slice() {
-            b"encoding" => Frame::bulk(Bytes::from_static(encoding_of(&record.value).as_bytes())),
-            b"refcount" => Frame::Integer(1),
-            b"idletime" => {
+        Ok(match query {
+            ObjectQuery::Encoding => {
+                Frame::bulk(Bytes::from_static(encoding_of(&record.value).as_bytes()))
+            }
+            ObjectQuery::Refcount => Frame::Integer(1),
+            ObjectQuery::IdleTime => {
                 err("shoal does not track key access times, so OBJECT IDLETIME has no answer")
             }
-            _ => err("shoal does not track access frequency, so OBJECT FREQ has no answer"),
+            ObjectQuery::Freq => {
+                err("shoal does not track access frequency, so OBJECT FREQ has no answer")
+            }
         })
     }))
+}
+
+/// What an `OBJECT <subcommand> key` asks about the key.
+#[derive(Clone, Copy)]
+enum ObjectQuery {
+    Encoding,
+    Refcount,
+    IdleTime,
+    Freq,
 }
 
 /// Redis's string encoding for `value`: `int` when it is the canonical decimal form of an

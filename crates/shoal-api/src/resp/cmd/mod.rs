@@ -163,12 +163,6 @@ impl Ctx {
                 Err(err) => node_error(&*self.node, &err, slot),
             });
         }
-        // A write's keys and values live on in the Raft log and its cache: give them their
-        // own allocations so they do not pin the connection's read buffer.
-        let command = match command {
-            Command::Write(op) => Command::Write(op.into_owned()),
-            other => other,
-        };
         // Clients that asked for the slot map route by themselves: they get -MOVED rather
         // than a forwarded request.
         let pending = if session.routes_itself {
