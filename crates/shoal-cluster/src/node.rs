@@ -389,15 +389,15 @@ impl Node {
             };
             let server_config = ServerConfig {
                 me,
-                cluster_id: cluster_id.clone(),
                 faults: faults.clone(),
                 incoming_snapshot_dir: config.data_dir.join("snapshots-incoming"),
-                max_inflight_per_connection: tuning.transport.max_inflight_per_connection,
+                raft_runtime: rt.clone(),
             };
             rt.spawn(shoal_raft::transport::serve(
                 listener,
                 server_config,
                 handler.clone(),
+                router.clone(),
                 stop_rx,
             ));
         }
@@ -745,6 +745,7 @@ impl Node {
             return;
         }
         let _ = self.inner.stop_peer_server.send(true);
+        self.inner.router.shutdown();
         for group in self.inner.groups.iter().flatten() {
             if let Err(e) = group.raft.shutdown().await {
                 tracing::warn!(group = group.id, error = %e, "group did not stop cleanly");

@@ -1,22 +1,28 @@
-//! The calling side of the peer transport: one connection per peer, shared by every Raft
-//! group and by forwarded client requests, with a bounded queue in front of it and
-//! reconnection with backoff behind it.
+//! The peer router: one link per peer, each keeping one connection to it, shared by every
+//! Raft group and by forwarded client requests in both directions, with a bounded queue in
+//! front of it and reconnection with backoff behind it.
+//!
+//! Either node of a pair may open the connection (whichever needs it first); the other
+//! adopts it. When both open one at the same moment, both keep the one the lower id
+//! opened, so a pair settles on one connection without a round of negotiation.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 
+use super::connection::{
+    ConnectionContext, Dialer, Ended, Offer, Outgoing, SharedResponder, run_connection,
+};
 use super::faults::Faults;
+use super::server::Responder;
 use super::wire::{
-    Hello, HelloReply, PROTOCOL_VERSION, READ_BUFFER_BYTES, Request, RequestFrame, Response,
-    ResponseFrame, decode, encode, read_frame, write_frame,
+    Frame, Hello, HelloReply, PROTOCOL_VERSION, Request, RequestFrame, Response, decode, encode,
+    read_frame, write_frame,
 };
 
 /// Limits and timings of the peer transport.
@@ -82,21 +88,27 @@ const CONNECTING: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
-type ReplySender = oneshot::Sender<Result<Response, CallError>>;
+/// How many connections a peer may have opened that its link has not taken up yet.
+const MAX_WAITING_OFFERS: usize = 4;
 
-struct Outgoing {
-    id: u64,
-    frame: Vec<u8>,
-    reply: ReplySender,
-}
+/// How long a connection may take to introduce itself, or to be answered.
+pub(super) const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The router's handle on one peer's link. Dropping it (at shutdown) closes both queues,
+/// which ends the link's task and its connection.
 struct Link {
     tx: mpsc::Sender<Outgoing>,
+    offers: mpsc::Sender<Offer>,
+    health: Arc<LinkHealth>,
+}
+
+/// What the router reads of a link's connection, written by the link's task.
+struct LinkHealth {
     state: AtomicU8,
     last_error: Mutex<String>,
 }
 
-/// Sends requests to peers. Cheap to clone; one per node.
+/// Sends requests to peers and answers theirs. Cheap to clone; one per node.
 #[derive(Clone)]
 pub struct PeerRouter {
     inner: Arc<RouterInner>,
@@ -110,6 +122,15 @@ struct RouterInner {
     links: Mutex<HashMap<u64, Arc<Link>>>,
     addrs: RwLock<HashMap<u64, String>>,
     next_id: AtomicU64,
+    /// Connections that came up, whichever node opened them.
+    connections_up: AtomicU64,
+    /// Set by `shutdown`: no connection is opened or taken up after it.
+    closed: AtomicBool,
+    /// Answers the peers' requests, once this node serves them (`serve`).
+    /// Shared with every connection, which looks it up per request: connections opened
+    /// before `serve` starts answer once it has. Cleared at shutdown (it holds the node's
+    /// groups, which hold this router).
+    responder: SharedResponder,
     /// Where connection tasks run.
     runtime: tokio::runtime::Handle,
 }
@@ -131,6 +152,9 @@ impl PeerRouter {
                 links: Mutex::new(HashMap::new()),
                 addrs: RwLock::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
+                connections_up: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+                responder: SharedResponder::default(),
                 runtime,
             }),
         }
@@ -144,6 +168,10 @@ impl PeerRouter {
         &self.inner.options
     }
 
+    pub(super) fn cluster_id(&self) -> &str {
+        &self.inner.cluster_id
+    }
+
     /// Records (or changes) where `node` listens for peers.
     pub fn set_addr(&self, node: u64, addr: String) {
         self.inner
@@ -153,6 +181,14 @@ impl PeerRouter {
             .insert(node, addr);
     }
 
+    pub(super) fn knows(&self, node: u64) -> bool {
+        self.inner
+            .addrs
+            .read()
+            .expect("addrs lock")
+            .contains_key(&node)
+    }
+
     /// Whether the connection to `node` is up (false while connecting or after a failure).
     pub fn is_connected(&self, node: u64) -> bool {
         self.inner
@@ -160,7 +196,22 @@ impl PeerRouter {
             .lock()
             .expect("links lock")
             .get(&node)
-            .is_some_and(|l| l.state.load(Ordering::Relaxed) == UP)
+            .is_some_and(|l| l.health.state.load(Ordering::Relaxed) == UP)
+    }
+
+    /// How many peer connections came up since start, whichever node opened them: one per
+    /// peer plus one per reconnection.
+    pub fn connections_opened(&self) -> u64 {
+        self.inner.connections_up.load(Ordering::Relaxed)
+    }
+
+    /// Closes every connection; calls waiting on them fail as lost, later calls as not
+    /// sent. Peers see the connections close at once instead of waiting for silence.
+    pub fn shutdown(&self) {
+        let mut links = self.inner.links.lock().expect("links lock");
+        self.inner.closed.store(true, Ordering::SeqCst);
+        links.clear();
+        *self.inner.responder.write().expect("responder lock") = None;
     }
 
     /// Sends `request` to `target`. The request is queued (and so ordered after every
@@ -188,6 +239,41 @@ impl PeerRouter {
         }
     }
 
+    /// From here on the peers' requests are answered by `responder`; before, they are
+    /// refused as "not serving yet".
+    pub(super) fn set_responder(&self, responder: Arc<Responder>) {
+        *self.inner.responder.write().expect("responder lock") = Some(responder);
+    }
+
+    /// Hands a connection `from` opened (its hello already checked) to the link to `from`,
+    /// which adopts or refuses it.
+    pub(super) fn offer(&self, from: u64, offer: Offer) {
+        let link = {
+            let mut links = self.inner.links.lock().expect("links lock");
+            match links.get(&from) {
+                Some(link) => link.clone(),
+                None => {
+                    // A link made for the peer's own connection takes it without dialing
+                    // (after shutdown the connection is simply dropped).
+                    self.new_link(&mut links, from, Some(offer));
+                    return;
+                }
+            }
+        };
+        if let Err(e) = link.offers.try_send(offer) {
+            let offer = match e {
+                mpsc::error::TrySendError::Full(o) | mpsc::error::TrySendError::Closed(o) => o,
+            };
+            tokio::spawn(refuse(
+                offer,
+                format!(
+                    "node {} is busy taking up earlier connections from node {from}",
+                    self.inner.me
+                ),
+            ));
+        }
+    }
+
     fn enqueue(
         &self,
         target: u64,
@@ -202,14 +288,15 @@ impl PeerRouter {
             return Err(CallError::NotSent("a node does not call itself".into()));
         }
         let link = self.link(target)?;
-        if link.state.load(Ordering::Relaxed) == DOWN {
-            let why = link.last_error.lock().expect("error lock").clone();
+        if link.health.state.load(Ordering::Relaxed) == DOWN {
+            let why = link.health.last_error.lock().expect("error lock").clone();
             return Err(CallError::NotSent(format!(
                 "node {target} is unreachable: {why}"
             )));
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode(&RequestFrame { id, body: request }).map_err(CallError::NotSent)?;
+        let frame = encode(&Frame::Request(RequestFrame { id, body: request }))
+            .map_err(CallError::NotSent)?;
         let (reply, rx) = oneshot::channel();
         link.tx
             .try_send(Outgoing { id, frame, reply })
@@ -230,46 +317,78 @@ impl PeerRouter {
         if let Some(link) = links.get(&target) {
             return Ok(link.clone());
         }
-        if !self
-            .inner
-            .addrs
-            .read()
-            .expect("addrs lock")
-            .contains_key(&target)
-        {
+        if !self.knows(target) {
             return Err(CallError::NotSent(format!(
                 "no peer address known for node {target}"
             )));
         }
+        self.new_link(&mut links, target, None)
+            .ok_or_else(|| CallError::NotSent("peer transport is shut down".into()))
+    }
+
+    /// A new link to `target`, or `None` once the router is shut down.
+    fn new_link(
+        &self,
+        links: &mut HashMap<u64, Arc<Link>>,
+        target: u64,
+        first: Option<Offer>,
+    ) -> Option<Arc<Link>> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return None;
+        }
         let (tx, rx) = mpsc::channel(self.inner.options.max_queued_per_peer);
-        let link = Arc::new(Link {
-            tx,
+        let (offers, offers_rx) = mpsc::channel(MAX_WAITING_OFFERS);
+        let health = Arc::new(LinkHealth {
             state: AtomicU8::new(CONNECTING),
             last_error: Mutex::new(String::new()),
+        });
+        let link = Arc::new(Link {
+            tx,
+            offers,
+            health: health.clone(),
         });
         links.insert(target, link.clone());
         self.inner.runtime.spawn(run_link(
             Arc::downgrade(&self.inner),
             target,
-            link.clone(),
-            rx,
+            health,
+            LinkQueues {
+                calls: rx,
+                offers: offers_rx,
+                first,
+            },
         ));
-        Ok(link)
+        Some(link)
     }
 }
 
-/// Keeps one connection to `target` alive while the router exists.
+struct LinkQueues {
+    calls: mpsc::Receiver<Outgoing>,
+    offers: mpsc::Receiver<Offer>,
+    /// A connection the peer opened before the link existed.
+    first: Option<Offer>,
+}
+
+/// Keeps one connection to `target` alive while the router exists: adopts the peer's,
+/// or opens one itself.
 async fn run_link(
     router: std::sync::Weak<RouterInner>,
     target: u64,
-    link: Arc<Link>,
-    mut rx: mpsc::Receiver<Outgoing>,
+    link: Arc<LinkHealth>,
+    queues: LinkQueues,
 ) {
+    let LinkQueues {
+        mut calls,
+        mut offers,
+        first,
+    } = queues;
+    let mut next_offer = first;
     let mut backoff = Duration::ZERO;
     loop {
         let Some(inner) = router.upgrade() else {
             return;
         };
+        let me = inner.me;
         let (min, max) = (
             inner.options.reconnect_backoff_min,
             inner.options.reconnect_backoff_max,
@@ -284,23 +403,82 @@ async fn run_link(
         let hello = Hello {
             version: PROTOCOL_VERSION,
             cluster_id: inner.cluster_id.clone(),
-            from: inner.me,
+            from: me,
             to: target,
         };
         let connect_timeout = inner.options.connect_timeout;
         let silence_timeout = inner.options.silence_timeout;
+        let max_inflight = inner.options.max_inflight_per_connection;
+        let responder = inner.responder.clone();
         drop(inner);
-        let failure = match connect(&addr, &hello, connect_timeout).await {
-            Ok(stream) => {
-                link.state.store(UP, Ordering::Relaxed);
-                tracing::debug!(peer = target, %addr, "peer connection up");
-                backoff = Duration::ZERO;
-                let why = run_connection(stream, &mut rx, silence_timeout).await;
-                if rx.is_closed() {
-                    return;
+        let established = match next_offer.take() {
+            Some(offer) => welcome(offer).await.map(|s| (s, Dialer::Peer)),
+            None => {
+                let dial = connect(&addr, &hello, connect_timeout);
+                tokio::pin!(dial);
+                let dialed = loop {
+                    tokio::select! {
+                        dialed = &mut dial => break dialed,
+                        offer = offers.recv() => {
+                            let Some(offer) = offer else { return };
+                            // Both connecting at once: the lower id's connection is kept.
+                            if target < me {
+                                break Ok(Dialed::Adopted(offer));
+                            }
+                            tokio::spawn(answer(offer, HelloReply::Crossed));
+                        }
+                    }
+                };
+                match dialed {
+                    Ok(Dialed::Up(stream)) => Ok((stream, Dialer::Me)),
+                    Ok(Dialed::Adopted(offer)) => welcome(offer).await.map(|s| (s, Dialer::Peer)),
+                    Ok(Dialed::Crossed) => {
+                        // The peer's own connection is on its way; calls stay queued.
+                        let wait = tokio::time::timeout(connect_timeout, offers.recv());
+                        match wait.await {
+                            Ok(Some(offer)) => welcome(offer).await.map(|s| (s, Dialer::Peer)),
+                            Ok(None) => return,
+                            Err(_) => Err(format!(
+                                "node {target} said it was connecting to node {me}, but its \
+                                 connection did not come within {} ms",
+                                connect_timeout.as_millis()
+                            )),
+                        }
+                    }
+                    Err(why) => Err(why),
                 }
-                tracing::info!(peer = target, %addr, error = %why, "peer connection lost");
-                why
+            }
+        };
+        let failure = match established {
+            Ok((stream, dialer)) => {
+                link.state.store(UP, Ordering::Relaxed);
+                if let Some(inner) = router.upgrade() {
+                    inner.connections_up.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(peer = target, ?dialer, "peer connection up");
+                backoff = Duration::ZERO;
+                let cx = ConnectionContext {
+                    me,
+                    peer: target,
+                    dialer,
+                    silence_timeout,
+                    max_inflight,
+                    responder,
+                    calls: &mut calls,
+                    offers: &mut offers,
+                };
+                match run_connection(stream, cx).await {
+                    Ended::Shutdown => return,
+                    Ended::Replaced(offer) => {
+                        tracing::debug!(peer = target, "peer replaced its connection");
+                        next_offer = Some(offer);
+                        continue;
+                    }
+                    Ended::Failed(why) => {
+                        tracing::info!(peer = target, %addr, error = %why, "peer connection lost");
+                        why
+                    }
+                }
             }
             Err(why) => why,
         };
@@ -308,13 +486,21 @@ async fn run_link(
         link.state.store(DOWN, Ordering::Relaxed);
         backoff = (backoff * 2).clamp(min, max);
         // Fail what is queued now and what arrives while waiting: callers retry elsewhere
-        // or later instead of waiting behind a dead peer.
+        // or later instead of waiting behind a dead peer. A connection from the peer ends
+        // the wait at once.
         let deadline = tokio::time::sleep(backoff);
         tokio::pin!(deadline);
         loop {
             tokio::select! {
                 _ = &mut deadline => break,
-                out = rx.recv() => match out {
+                offer = offers.recv() => match offer {
+                    Some(offer) => {
+                        next_offer = Some(offer);
+                        break;
+                    }
+                    None => return,
+                },
+                out = calls.recv() => match out {
                     Some(out) => {
                         let _ = out.reply.send(Err(CallError::NotSent(format!(
                             "node {target} is unreachable: {failure}"
@@ -327,7 +513,18 @@ async fn run_link(
     }
 }
 
-async fn connect(addr: &str, hello: &Hello, timeout: Duration) -> Result<TcpStream, String> {
+/// How a link's attempt to connect ended.
+enum Dialed {
+    /// This node's connection is up.
+    Up(TcpStream),
+    /// The peer opened one at the same time, and the peer's is kept.
+    Adopted(Offer),
+    /// The peer answered that its own connection, opened at the same time, is kept.
+    Crossed,
+}
+
+/// Opens a connection to `addr` and introduces this node.
+async fn connect(addr: &str, hello: &Hello, timeout: Duration) -> Result<Dialed, String> {
     let attempt = async {
         let mut stream = TcpStream::connect(addr)
             .await
@@ -341,7 +538,8 @@ async fn connect(addr: &str, hello: &Hello, timeout: Duration) -> Result<TcpStre
             .map_err(|e| format!("handshake with {addr} failed: {e}"))?
             .ok_or_else(|| format!("{addr} closed the connection during the handshake"))?;
         match decode::<HelloReply>(&reply)? {
-            HelloReply::Welcome => Ok(stream),
+            HelloReply::Welcome => Ok(Dialed::Up(stream)),
+            HelloReply::Crossed => Ok(Dialed::Crossed),
             HelloReply::Refused(why) => Err(format!("{addr} refused the connection: {why}")),
         }
     };
@@ -350,130 +548,26 @@ async fn connect(addr: &str, hello: &Hello, timeout: Duration) -> Result<TcpStre
         .map_err(|_| format!("connecting to {addr} timed out"))?
 }
 
-/// Calls written to a connection and not answered yet.
-struct Waiting {
-    replies: HashMap<u64, ReplySender>,
-    /// When `replies` last went from empty to not empty.
-    busy_since: Instant,
-    /// When the connection last read a response.
-    last_read: Instant,
-}
-
-type Pending = Arc<Mutex<Waiting>>;
-
-/// Runs one established connection until it fails; returns why.
-async fn run_connection(
-    stream: TcpStream,
-    rx: &mut mpsc::Receiver<Outgoing>,
-    silence_timeout: Duration,
-) -> String {
-    let (read_half, write_half) = stream.into_split();
-    let pending: Pending = Arc::new(Mutex::new(Waiting {
-        replies: HashMap::new(),
-        busy_since: Instant::now(),
-        last_read: Instant::now(),
-    }));
-    let mut reader = tokio::spawn(read_responses(read_half, pending.clone()));
-    let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
-    let mut silence_check = tokio::time::interval(silence_timeout / 4);
-    silence_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let why = loop {
-        tokio::select! {
-            biased;
-            ended = &mut reader => {
-                break ended.unwrap_or_else(|e| format!("response reader failed: {e}"));
-            }
-            _ = silence_check.tick() => {
-                let waiting = pending.lock().expect("pending lock");
-                let quiet_since = waiting.busy_since.max(waiting.last_read);
-                if !waiting.replies.is_empty() && quiet_since.elapsed() >= silence_timeout {
-                    break format!(
-                        "no answer at all for {} ms while {} requests waited \
-                         (the peer is down, paused or cut off)",
-                        quiet_since.elapsed().as_millis(),
-                        waiting.replies.len()
-                    );
-                }
-            }
-            out = rx.recv() => {
-                let Some(out) = out else { break "router shut down".to_string() };
-                if let Err(e) = write_one(&mut writer, &pending, out).await {
-                    break e;
-                }
-                // Everything already queued goes out in the same flush.
-                let mut failed = None;
-                while let Ok(out) = rx.try_recv() {
-                    if let Err(e) = write_one(&mut writer, &pending, out).await {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-                if let Some(e) = failed {
-                    break e;
-                }
-                if let Err(e) = writer.flush().await {
-                    break format!("write failed: {e}");
-                }
-            }
-        }
-    };
-    reader.abort();
-    let lost: Vec<ReplySender> = pending
-        .lock()
-        .expect("pending lock")
-        .replies
-        .drain()
-        .map(|(_, tx)| tx)
-        .collect();
-    for tx in lost {
-        let _ = tx.send(Err(CallError::Lost(format!(
-            "connection lost before an answer: {why}"
-        ))));
-    }
-    why
-}
-
-async fn write_one(
-    writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
-    pending: &Pending,
-    out: Outgoing,
-) -> Result<(), String> {
-    if out.reply.is_closed() {
-        return Ok(()); // the caller gave up; don't send what nobody waits for
-    }
-    {
-        let mut waiting = pending.lock().expect("pending lock");
-        if waiting.replies.is_empty() {
-            waiting.busy_since = Instant::now();
-        }
-        waiting.replies.insert(out.id, out.reply);
-    }
-    writer
-        .write_all(&out.frame)
+/// Takes up a connection the peer opened.
+async fn welcome(offer: Offer) -> Result<TcpStream, String> {
+    let mut stream = offer.stream;
+    let reply = encode(&HelloReply::Welcome)?;
+    tokio::time::timeout(HELLO_TIMEOUT, write_frame(&mut stream, &reply))
         .await
-        .map_err(|e| format!("write failed: {e}"))
+        .map_err(|_| "answering the peer's hello timed out".to_string())?
+        .map_err(|e| format!("answering the peer's hello failed: {e}"))?;
+    Ok(stream)
 }
 
-async fn read_responses(read_half: OwnedReadHalf, pending: Pending) -> String {
-    let mut read_half = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
-    loop {
-        let frame = match read_frame(&mut read_half).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return "peer closed the connection".into(),
-            Err(e) => return format!("read failed: {e}"),
-        };
-        let response: ResponseFrame = match decode(&frame) {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
-        let waiter = {
-            let mut waiting = pending.lock().expect("pending lock");
-            waiting.last_read = Instant::now();
-            waiting.replies.remove(&response.id)
-        };
-        if let Some(tx) = waiter {
-            let _ = tx.send(response.body.map_err(CallError::Refused));
-        }
+/// Turns down a connection the peer opened, telling it why.
+pub(super) async fn refuse(offer: Offer, why: String) {
+    answer(offer, HelloReply::Refused(why)).await
+}
+
+async fn answer(offer: Offer, reply: HelloReply) {
+    let mut stream = offer.stream;
+    if let Ok(reply) = encode(&reply) {
+        let _ = tokio::time::timeout(HELLO_TIMEOUT, write_frame(&mut stream, &reply)).await;
     }
 }
 

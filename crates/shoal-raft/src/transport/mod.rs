@@ -1,12 +1,16 @@
 //! The peer transport: one TCP connection per pair of nodes carries every group's Raft
-//! messages, streamed snapshots, forwarded client commands and status exchanges
-//! (openraft-multi's router model: `PeerRouter` is the shared router, each group talks
-//! through a `GroupNetworkAdapter` bound to its id).
+//! messages, streamed snapshots, forwarded client commands and status exchanges, in both
+//! directions (openraft-multi's router model: `PeerRouter` is the shared router, each group
+//! talks through a `GroupNetworkAdapter` bound to its id).
 
 mod client;
+mod connection;
 mod faults;
 mod server;
 pub mod wire;
+
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 
@@ -23,7 +27,7 @@ use tokio::io::AsyncReadExt;
 
 pub use client::{CallError, PeerRouter, TransportOptions};
 pub use faults::Faults;
-pub use server::{PeerHandler, ServerConfig, serve};
+pub use server::{PeerHandler, Responder, ServerConfig, serve};
 use wire::{Request, Response, SnapshotChunk};
 
 use crate::state_machine::SnapshotFile;

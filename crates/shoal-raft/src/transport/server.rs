@@ -1,5 +1,6 @@
 //! The answering side of the peer transport: accepts peers' connections, checks who they
-//! are, and hands each request to this node's groups or to its command executor.
+//! are before the router's link to that peer takes them up, and answers each request from
+//! a peer with this node's groups or its command executor.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -11,19 +12,17 @@ use futures_util::future::BoxFuture;
 use openraft::storage::Snapshot;
 use shoal_core::map::NodeStatus;
 use shoal_core::{Command, Consistency, Error, Reply, ShardId};
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
+use super::client::{HELLO_TIMEOUT, PeerRouter, refuse};
+use super::connection::Offer;
 use super::faults::Faults;
 use super::wire::{
-    Hello, HelloReply, PROTOCOL_VERSION, READ_BUFFER_BYTES, Request, RequestFrame, Response,
-    ResponseFrame, SnapshotChunk, decode, encode, read_frame, write_frame,
+    Frame, Hello, PROTOCOL_VERSION, Request, RequestFrame, Response, ResponseFrame, SnapshotChunk,
+    decode, encode, read_frame,
 };
 use crate::{Raft, SnapshotFile};
-
-/// How long a new connection may take to introduce itself.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the transport needs from the node it serves.
 pub trait PeerHandler: Send + Sync + 'static {
@@ -52,10 +51,10 @@ pub trait PeerHandler: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub me: u64,
-    pub cluster_id: String,
     pub faults: Faults,
     pub incoming_snapshot_dir: PathBuf,
-    pub max_inflight_per_connection: usize,
+    /// Where Raft requests are handled: the runtime the groups run on.
+    pub raft_runtime: tokio::runtime::Handle,
 }
 
 /// A snapshot being received: chunks are appended in order, then it is installed.
@@ -65,172 +64,163 @@ struct Incoming {
     next_offset: u64,
 }
 
-struct Shared {
+/// Answers the peers' requests on this node; shared by every connection.
+pub struct Responder {
     config: ServerConfig,
     handler: Arc<dyn PeerHandler>,
     incoming: Mutex<HashMap<(u64, ShardId), Incoming>>,
+    raft_runtime: tokio::runtime::Handle,
+    stopped: watch::Receiver<bool>,
 }
 
-/// Accepts peer connections until `shutdown` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    config: ServerConfig,
-    handler: Arc<dyn PeerHandler>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    if let Err(e) = std::fs::create_dir_all(&config.incoming_snapshot_dir) {
-        tracing::error!(error = %e, "cannot create the incoming snapshot directory");
-    }
-    let stop_signal = shutdown.clone();
-    let shared = Arc::new(Shared {
-        config,
-        handler,
-        incoming: Mutex::new(HashMap::new()),
-    });
-    loop {
-        tokio::select! {
-            _ = until_stopped(&mut shutdown) => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, addr)) => {
-                    let (shared, shutdown) = (shared.clone(), stop_signal.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = serve_connection(stream, shared, shutdown).await {
-                            tracing::debug!(%addr, error = %e, "peer connection ended");
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accepting a peer connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
-}
-
-async fn serve_connection(
-    mut stream: TcpStream,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), String> {
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut stream))
-        .await
-        .map_err(|_| "no hello within 5 s".to_string())?
-        .map_err(|e| e.to_string())?
-        .ok_or("closed before hello")?;
-    let hello: Hello = decode(&hello)?;
-    let config = &shared.config;
-    let refusal = if hello.version != PROTOCOL_VERSION {
-        Some(format!(
-            "peer protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
-            hello.version
-        ))
-    } else if hello.cluster_id != config.cluster_id {
-        Some(format!(
-            "this node belongs to cluster {}, not {}",
-            config.cluster_id, hello.cluster_id
-        ))
-    } else if hello.to != config.me {
-        Some(format!(
-            "this is node {}, not node {}: check --initial-cluster",
-            config.me, hello.to
-        ))
-    } else {
-        None
-    };
-    let reply = match &refusal {
-        Some(why) => HelloReply::Refused(why.clone()),
-        None => HelloReply::Welcome,
-    };
-    write_frame(&mut stream, &encode(&reply)?)
-        .await
-        .map_err(|e| e.to_string())?;
-    if let Some(why) = refusal {
-        tracing::warn!(from = hello.from, reason = %why, "refused a peer connection");
-        return Err(why);
-    }
-    let from = hello.from;
-    let (read_half, write_half) = stream.into_split();
-    // Buffered: a frame read straight off the socket costs two reads or more (length, then
-    // body); under load one read now takes every frame that has arrived.
-    let mut read_half = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
-    let limit = config.max_inflight_per_connection.max(1);
-    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(limit);
-    let writer = tokio::spawn(async move {
-        let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
-        while let Some(frame) = out_rx.recv().await {
-            writer.write_all(&frame).await?;
-            while let Ok(frame) = out_rx.try_recv() {
-                writer.write_all(&frame).await?;
-            }
-            writer.flush().await?;
-        }
-        Ok::<_, std::io::Error>(())
-    });
-    let permits = Arc::new(Semaphore::new(limit));
-    let result = loop {
-        let frame = tokio::select! {
-            _ = until_stopped(&mut shutdown) => break Ok(()),
-            frame = read_frame(&mut read_half) => frame,
-        };
-        let frame = match frame {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e.to_string()),
-        };
-        let RequestFrame { id, body } = match decode(&frame) {
-            Ok(f) => f,
-            Err(e) => break Err(e),
-        };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break Ok(());
-        };
-        let out_tx = out_tx.clone();
+impl Responder {
+    /// Starts handling one request from `from`; its answer goes to `answers` once ready.
+    /// Forwarded commands are ordered here, in arrival order, before anything awaits.
+    pub(super) fn dispatch(
+        self: &Arc<Self>,
+        from: u64,
+        request: RequestFrame,
+        answers: mpsc::Sender<Vec<u8>>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let RequestFrame { id, body } = request;
         let respond = move |body: Result<Response, String>| async move {
-            match encode(&ResponseFrame { id, body }) {
+            match encode(&Frame::Response(ResponseFrame { id, body })) {
                 Ok(frame) => {
-                    let _ = out_tx.send(frame).await;
+                    let _ = answers.send(frame).await;
                 }
                 Err(e) => tracing::error!(error = %e, "cannot encode a peer response"),
             }
             drop(permit);
         };
-        if shared.config.faults.is_blocked(from) {
-            tokio::spawn(respond(Err(format!(
-                "node {} is cut off from node {from} by fault injection",
-                shared.config.me
-            ))));
-            continue;
+        let me = self.config.me;
+        if *self.stopped.borrow() {
+            tokio::spawn(respond(Err(format!("node {me} is shutting down"))));
+            return;
         }
-        // Forwarded commands are ordered here, in arrival order, before anything awaits.
-        let work: BoxFuture<'static, Result<Response, String>> = match body {
+        if self.config.faults.is_blocked(from) {
+            tokio::spawn(respond(Err(format!(
+                "node {me} is cut off from node {from} by fault injection"
+            ))));
+            return;
+        }
+        match body {
             Request::Forward {
                 shard,
                 command,
                 consistency,
             } => {
-                let fut = shared.handler.forward(shard, command, consistency);
-                Box::pin(async move { Ok(Response::Forward(fut.await)) })
+                let fut = self.handler.forward(shard, command, consistency);
+                tokio::spawn(async move { respond(Ok(Response::Forward(fut.await))).await });
             }
             Request::Status => {
-                let status = shared.handler.status();
-                Box::pin(async move { Ok(Response::Status(status)) })
+                let status = self.handler.status();
+                tokio::spawn(respond(Ok(Response::Status(status))));
             }
             other => {
-                let shared = shared.clone();
-                Box::pin(async move { handle_raft(&shared, from, other).await })
+                let responder = self.clone();
+                self.raft_runtime.spawn(async move {
+                    respond(handle_raft(&responder, from, other).await).await
+                });
             }
-        };
-        tokio::spawn(async move { respond(work.await).await });
-    };
-    drop(out_tx);
-    let _ = writer.await;
-    result
+        }
+    }
 }
 
-async fn handle_raft(shared: &Shared, from: u64, request: Request) -> Result<Response, String> {
+/// Answers the peers' requests (on every connection to them, whichever node opened it)
+/// through `router` from now on, and returns the loop that accepts peer connections until
+/// `shutdown` turns true.
+pub fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    handler: Arc<dyn PeerHandler>,
+    router: PeerRouter,
+    mut shutdown: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    if let Err(e) = std::fs::create_dir_all(&config.incoming_snapshot_dir) {
+        tracing::error!(error = %e, "cannot create the incoming snapshot directory");
+    }
+    router.set_responder(Arc::new(Responder {
+        raft_runtime: config.raft_runtime.clone(),
+        config,
+        handler,
+        incoming: Mutex::new(HashMap::new()),
+        stopped: shutdown.clone(),
+    }));
+    async move {
+        loop {
+            tokio::select! {
+                _ = until_stopped(&mut shutdown) => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, addr)) => {
+                        let router = router.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = introduce(stream, &router).await {
+                                tracing::debug!(%addr, error = %e, "refused a peer connection");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accepting a peer connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Reads and checks a new connection's hello, then hands the connection to the link to
+/// the peer that opened it.
+async fn introduce(mut stream: TcpStream, router: &PeerRouter) -> Result<(), String> {
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut stream))
+        .await
+        .map_err(|_| format!("no hello within {} s", HELLO_TIMEOUT.as_secs()))?
+        .map_err(|e| e.to_string())?
+        .ok_or("closed before hello")?;
+    let hello: Hello = decode(&hello)?;
+    let me = router.me();
+    let refusal = if hello.version != PROTOCOL_VERSION {
+        Some(format!(
+            "peer protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
+            hello.version
+        ))
+    } else if hello.cluster_id != router.cluster_id() {
+        Some(format!(
+            "this node belongs to cluster {}, not {}",
+            router.cluster_id(),
+            hello.cluster_id
+        ))
+    } else if hello.to != me {
+        Some(format!(
+            "this is node {me}, not node {}: check --initial-cluster",
+            hello.to
+        ))
+    } else if hello.from == me || !router.knows(hello.from) {
+        Some(format!(
+            "node {me} knows no peer with id {}: check --initial-cluster",
+            hello.from
+        ))
+    } else {
+        None
+    };
+    let offer = Offer { stream };
+    match refusal {
+        Some(why) => {
+            tracing::warn!(from = hello.from, reason = %why, "refused a peer connection");
+            refuse(offer, why.clone()).await;
+            Err(why)
+        }
+        None => {
+            router.offer(hello.from, offer);
+            Ok(())
+        }
+    }
+}
+
+async fn handle_raft(shared: &Responder, from: u64, request: Request) -> Result<Response, String> {
     let group_id = match &request {
         Request::AppendEntries { group, .. }
         | Request::Vote { group, .. }
@@ -287,7 +277,7 @@ async fn handle_raft(shared: &Shared, from: u64, request: Request) -> Result<Res
 /// Appends one chunk to the snapshot being received from `from` for its group; the last
 /// chunk installs it. The file's own checksum is verified when the state machine imports it.
 async fn receive_chunk(
-    shared: &Shared,
+    shared: &Responder,
     from: u64,
     raft: &Raft,
     chunk: SnapshotChunk,

@@ -1,9 +1,10 @@
 //! The peer protocol's messages and framing.
 //!
 //! A connection opens with a `Hello` (protocol version, cluster id, who is calling whom),
-//! answered by a `HelloReply`. Then the caller sends `RequestFrame`s and the callee answers
-//! each with a `ResponseFrame` carrying the same id, in any order. Every frame is a 4-byte
-//! little-endian length followed by that many bytes of postcard.
+//! answered by a `HelloReply`. From then on it carries `Frame`s both ways: either node
+//! sends `RequestFrame`s and the other answers each with a `ResponseFrame` carrying the
+//! same id, in any order. Every frame is a 4-byte little-endian length followed by that
+//! many bytes of postcard.
 
 use bytes::Bytes;
 use openraft::raft::{
@@ -19,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::types::{SnapshotMeta, TypeConfig, Vote};
 
 /// Bumped on any incompatible change to these messages.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame either side accepts. An AppendEntries carries at most
 /// `MAX_PAYLOAD_ENTRIES` entries of at most one 8 MiB value each (or 4 MiB of batched
@@ -44,6 +45,17 @@ pub struct Hello {
 pub enum HelloReply {
     Welcome,
     Refused(String),
+    /// The callee is opening a connection to the caller at this very moment, and that
+    /// one is kept (the lower id's): the caller waits for it instead of failing.
+    Crossed,
+}
+
+/// What follows the handshake, in either direction: one connection carries both nodes'
+/// requests and both nodes' answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Frame {
+    Request(RequestFrame),
+    Response(ResponseFrame),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
