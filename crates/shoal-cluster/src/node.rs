@@ -346,15 +346,17 @@ impl Node {
             .map_err(|e| Error::Internal(format!("cannot start the raft runtime: {e}")))?;
         let rt = raft_runtime.handle().clone();
         let faults = Faults::default();
-        // Outgoing peer connections run on the caller's (front ends') runtime: a forwarded
-        // request and its answer then never hop between runtimes, which measured 2.4x the
-        // CPU per forwarded write on 2 cores, mostly in context switches.
+        // Peer connections run on the groups' runtime: one connection per peer carries both
+        // directions, and most of its traffic is Raft's, which then never hops between
+        // runtimes. Measured against running them on the front ends' runtime (A/B, 3 rounds
+        // each, 3 nodes on 2 cores): leader-routed puts 11.0k vs 10.3k/s, linearizable
+        // gets through node 1 (two thirds forwarded) 54k vs 40k/s.
         let router = PeerRouter::new(
             me,
             cluster_id.clone(),
             tuning.transport.clone(),
             faults.clone(),
-            tokio::runtime::Handle::current(),
+            rt.clone(),
         );
         for (id, addr) in &members {
             if *id != me {
