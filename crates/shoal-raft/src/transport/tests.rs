@@ -108,8 +108,9 @@ impl TestNode {
         }
     }
 
-    /// Calls `target` until the link to it is up (a link to a node that was down fails
-    /// calls at once until its next reconnection attempt), then asks `count` times.
+    /// Calls `target` until one call is answered, then asks `count` times. After a peer
+    /// restarts, a call fails at once while the link waits to reconnect, and one sent just
+    /// before the link saw the old connection close is lost with it.
     async fn reach(&self, target: u64, count: usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -119,7 +120,9 @@ impl TestNode {
                 .await
             {
                 Ok(_) => break,
-                Err(CallError::NotSent(why)) if tokio::time::Instant::now() < deadline => {
+                Err(CallError::NotSent(why) | CallError::Lost(why))
+                    if tokio::time::Instant::now() < deadline =>
+                {
                     tracing::debug!(%why, "not connected yet");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
