@@ -178,16 +178,6 @@ fn fatal_error<E: std::fmt::Display>(shard: ShardId, e: &RaftError<TypeConfig, E
     }
 }
 
-fn op_bytes(op: &WriteOp) -> usize {
-    match op {
-        WriteOp::Put { key, value, .. }
-        | WriteOp::Append { key, value }
-        | WriteOp::SetRange { key, value, .. } => key.len() + value.len(),
-        WriteOp::PutMany { pairs, .. } => pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
-        other => other.keys().iter().map(|k| k.len()).sum(),
-    }
-}
-
 /// Keeps `flag` equal to "this node leads and is the only voter", and `leader` equal to
 /// the leader this replica knows of.
 async fn watch_metrics(raft: Raft, node_id: u64, flag: Arc<AtomicBool>, leader: Arc<AtomicU64>) {
@@ -250,7 +240,7 @@ async fn run_proposer(
             let conflict = (is_flush && !ops.is_empty())
                 || has_flush
                 || op_keys.iter().any(|k| keys.contains(k));
-            let size = op_bytes(&p.op);
+            let size = p.op.payload_bytes();
             if !ops.is_empty() && (conflict || bytes + size > MAX_BYTES_PER_ENTRY) {
                 carry = Some(p);
                 break;

@@ -244,6 +244,24 @@ pub(crate) fn validate_write(op: &WriteOp, limits: &Limits) -> Result<(), Error>
             .iter()
             .try_for_each(|(_, v)| limits.check_value_len(v.len())),
         WriteOp::Reap { .. } => Err(Error::Invalid("reap is internal".into())),
+        WriteOp::Read { .. } => Err(Error::Invalid(
+            "a read op runs only inside a transaction".into(),
+        )),
+        WriteOp::Transaction { ops, .. } => {
+            shoal_core::transaction::validate(ops)?;
+            // Its entry must fit a peer frame like any single write's.
+            let bytes = op.payload_bytes();
+            if bytes > limits.max_value_bytes {
+                return Err(Error::Invalid(format!(
+                    "a transaction carrying {bytes} bytes is over the {}-byte limit of one \
+                     write (--max-value-bytes)",
+                    limits.max_value_bytes
+                )));
+            }
+            ops.iter()
+                .filter(|op| !matches!(op, WriteOp::Read { .. }))
+                .try_for_each(|op| validate_write(op, limits))
+        }
         _ => Ok(()),
     }
 }

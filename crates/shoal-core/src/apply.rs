@@ -31,6 +31,7 @@ pub enum Change {
 /// The result of applying one op.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
+    /// `Ok` also for a transaction some of whose ops failed: those are in its reply.
     pub reply: Result<WriteReply, Error>,
     pub changes: Vec<Change>,
 }
@@ -64,7 +65,11 @@ pub fn apply(
     }
 }
 
-fn live(view: &mut dyn KeyView, key: &[u8], now: UnixMillis) -> Result<Option<Record>, Error> {
+pub(crate) fn live(
+    view: &mut dyn KeyView,
+    key: &[u8],
+    now: UnixMillis,
+) -> Result<Option<Record>, Error> {
     Ok(view.get(key)?.filter(|r| !r.is_expired(now)))
 }
 
@@ -299,6 +304,16 @@ fn run(
             expiry,
             condition,
         } => set_expiry(view, key, *expiry, Some(*condition), version, now)?,
+        WriteOp::Read { keys } => {
+            let records = keys
+                .iter()
+                .map(|key| live(view, key, now))
+                .collect::<Result<_, _>>()?;
+            Applied::reply(WriteReply::Records(records), vec![])
+        }
+        WriteOp::Transaction { ops, watched } => {
+            crate::transaction::apply_transaction(ops, watched, version, now, limits, view)?
+        }
         WriteOp::GetDel { key } => match live(view, key, now)? {
             Some(old) => Applied::reply(
                 WriteReply::Value(Some(old.value)),

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
+use crate::error::Error;
 use crate::record::Record;
 
 /// How fresh a read must be.
@@ -148,7 +149,22 @@ pub enum WriteOp {
         expiry: Expiry,
         condition: ExpiryCondition,
     },
+    /// Reads keys at apply time, for reads inside a transaction: answers `Records`.
+    Read {
+        keys: Vec<Bytes>,
+    },
+    /// MULTI/EXEC: `ops` applied as one, in order, each seeing the ones before it, with
+    /// nothing else in between; a failing op does not undo the others (as in Redis). If a
+    /// `watched` key's live version is no longer the one given (`None`: absent), nothing is
+    /// applied and the reply is `Transaction(None)` (WATCH).
+    Transaction {
+        ops: Vec<WriteOp>,
+        watched: Vec<(Bytes, Option<u64>)>,
+    },
 }
+
+/// Most ops one transaction may carry.
+pub const MAX_TRANSACTION_OPS: usize = 4096;
 
 /// A copy of `bytes` in its own allocation (not a view into a larger buffer).
 fn own(bytes: &Bytes) -> Bytes {
@@ -233,6 +249,13 @@ impl WriteOp {
                 expiry,
                 condition,
             },
+            WriteOp::Read { keys } => WriteOp::Read {
+                keys: own_all(keys),
+            },
+            WriteOp::Transaction { ops, watched } => WriteOp::Transaction {
+                ops: ops.into_iter().map(WriteOp::into_owned).collect(),
+                watched: watched.iter().map(|(k, v)| (own(k), *v)).collect(),
+            },
         }
     }
 
@@ -252,6 +275,27 @@ impl WriteOp {
             WriteOp::PutMany { pairs, .. } => pairs.iter().map(|(k, _)| k).collect(),
             WriteOp::Rename { from, to, .. } => vec![from, to],
             WriteOp::Flush => vec![],
+            WriteOp::Read { keys } => keys.iter().collect(),
+            WriteOp::Transaction { ops, watched } => ops
+                .iter()
+                .flat_map(WriteOp::keys)
+                .chain(watched.iter().map(|(k, _)| k))
+                .collect(),
+        }
+    }
+
+    /// Bytes of keys and values this op carries (what entry and frame limits count).
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            WriteOp::Put { key, value, .. }
+            | WriteOp::Append { key, value }
+            | WriteOp::SetRange { key, value, .. } => key.len() + value.len(),
+            WriteOp::PutMany { pairs, .. } => pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
+            WriteOp::Transaction { ops, watched } => {
+                ops.iter().map(WriteOp::payload_bytes).sum::<usize>()
+                    + watched.iter().map(|(k, _)| k.len()).sum::<usize>()
+            }
+            other => other.keys().iter().map(|k| k.len()).sum(),
         }
     }
 }
@@ -277,6 +321,11 @@ pub enum WriteReply {
     /// The value read by GETDEL / GETEX.
     Value(Option<Bytes>),
     Ok,
+    /// What `WriteOp::Read` found, in its keys' order (`None`: absent or expired).
+    Records(Vec<Option<Record>>),
+    /// Each op's outcome, in order; `None` when a watched key had changed and nothing
+    /// was applied.
+    Transaction(Option<Vec<Result<WriteReply, Error>>>),
 }
 
 /// Where a SCAN resumes: the slot, and the key inside it to start after.

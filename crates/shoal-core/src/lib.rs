@@ -13,6 +13,7 @@ pub mod placement;
 pub mod record;
 pub mod shard;
 pub mod slot;
+pub mod transaction;
 
 pub use command::{
     Command, Condition, Consistency, Expiry, ExpiryCondition, Reply, WriteOp, WriteReply,

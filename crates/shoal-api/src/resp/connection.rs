@@ -157,11 +157,20 @@ impl Connection {
     /// Runs one request, keeping the ordering rules described at the top of this module.
     async fn submit(&mut self, args: Vec<Bytes>) -> io::Result<Flow> {
         let spec = cmd::lookup(&args[0]);
-        let kind = spec.map_or(Kind::Local, |spec| spec.kind);
+        // Inside MULTI a command is only queued: it touches no keys until EXEC.
+        let queueing = self.session.transaction.is_some() && !spec.is_some_and(cmd::is_control);
+        let kind = match spec {
+            Some(spec) if !queueing => spec.kind,
+            _ => Kind::Local,
+        };
         if matches!(kind, Kind::Read | Kind::Write) && self.run.kind.is_some_and(|k| k != kind) {
             self.finish_run().await?;
         }
-        let outcome = cmd::dispatch(&self.ctx, &mut self.session, spec, &args);
+        let outcome = if queueing {
+            cmd::queue(&self.ctx, &mut self.session, spec, &args)
+        } else {
+            cmd::dispatch(&self.ctx, &mut self.session, spec, &args)
+        };
         // After dispatch: HELLO 3's own reply is already RESP3, as in Redis.
         let protocol = self.session.protocol;
         match outcome {

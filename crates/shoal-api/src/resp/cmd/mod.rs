@@ -13,6 +13,7 @@ mod server;
 mod session;
 mod strings;
 mod table;
+mod transaction;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use crate::backend::Backend;
 
 pub(crate) use session::Session;
 pub(crate) use table::{Kind, Spec, lookup};
+pub(crate) use transaction::{Capture, Queue, SharedWatched, is_control, queue};
 
 /// A reply still being computed. Boxed so one run can hold replies of any command.
 pub(crate) type Pending = BoxFuture<'static, Frame>;
@@ -154,6 +156,11 @@ impl Ctx {
         slot: Option<Slot>,
         render: impl FnOnce(Reply) -> Result<Frame, Error> + Send + 'static,
     ) -> Outcome {
+        // Queued by MULTI: kept for EXEC instead of run.
+        if let Some(capture) = session.capture.borrow_mut().as_mut() {
+            capture.record(command, slot, render);
+            return Outcome::Now(Frame::simple("QUEUED"));
+        }
         // `execute` fixes the command's place in the node's order here, before the future
         // is polled: that is what lets the connection submit a run of pipelined commands and
         // await them together.

@@ -30,6 +30,12 @@ pub(crate) struct Session {
     /// Set once the client asks for the slot map (CLUSTER SLOTS/SHARDS/NODES): it routes
     /// by itself, so a key led elsewhere gets `-MOVED` instead of being forwarded.
     pub routes_itself: bool,
+    /// The commands queued since MULTI, until EXEC or DISCARD.
+    pub transaction: Option<super::Queue>,
+    /// Keys WATCHed for the next EXEC (filled in as their reads return).
+    pub watched: super::SharedWatched,
+    /// Set while MULTI queues a command: `Ctx::submit` records what it would run here.
+    pub capture: std::cell::RefCell<Option<super::Capture>>,
 }
 
 impl Session {
@@ -43,6 +49,9 @@ impl Session {
             lib_ver: None,
             consistency: Consistency::Linearizable,
             routes_itself: false,
+            transaction: None,
+            watched: Default::default(),
+            capture: Default::default(),
         }
     }
 }

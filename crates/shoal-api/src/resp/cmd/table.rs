@@ -3,7 +3,7 @@
 //! Arity follows Redis: `n > 0` means exactly `n` arguments including the name, `n < 0`
 //! at least `-n`. The table also feeds COMMAND / COMMAND COUNT / COMMAND DOCS.
 
-use super::{Handler, cluster, keys, scan, server, session, strings};
+use super::{Handler, cluster, keys, scan, server, session, strings, transaction};
 
 /// How a command interacts with the pipeline ordering rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,40 @@ pub(crate) static TABLE: &[Spec] = &[
     spec!("select", 2, Local, "connection", NO_KEYS, session::select),
     spec!("client", -2, Local, "connection", NO_KEYS, session::client),
     spec!("quit", -1, Local, "connection", NO_KEYS, session::quit),
+    // Transactions. WATCH reads (so EXEC, a write, waits for it); EXEC writes.
+    spec!(
+        "multi",
+        1,
+        Local,
+        "transactions",
+        NO_KEYS,
+        transaction::multi
+    ),
+    spec!("exec", 1, Write, "transactions", NO_KEYS, transaction::exec),
+    spec!(
+        "discard",
+        1,
+        Local,
+        "transactions",
+        NO_KEYS,
+        transaction::discard
+    ),
+    spec!(
+        "watch",
+        -2,
+        Read,
+        "transactions",
+        ALL_KEYS,
+        transaction::watch
+    ),
+    spec!(
+        "unwatch",
+        1,
+        Local,
+        "transactions",
+        NO_KEYS,
+        transaction::unwatch
+    ),
     // Server.
     spec!("command", -1, Local, "server", NO_KEYS, server::command),
     spec!("config", -2, Local, "server", NO_KEYS, server::config),
