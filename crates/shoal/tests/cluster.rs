@@ -212,6 +212,45 @@ async fn writes_and_reads_through_every_node(n: usize) {
         entry.version = Some(version);
     }
 
+    // A MULTI/EXEC transaction through every node (forwarded to the shard's leader by
+    // all but one): its reads see its own earlier writes, and it lands as a whole.
+    for id in cluster.ids() {
+        let mut con = cluster.resp(id).await;
+        let (counter, item) = (format!("{{txn-{id}}}counter"), format!("{{txn-{id}}}item"));
+        let (set, total, read): (String, i64, String) = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(&counter)
+            .arg(10)
+            .cmd("INCRBY")
+            .arg(&counter)
+            .arg(id)
+            .cmd("GET")
+            .arg(&counter)
+            .ignore()
+            .cmd("SET")
+            .arg(&item)
+            .arg(format!("from-{id}"))
+            .ignore()
+            .cmd("GET")
+            .arg(&counter)
+            .query_async(&mut con)
+            .await
+            .unwrap_or_else(|e| panic!("MULTI/EXEC through node {id}: {e}"));
+        assert_eq!((set.as_str(), total), ("OK", 10 + id as i64));
+        assert_eq!(read, (10 + id).to_string());
+        for (key, value) in [
+            (counter, (10 + id).to_string()),
+            (item, format!("from-{id}")),
+        ] {
+            expected.push(Expected {
+                key,
+                value,
+                version: None,
+            });
+        }
+    }
+
     assert_all_readable(api, &cluster.ids(), &expected).await;
     for id in cluster.ids() {
         let mut con = cluster.resp(id).await;

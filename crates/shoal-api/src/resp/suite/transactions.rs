@@ -28,7 +28,10 @@ pub async fn transactions(server: Server) {
     assert_eq!(e(c, &["DISCARD"]).await, "ERR DISCARD without MULTI");
     assert_eq!(q(c, &["MULTI"]).await, Value::Okay);
     assert_eq!(e(c, &["MULTI"]).await, "ERR MULTI calls can not be nested");
-    assert_eq!(e(c, &["WATCH", "x"]).await, "ERR WATCH inside MULTI is not allowed");
+    assert_eq!(
+        e(c, &["WATCH", "x"]).await,
+        "ERR WATCH inside MULTI is not allowed"
+    );
     assert_eq!(q(c, &["DISCARD"]).await, Value::Okay);
 
     // A command refused while queueing discards the whole transaction.
@@ -37,9 +40,17 @@ pub async fn transactions(server: Server) {
         q(c, &["SET", "{t}never", "1"]).await,
         Value::SimpleString("QUEUED".into())
     );
-    assert!(e(c, &["NOPE"]).await.starts_with("ERR unknown command 'NOPE'"));
+    assert!(
+        e(c, &["NOPE"])
+            .await
+            .starts_with("ERR unknown command 'NOPE'")
+    );
     assert!(e(c, &["GET"]).await.contains("wrong number of arguments"));
-    assert!(e(c, &["KEYS", "*"]).await.contains("cannot run inside MULTI"));
+    assert!(
+        e(c, &["KEYS", "*"])
+            .await
+            .contains("cannot run inside MULTI")
+    );
     assert_eq!(
         e(c, &["EXEC"]).await,
         "EXECABORT Transaction discarded because of previous errors."
@@ -98,7 +109,10 @@ pub async fn transactions(server: Server) {
         .query_async(c)
         .await
         .expect("atomic pipeline");
-    assert_eq!((set.as_str(), total, read.as_str(), ttl), ("OK", 6, "6", -1));
+    assert_eq!(
+        (set.as_str(), total, read.as_str(), ttl),
+        ("OK", 6, "6", -1)
+    );
 }
 
 pub async fn watch_makes_exec_conditional(server: Server) {
