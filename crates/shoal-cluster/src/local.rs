@@ -137,9 +137,12 @@ impl Node {
         match command {
             Command::Get { key } => Ok(Reply::Record(self.get_live(shard, &key, now)?)),
             Command::GetMany { keys } => Ok(Reply::Records(
-                keys.iter()
-                    .map(|k| self.get_live(shard, k, now))
-                    .collect::<Result<_, _>>()?,
+                self.engine()
+                    .get_records(shard, &keys)
+                    .map_err(storage_err)?
+                    .into_iter()
+                    .map(|r| r.filter(|r| !r.is_expired(now)))
+                    .collect(),
             )),
             Command::Scan {
                 cursor,

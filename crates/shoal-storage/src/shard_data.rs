@@ -44,6 +44,26 @@ impl Engine {
         Ok(record)
     }
 
+    /// Several keys of one group as of one moment: under the group's read lock, so no
+    /// applied batch (a transaction, or a batch of entries) is seen half. A single-key
+    /// read needs no lock, but the cache is updated key by key as a batch commits, so
+    /// reading several keys without it could see some of a batch and not the rest.
+    pub fn get_records(&self, group: GroupId, keys: &[Bytes]) -> Result<Vec<Option<Record>>> {
+        let records = &self.inner.records;
+        let _moment = records.read_lock(group);
+        keys.iter()
+            .map(|key| match records.get(group, key) {
+                Some(hit) => Ok(hit),
+                None => {
+                    let record = self.read_record(group, key)?;
+                    // Its own allocation: `key` may be a view into a network buffer.
+                    records.put(group, Bytes::copy_from_slice(key), record.clone());
+                    Ok(record)
+                }
+            })
+            .collect()
+    }
+
     /// Like `get_record`, for apply's look at a key it is about to write: a miss does not
     /// fill the cache, since the write that follows will.
     pub fn get_record_for_write(&self, group: GroupId, key: &[u8]) -> Result<Option<Record>> {

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+#[path = "linearizability/bank.rs"]
+mod bank;
 #[path = "linearizability/campaign.rs"]
 mod campaign;
 #[path = "linearizability/damage.rs"]

@@ -67,7 +67,8 @@ macro_rules! resp_suite {
             connection_commands, string_commands, key_commands, multi_key_commands_stay_in_one_shard,
             scan_and_keys, flushall, cluster_commands, pipelining_keeps_order, resp3_after_hello,
             inline_commands, malformed_frame_closes_only_that_connection, size_limits,
-            graceful_shutdown, transactions, watch_makes_exec_conditional);
+            graceful_shutdown, transactions, watch_makes_exec_conditional,
+            mget_sees_transactions_whole);
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn flushall_disabled() {

@@ -1,6 +1,8 @@
 //! MULTI/EXEC/DISCARD/WATCH: what Redis answers, atomicity within one shard, and
 //! optimistic locking under contention.
 
+use std::sync::Arc;
+
 use super::*;
 
 pub async fn transactions(server: Server) {
@@ -192,4 +194,77 @@ pub async fn watch_makes_exec_conditional(server: Server) {
         q(o, &["GET", "{w}counter"]).await,
         bulk(&(CLIENTS as i64 * EACH).to_string())
     );
+}
+
+/// MGET reads its keys as of one moment, as in Redis: while transactions move amounts
+/// between keys, every MGET of all of them must see the same total.
+pub async fn mget_sees_transactions_whole(server: Server) {
+    const KEYS: usize = 4;
+    const WRITERS: usize = 3;
+    const TRANSFERS: usize = 1500;
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("{{m}}k{i}")).collect();
+    let mut con = connect(server.addr).await;
+    let mut open = redis::cmd("MSET");
+    for key in &keys {
+        open.arg(key).arg(100);
+    }
+    open.query_async::<()>(&mut con).await.expect("MSET");
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (addr, keys) = (server.addr, keys.clone());
+            tokio::spawn(async move {
+                let mut con = connect(addr).await;
+                for i in 0..TRANSFERS {
+                    let (from, to) = (&keys[(w + i) % KEYS], &keys[(w + i + 1) % KEYS]);
+                    let _: (i64, i64) = redis::pipe()
+                        .atomic()
+                        .cmd("DECRBY")
+                        .arg(from)
+                        .arg(7)
+                        .cmd("INCRBY")
+                        .arg(to)
+                        .arg(7)
+                        .query_async(&mut con)
+                        .await
+                        .expect("transfer");
+                }
+            })
+        })
+        .collect();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (addr, keys, done) = (server.addr, keys.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut con = connect(addr).await;
+                let (mut reads, mut torn) = (0u64, Vec::new());
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let values: Vec<i64> = redis::cmd("MGET")
+                        .arg(&keys)
+                        .query_async(&mut con)
+                        .await
+                        .expect("MGET");
+                    reads += 1;
+                    if values.iter().sum::<i64>() != 100 * KEYS as i64 {
+                        torn.push(values);
+                    }
+                }
+                (reads, torn)
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        let (reads, torn) = reader.await.expect("reader");
+        assert!(reads > 0, "a reader read nothing");
+        assert!(
+            torn.is_empty(),
+            "{} of {reads} MGETs saw a transfer half done: {:?}",
+            torn.len(),
+            &torn[..torn.len().min(5)]
+        );
+    }
 }
