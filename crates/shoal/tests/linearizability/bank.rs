@@ -152,9 +152,9 @@ async fn bank_client(
     }
 }
 
-async fn bank_run(nodes: usize, seed: u64) -> Summary {
+pub(crate) async fn bank_run(nodes: usize, seed: u64, net: Net) -> Summary {
     eprintln!("bank run: {nodes} nodes, seed {seed} (replay with SHOAL_SEED={seed})");
-    let mut cluster = start_cluster(nodes, Net::Transport).await;
+    let mut cluster = start_cluster(nodes, net).await;
     {
         let mut con = cluster.resp(cluster.ids()[0]).await;
         let mut open = redis::cmd("MSET");
@@ -256,6 +256,6 @@ async fn bank_run(nodes: usize, seed: u64) -> Summary {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bank_transfers_keep_the_total_under_faults() {
     for seed in seeds(601, 2) {
-        bank_run(3, seed).await.assert_correct();
+        bank_run(3, seed, Net::Transport).await.assert_correct();
     }
 }

@@ -77,7 +77,7 @@ fn print_table(rows: &[Summary]) {
 }
 
 /// Runs fresh seeds from `seed` until `secs` have passed, alternating 3 and 5 nodes and
-/// the register and counter/set workloads; prints the summary table and fails on any
+/// the register, counter/set and bank workloads; prints the summary table and fails on any
 /// violation, naming its seed.
 async fn campaign(secs: u64, mut seed: u64, net: Net) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
@@ -85,10 +85,10 @@ async fn campaign(secs: u64, mut seed: u64, net: Net) {
     while std::time::Instant::now() < deadline {
         let runs = rows.len();
         let nodes = if runs.is_multiple_of(2) { 3 } else { 5 };
-        let summary = if runs % 3 == 2 {
-            counter_set_run(nodes, seed, net).await
-        } else {
-            register_run(nodes, seed, net).await
+        let summary = match runs % 4 {
+            2 => counter_set_run(nodes, seed, net).await,
+            3 => super::bank::bank_run(nodes, seed, net).await,
+            _ => register_run(nodes, seed, net).await,
         };
         rows.push(summary);
         seed += 1;
