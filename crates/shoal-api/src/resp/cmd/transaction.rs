@@ -72,10 +72,15 @@ impl Capture {
                     self.refused = Some(why.into());
                     return;
                 }
+                // Its own allocation: a queued op must not pin the connection's read
+                // buffer until EXEC.
+                let op = op.into_owned();
                 (op, Box::new(move |reply| render(Reply::Write(reply))))
             }
             Command::Get { key } => (
-                WriteOp::Read { keys: vec![key] },
+                WriteOp::Read {
+                    keys: vec![Bytes::copy_from_slice(&key)],
+                },
                 Box::new(move |reply| match reply {
                     WriteReply::Records(mut records) if records.len() == 1 => {
                         render(Reply::Record(records.pop().flatten()))
@@ -84,7 +89,7 @@ impl Capture {
                 }),
             ),
             Command::GetMany { keys } => (
-                WriteOp::Read { keys },
+                WriteOp::Read { keys }.into_owned(),
                 Box::new(move |reply| match reply {
                     WriteReply::Records(records) => render(Reply::Records(records)),
                     _ => Err(unexpected()),
