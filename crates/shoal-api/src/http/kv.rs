@@ -91,7 +91,11 @@ pub(crate) async fn put_key(
 }
 
 /// Why the body could not be read: over the size limit (413), or a broken upload (400).
-fn body_error(rejection: BytesRejection, headers: &HeaderMap, state: &AppState) -> ApiError {
+pub(super) fn body_error(
+    rejection: BytesRejection,
+    headers: &HeaderMap,
+    state: &AppState,
+) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         let content_length = headers
             .get(header::CONTENT_LENGTH)

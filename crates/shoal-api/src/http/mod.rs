@@ -8,6 +8,8 @@
 //!   value; answers `{"version": N}`.
 //! - `DELETE /v1/kv/{key}[?if_version=N]`: `{"deleted": true}`, or 404.
 //! - `GET /v1/kv?prefix=&limit=&cursor=&consistency=`: a page of keys, see `list`.
+//! - `POST /v1/txn`: atomic operations on keys of one shard, optionally conditional on
+//!   their versions; see `txn`.
 //! - `GET /health`, `GET /v1/cluster`.
 //! - `PUT /v1/debug/blocked-peers` with `{"peers": [2, 3]}`: cut this node off from those
 //!   peers (fault injection for tests; refused unless the node runs with it).
@@ -20,6 +22,7 @@ pub mod error;
 mod kv;
 mod list;
 pub mod params;
+mod txn;
 
 #[cfg(test)]
 #[macro_use]
@@ -115,6 +118,7 @@ pub(crate) fn router_for(backend: Arc<dyn Backend>, config: HttpConfig) -> Route
         .route("/v1/cluster", get(cluster))
         .route("/v1/debug/blocked-peers", axum::routing::put(blocked_peers))
         .route("/v1/kv", get(list::list_keys))
+        .route("/v1/txn", axum::routing::post(txn::transaction))
         // `/v1/kv/` is the empty key: routed so it gets a precise `empty_key` error.
         .route("/v1/kv/", key_routes())
         .route("/v1/kv/{*key}", key_routes())

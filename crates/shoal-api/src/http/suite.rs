@@ -36,7 +36,8 @@ macro_rules! http_suite {
             if_version_is_compare_and_set, if_absent_only_creates, ttl_expires_keys,
             listing_pages_cover_every_key_exactly_once, bad_read_parameters_are_rejected,
             key_and_value_limits, bad_put_parameters_are_rejected_before_writing,
-            unknown_routes_and_wrong_methods_answer_json, health_and_cluster);
+            unknown_routes_and_wrong_methods_answer_json, health_and_cluster,
+            transactions_apply_atomically);
     };
     (@tests $start:path; $($name:ident),*) => {
         $(
@@ -598,4 +599,126 @@ pub async fn health_and_cluster(s: Server) {
     assert_eq!(cluster["this_node"], NODE_ID);
     assert_eq!(cluster["shards"].as_array().unwrap().len(), SHARDS as usize);
     s.stop().await;
+}
+
+async fn txn(s: &Server, body: Value) -> reqwest::Response {
+    s.client
+        .post(s.url("/v1/txn"))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /v1/txn")
+}
+
+async fn txn_ok(s: &Server, body: Value) -> Vec<Value> {
+    let response = txn(s, body.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK, "{body}");
+    let reply: Value = response.json().await.expect("JSON reply");
+    reply["results"].as_array().expect("results").clone()
+}
+
+pub async fn transactions_apply_atomically(s: Server) {
+    // Every op sees the ones before it; all take the transaction's one version.
+    let results = txn_ok(
+        &s,
+        json!({"ops": [
+            {"op": "put", "key": "{t}a", "value": "1"},
+            {"op": "incr", "key": "{t}a", "by": 4},
+            {"op": "get", "key": "{t}a"},
+            {"op": "append", "key": "{t}b", "value": "xy"},
+            {"op": "get", "key": "{t}missing"},
+            {"op": "delete", "key": "{t}b"},
+        ]}),
+    )
+    .await;
+    let version = results[0]["version"]
+        .as_u64()
+        .expect("a put answers its version");
+    assert_eq!(results[1], json!({"value": 5}));
+    assert_eq!(results[2], json!({"value": "5", "version": version}));
+    assert_eq!(results[3], json!({"length": 2}));
+    assert_eq!(results[4], json!({"value": null}));
+    assert_eq!(results[5], json!({"deleted": true}));
+    assert_eq!(s.get("/v1/kv/%7Bt%7Da").await.text().await.unwrap(), "5");
+    assert_eq!(
+        s.get("/v1/kv/%7Bt%7Db").await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Compare: applied only while every compared key has the given version (0: absent).
+    let guarded = |a_version: u64| {
+        json!({
+            "compare": [{"key": "{t}a", "version": a_version}, {"key": "{t}new", "version": 0}],
+            "ops": [{"op": "put", "key": "{t}new", "value": "created", "ttl_ms": 60000}],
+        })
+    };
+    let error = expect_error(
+        txn(&s, guarded(version + 1)).await,
+        StatusCode::PRECONDITION_FAILED,
+        "compare_failed",
+    )
+    .await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was applied")
+    );
+    assert_eq!(
+        s.get("/v1/kv/%7Bt%7Dnew").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let results = txn_ok(&s, guarded(version)).await;
+    assert!(results[0]["version"].as_u64().unwrap() > version);
+    expect_error(
+        txn(&s, guarded(version)).await,
+        StatusCode::PRECONDITION_FAILED,
+        "compare_failed",
+    )
+    .await;
+
+    // An op that fails fails alone, with its error in its slot.
+    s.put_ok("/v1/kv/%7Bt%7Dtext", "not a number").await;
+    let results = txn_ok(
+        &s,
+        json!({"ops": [
+            {"op": "incr", "key": "{t}text"},
+            {"op": "put", "key": "{t}after", "value": "1"},
+            {"op": "put", "key": "{t}after", "value": "2", "if_absent": true},
+        ]}),
+    )
+    .await;
+    assert_eq!(results[0]["error"]["code"], "not_integer", "{results:?}");
+    assert!(results[1]["version"].is_u64(), "{results:?}");
+    assert_eq!(results[2]["error"]["code"], "key_exists", "{results:?}");
+    assert_eq!(
+        s.get("/v1/kv/%7Bt%7Dafter").await.text().await.unwrap(),
+        "1"
+    );
+
+    // Keys of one transaction must share a shard; bad requests are refused before anything
+    // runs.
+    expect_error(
+        txn(
+            &s,
+            json!({"ops": [{"op": "put", "key": "foo", "value": "1"},
+                           {"op": "put", "key": "bar", "value": "1"}]}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "cross_slot",
+    )
+    .await;
+    assert_eq!(s.get("/v1/kv/foo").await.status(), StatusCode::NOT_FOUND);
+    for bad in [
+        json!({}),
+        json!({"ops": [{"op": "frobnicate", "key": "k"}]}),
+        json!({"ops": [{"op": "get", "key": "k", "extra": 1}]}),
+        json!({"ops": [{"op": "put", "key": "", "value": "v"}]}),
+        json!({"ops": [{"op": "put", "key": "k", "value": "v", "if_absent": true, "if_version": 3}]}),
+        json!({"ops": [], "compare": [{"key": "k"}]}),
+    ] {
+        let response = txn(&s, bad.clone()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
 }
