@@ -449,14 +449,15 @@ pub fn format_float(value: f64) -> String {
     if text == "-0" { "0".to_string() } else { text }
 }
 
+/// A shard in a map, for tests of apply and of transactions.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use std::collections::BTreeMap;
 
     use super::*;
 
     #[derive(Default)]
-    struct MapView(BTreeMap<Bytes, Record>);
+    pub(crate) struct MapView(pub(crate) BTreeMap<Bytes, Record>);
 
     impl KeyView for MapView {
         fn get(&mut self, key: &[u8]) -> Result<Option<Record>, Error> {
@@ -465,7 +466,13 @@ mod tests {
     }
 
     impl MapView {
-        fn run(&mut self, op: WriteOp, version: u64, now: u64) -> Result<WriteReply, Error> {
+        /// Applies `op` and keeps its changes; returns its reply.
+        pub(crate) fn run(
+            &mut self,
+            op: WriteOp,
+            version: u64,
+            now: u64,
+        ) -> Result<WriteReply, Error> {
             let applied = apply(&op, version, now, &Limits::default(), self);
             for change in applied.changes {
                 match change {
@@ -481,6 +488,12 @@ mod tests {
             applied.reply
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::MapView;
+    use super::*;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())

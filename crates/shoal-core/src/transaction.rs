@@ -101,37 +101,11 @@ pub(crate) fn apply_transaction(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
+    use crate::apply::testing::MapView;
     use crate::command::{Condition, Expiry};
 
-    #[derive(Default)]
-    struct MapView(BTreeMap<Bytes, Record>);
-
-    impl KeyView for MapView {
-        fn get(&mut self, key: &[u8]) -> Result<Option<Record>, Error> {
-            Ok(self.0.get(key).cloned())
-        }
-    }
-
-    impl MapView {
-        fn run(&mut self, op: WriteOp, version: u64) -> Result<WriteReply, Error> {
-            let applied = apply(&op, version, 1_000, &Limits::default(), self);
-            for change in applied.changes {
-                match change {
-                    Change::Put(k, r) => {
-                        self.0.insert(k, r);
-                    }
-                    Change::Delete(k) => {
-                        self.0.remove(&k);
-                    }
-                    Change::DeleteAll => self.0.clear(),
-                }
-            }
-            applied.reply
-        }
-    }
+    const NOW: u64 = 1_000;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
@@ -187,6 +161,7 @@ mod tests {
                 watched: vec![],
             },
             7,
+            NOW,
         );
         let Ok(WriteReply::Transaction(Some(results))) = reply else {
             panic!("expected results, got {reply:?}");
@@ -205,17 +180,17 @@ mod tests {
     #[test]
     fn a_changed_watched_key_applies_nothing() {
         let mut store = MapView::default();
-        store.run(set("w", "a"), 3).unwrap();
+        store.run(set("w", "a"), 3, NOW).unwrap();
         let transaction = |expected| WriteOp::Transaction {
             ops: vec![set("x", "1")],
             watched: vec![(b("w"), expected), (b("absent"), None)],
         };
         assert_eq!(
-            store.run(transaction(Some(2)), 10),
+            store.run(transaction(Some(2)), 10, NOW),
             Ok(WriteReply::Transaction(None))
         );
         assert!(!store.0.contains_key(&b("x")));
-        let applied = store.run(transaction(Some(3)), 11);
+        let applied = store.run(transaction(Some(3)), 11, NOW);
         assert!(matches!(applied, Ok(WriteReply::Transaction(Some(_)))));
         assert_eq!(store.0.get(&b("x")).map(|r| r.version), Some(11));
     }
@@ -230,12 +205,12 @@ mod tests {
             }],
             watched: vec![],
         };
-        assert!(matches!(store.run(nested, 1), Err(Error::Invalid(_))));
+        assert!(matches!(store.run(nested, 1, NOW), Err(Error::Invalid(_))));
         let flush = WriteOp::Transaction {
             ops: vec![set("a", "1"), WriteOp::Flush],
             watched: vec![],
         };
-        assert!(matches!(store.run(flush, 2), Err(Error::Invalid(_))));
+        assert!(matches!(store.run(flush, 2, NOW), Err(Error::Invalid(_))));
         assert!(store.0.is_empty(), "a refused transaction applies nothing");
         let big = vec![incr("n"); MAX_TRANSACTION_OPS + 1];
         let err = validate(&big).unwrap_err();

@@ -468,6 +468,22 @@ fn resp_write_failed_for_sure(error: &redis::RedisError) -> bool {
     error.code() == Some("TRYAGAIN")
 }
 
+/// A RESP connection to a node picked at random; `None` (after a short pause, so callers
+/// can loop) while that node does not accept one.
+async fn connect_to_any<'a>(
+    urls: &'a [String],
+    rng: &mut StdRng,
+) -> Option<(&'a str, redis::aio::MultiplexedConnection)> {
+    let url = &urls[rng.random_range(0..urls.len())];
+    match resp_connection(url).await {
+        Ok(con) => Some((url, con)),
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            None
+        }
+    }
+}
+
 /// Acknowledged and unknown outcomes of the RESP workloads.
 #[derive(Default)]
 struct Tally<T> {
@@ -504,9 +520,7 @@ async fn counter_set_run(nodes: usize, seed: u64, net: Net) -> Summary {
                 let mut rng = StdRng::seed_from_u64(seed ^ (c << 40) ^ 0xc0ffee);
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let url = &urls[rng.random_range(0..urls.len())];
-                    let Ok(mut con) = resp_connection(url).await else {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    let Some((_, mut con)) = connect_to_any(&urls, &mut rng).await else {
                         continue;
                     };
                     for _ in 0..20 {

@@ -101,9 +101,7 @@ async fn bank_client(
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
     while !stop.load(Ordering::Relaxed) {
-        let url = &urls[rng.random_range(0..urls.len())];
-        let Ok(mut con) = resp_connection(url).await else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let Some((url, mut con)) = connect_to_any(&urls, &mut rng).await else {
             continue;
         };
         for _ in 0..20 {
