@@ -32,6 +32,9 @@ type Render = Box<dyn FnOnce(WriteReply) -> Result<Frame, Error> + Send>;
 #[derive(Default)]
 pub(crate) struct Queue {
     items: Vec<Queued>,
+    /// Keys and values queued so far: bounded like one write (`--max-value-bytes`), so a
+    /// client cannot hold more than that in a session before EXEC.
+    bytes: usize,
     /// A command was refused while queueing: EXEC answers EXECABORT.
     aborted: bool,
 }
@@ -152,8 +155,21 @@ pub(crate) fn queue(
         match (capture.refused, capture.op, outcome) {
             (Some(why), _, _) => Outcome::Now(refused(args, &why)),
             (None, Some((op, slot, render)), _) => {
-                push(session, Queued::Op { op, slot, render });
-                return Outcome::Now(Frame::simple("QUEUED"));
+                let limit = ctx.limits.max_value_bytes;
+                let bytes =
+                    session.transaction.as_ref().map_or(0, |q| q.bytes) + op.payload_bytes();
+                if bytes > limit {
+                    Outcome::Now(err(format!(
+                        "a transaction carries at most {limit} bytes of keys and values \
+                         (--max-value-bytes); this command would bring it to {bytes}"
+                    )))
+                } else {
+                    if let Some(queue) = session.transaction.as_mut() {
+                        queue.bytes = bytes;
+                    }
+                    push(session, Queued::Op { op, slot, render });
+                    return Outcome::Now(Frame::simple("QUEUED"));
+                }
             }
             (None, None, Outcome::Now(frame)) if !matches!(frame, Frame::Error(_)) => {
                 push(session, Queued::Reply(frame));

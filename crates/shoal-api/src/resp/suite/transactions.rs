@@ -77,6 +77,18 @@ pub async fn transactions(server: Server) {
     .await;
     assert_eq!(q(c, &["GET", "{t}after"]).await, bulk("1"));
 
+    // What a transaction may carry is bounded like one write, checked while queueing.
+    let half = "v".repeat(MAX_VALUE_BYTES / 2);
+    assert_eq!(q(c, &["MULTI"]).await, Value::Okay);
+    q(c, &["SET", "{t}big1", &half]).await;
+    let over = e(c, &["SET", "{t}big2", &half]).await;
+    assert!(over.contains("--max-value-bytes"), "{over}");
+    assert_eq!(
+        e(c, &["EXEC"]).await,
+        "EXECABORT Transaction discarded because of previous errors."
+    );
+    assert_eq!(q(c, &["EXISTS", "{t}big1"]).await, Value::Int(0));
+
     // DISCARD drops the queue.
     assert_eq!(q(c, &["MULTI"]).await, Value::Okay);
     q(c, &["SET", "{t}dropped", "1"]).await;
