@@ -137,6 +137,25 @@ async fn put_batch(api: &Api, nodes: &[u64], prefix: &str, count: usize) -> Vec<
     written
 }
 
+/// Established TCP connections whose accepting end is one of `ports`, from the kernel's
+/// table (`/proc/net/tcp`: local `ADDR:PORT` in hex, then remote, then state; `01` is
+/// established). Every connection has one accepting end, so this counts connections.
+fn established_to(ports: &[u16]) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields
+                .get(1)
+                .and_then(|local| local.rsplit(':').next())
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            fields.get(3) == Some(&"01") && local_port.is_some_and(|p| ports.contains(&p))
+        })
+        .count()
+}
+
 async fn writes_and_reads_through_every_node(n: usize) {
     const KEYS_PER_NODE: usize = 10;
     let cluster = Cluster::start(n).await;
@@ -250,6 +269,29 @@ async fn writes_and_reads_through_every_node(n: usize) {
             });
         }
     }
+
+    // One connection per pair of nodes carries all of it, both ways (two per pair would
+    // be n*(n-1)). Polled: a connection being replaced is briefly counted twice or not at
+    // all.
+    let peer_ports: Vec<u16> = cluster
+        .ids()
+        .into_iter()
+        .map(|id| cluster.spec(id).peer_port)
+        .collect();
+    poll_until(
+        &format!("one peer connection per pair of the {n} nodes"),
+        RECOVERY,
+        || {
+            let ports = peer_ports.clone();
+            async move {
+                match established_to(&ports) {
+                    count if count == n * (n - 1) / 2 => Ok(()),
+                    count => Err(format!("{count} established connections between the nodes")),
+                }
+            }
+        },
+    )
+    .await;
 
     assert_all_readable(api, &cluster.ids(), &expected).await;
     for id in cluster.ids() {
