@@ -233,9 +233,14 @@ pub(crate) fn point_read_keys(command: &Command) -> &[Bytes] {
 /// Size checks before anything is queued; apply checks again, so a replica never stores
 /// what a limit forbids even if a front end forgot.
 pub(crate) fn validate_write(op: &WriteOp, limits: &Limits) -> Result<(), Error> {
+    // A transaction's keys include its ops' keys: each key is checked once, here.
     for key in op.keys() {
         limits.check_key(key)?;
     }
+    check_values(op, limits)
+}
+
+fn check_values(op: &WriteOp, limits: &Limits) -> Result<(), Error> {
     match op {
         WriteOp::Put { value, .. } | WriteOp::Append { value, .. } => {
             limits.check_value_len(value.len())
@@ -263,7 +268,7 @@ pub(crate) fn validate_write(op: &WriteOp, limits: &Limits) -> Result<(), Error>
             }
             ops.iter()
                 .filter(|op| !matches!(op, WriteOp::Read { .. }))
-                .try_for_each(|op| validate_write(op, limits))
+                .try_for_each(|op| check_values(op, limits))
         }
         _ => Ok(()),
     }

@@ -39,6 +39,12 @@ pub(crate) struct Queue {
     aborted: bool,
 }
 
+/// One place in EXEC's reply array: known already, or rendered from its op's result.
+enum Answer {
+    Known(Frame),
+    FromOp(Render),
+}
+
 enum Queued {
     /// A command answered from connection state (PING, ECHO...): its reply, as it was.
     Reply(Frame),
@@ -290,7 +296,7 @@ pub(super) fn exec(ctx: &Ctx, session: &mut Session, _: &[Bytes]) -> Result<Outc
     let mut items = Vec::with_capacity(queue.items.len());
     for item in queue.items {
         match item {
-            Queued::Reply(frame) => items.push(Ok(frame)),
+            Queued::Reply(frame) => items.push(Answer::Known(frame)),
             Queued::Op {
                 op,
                 slot: op_slot,
@@ -298,13 +304,19 @@ pub(super) fn exec(ctx: &Ctx, session: &mut Session, _: &[Bytes]) -> Result<Outc
             } => {
                 slot.get_or_insert(op_slot);
                 ops.push(op);
-                items.push(Err(render));
+                items.push(Answer::FromOp(render));
             }
         }
     }
     let Some(slot) = slot else {
         // Nothing to run on a shard.
-        let frames = items.into_iter().filter_map(Result::ok).collect();
+        let frames = items
+            .into_iter()
+            .filter_map(|item| match item {
+                Answer::Known(frame) => Some(frame),
+                Answer::FromOp(_) => None,
+            })
+            .collect();
         return Ok(Outcome::Now(Frame::Array(frames)));
     };
     let op = WriteOp::Transaction { ops, watched };
@@ -316,8 +328,8 @@ pub(super) fn exec(ctx: &Ctx, session: &mut Session, _: &[Bytes]) -> Result<Outc
                 let frames = items
                     .into_iter()
                     .map(|item| match item {
-                        Ok(frame) => frame,
-                        Err(render) => match results.next() {
+                        Answer::Known(frame) => frame,
+                        Answer::FromOp(render) => match results.next() {
                             Some(Ok(reply)) => render(reply).unwrap_or_else(|e| error_frame(&e)),
                             Some(Err(e)) => error_frame(&e),
                             None => error_frame(&unexpected()),
