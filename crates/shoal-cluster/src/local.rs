@@ -39,7 +39,7 @@ impl Node {
                     if let Some(barrier) = barrier {
                         barrier.await.map_err(|_| Error::ShuttingDown)??;
                     }
-                    node.read_here(shard, command)
+                    node.read_here(shard, &command)
                 }
             }
         }
@@ -132,13 +132,13 @@ impl Node {
     }
 
     /// Answers a read from local applied state (after any barrier).
-    pub(crate) fn read_here(&self, shard: ShardId, command: Command) -> Result<Reply, Error> {
+    pub(crate) fn read_here(&self, shard: ShardId, command: &Command) -> Result<Reply, Error> {
         let now = now_ms();
         match command {
-            Command::Get { key } => Ok(Reply::Record(self.get_live(shard, &key, now)?)),
+            Command::Get { key } => Ok(Reply::Record(self.get_live(shard, key, now)?)),
             Command::GetMany { keys } => Ok(Reply::Records(
                 self.engine()
-                    .get_records(shard, &keys)
+                    .get_records(shard, keys)
                     .map_err(storage_err)?
                     .into_iter()
                     .map(|r| r.filter(|r| !r.is_expired(now)))
@@ -149,7 +149,14 @@ impl Node {
                 limit,
                 prefix,
                 with_values,
-            } => self.scan_here(shard, cursor, limit, prefix, with_values, now),
+            } => self.scan_here(
+                shard,
+                cursor.clone(),
+                *limit,
+                prefix.clone(),
+                *with_values,
+                now,
+            ),
             _ => Err(Error::Internal("not a read".into())),
         }
     }

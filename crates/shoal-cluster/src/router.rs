@@ -154,7 +154,7 @@ impl Node {
             return None;
         }
         self.inner.commands.fetch_add(1, Ordering::Relaxed);
-        Some(self.read_here(shard, command.clone()))
+        Some(self.read_here(shard, command))
     }
 
     /// The consistency a command really gets: as asked, except in the deliberately broken

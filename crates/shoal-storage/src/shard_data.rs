@@ -40,7 +40,7 @@ impl Engine {
         }
         let _fill = records.read_lock(group);
         let record = self.read_record(group, key)?;
-        records.put(group, Bytes::copy_from_slice(key), record.clone());
+        records.put(group, key, record.as_ref());
         Ok(record)
     }
 
@@ -56,8 +56,7 @@ impl Engine {
                 Some(hit) => Ok(hit),
                 None => {
                     let record = self.read_record(group, key)?;
-                    // Its own allocation: `key` may be a view into a network buffer.
-                    records.put(group, Bytes::copy_from_slice(key), record.clone());
+                    records.put(group, key, record.as_ref());
                     Ok(record)
                 }
             })
@@ -144,10 +143,8 @@ impl Engine {
         batch.commit()?;
         for change in changes {
             match change {
-                DataChange::Put { key, record, .. } => {
-                    inner.records.put(group, key.clone(), Some(record.clone()))
-                }
-                DataChange::Delete { key, .. } => inner.records.put(group, key.clone(), None),
+                DataChange::Put { key, record, .. } => inner.records.put(group, key, Some(record)),
+                DataChange::Delete { key, .. } => inner.records.put(group, key, None),
                 DataChange::DeleteAll => inner.records.clear(),
             }
         }

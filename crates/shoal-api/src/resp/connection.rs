@@ -85,6 +85,14 @@ impl Connection {
     async fn serve(&mut self, mut shutdown: watch::Receiver<bool>) -> io::Result<()> {
         loop {
             let flow = self.process_input().await?;
+            if !self.output.is_empty() {
+                // Let every other connection with input ready run its batch first, so the
+                // replies leave in a burst (Redis writes at the end of its event-loop turn
+                // for the same reason): a client's event loop then wakes once per burst
+                // instead of once per connection, and waking it was 15% of a node's CPU
+                // under GET -P 16 (kernel `sock_def_readable`), against 4% in Redis.
+                tokio::task::yield_now().await;
+            }
             self.flush().await?;
             if let Flow::Close = flow {
                 // Best effort: the client may already be gone.
