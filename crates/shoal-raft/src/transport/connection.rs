@@ -199,6 +199,8 @@ async fn write_ready(
     if let Some(call) = call {
         write_call(writer, pending, call).await?;
     }
+    // Let the other groups' tasks that are ready run first: what they send joins this flush.
+    tokio::task::yield_now().await;
     loop {
         let mut wrote = false;
         while let Ok(answer) = answers.try_recv() {
