@@ -132,8 +132,14 @@ impl Weighter<CacheKey, Option<CachedRecord>> for RecordWeight {
 }
 
 /// Builds the cache's entry for `key`: one allocation for the key and a small value.
-fn pack(group: GroupId, key: &[u8], record: Option<&Record>) -> (CacheKey, Option<CachedRecord>) {
-    let key_len = u32::try_from(key.len()).expect("keys are limited far below 4 GiB");
+/// `None` for a key too long to describe (never, with any sane `--max-key-bytes`): such a
+/// key is simply not cached.
+fn pack(
+    group: GroupId,
+    key: &[u8],
+    record: Option<&Record>,
+) -> Option<(CacheKey, Option<CachedRecord>)> {
+    let key_len = u32::try_from(key.len()).ok()?;
     let inline = record.filter(|r| r.value.len() <= MAX_PACKED_VALUE);
     let packed: Arc<[u8]> = match inline {
         Some(r) => {
@@ -161,7 +167,7 @@ fn pack(group: GroupId, key: &[u8], record: Option<&Record>) -> (CacheKey, Optio
         key_len,
         packed,
     };
-    (cache_key, cached)
+    Some((cache_key, cached))
 }
 
 pub(crate) struct RecordCache {
@@ -209,8 +215,9 @@ impl RecordCache {
     /// Caches `key`'s state (`None`: absent). Copies the key, so `key` may be a view into
     /// a larger buffer without the cache pinning that buffer.
     pub(crate) fn put(&self, group: GroupId, key: &[u8], value: Option<&Record>) {
-        if let Some(cache) = &self.cache {
-            let (key, value) = pack(group, key, value);
+        if let Some(cache) = &self.cache
+            && let Some((key, value)) = pack(group, key, value)
+        {
             cache.insert(key, value);
         }
     }
