@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::{Map, Value, json};
-use shoal_api::http::encoding::{base64_encode, percent_encode_key};
+use serde_json::{Value, json};
+use shoal_api::http::encoding::{bytes_field, percent_encode_key};
 use tokio::io::AsyncReadExt;
 
 /// Longest a request may take before the CLI gives up; a node answers or times out well
@@ -331,16 +331,6 @@ fn human_key(item: &Value) -> String {
         (None, Some(b64)) => format!("base64:{b64}"),
         (None, None) => item.to_string(),
     }
-}
-
-/// `{"<name>": text}` for UTF-8 bytes, else `{"<name>_base64": ...}`: lossless JSON.
-fn bytes_field(name: &str, bytes: &[u8]) -> Map<String, Value> {
-    let mut map = Map::new();
-    match std::str::from_utf8(bytes) {
-        Ok(text) => map.insert(name.into(), json!(text)),
-        Err(_) => map.insert(format!("{name}_base64"), json!(base64_encode(bytes))),
-    };
-    map
 }
 
 /// Prints `{"key": ..., ...fields}` as one line; `fields` is a JSON object.

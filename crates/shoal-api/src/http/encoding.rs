@@ -1,8 +1,8 @@
 //! Byte-level text codecs the HTTP front end needs: percent-decoding of paths and query
 //! strings (keys are bytes, so we decode to bytes rather than to `String`), hex for
-//! cursors, and base64 for rendering keys that are not UTF-8.
+//! cursors, and base64 for rendering keys and values that are not UTF-8.
 //!
-//! Small and dependency-free on purpose; the CLI reuses `base64_encode` and
+//! Small and dependency-free on purpose; the CLI reuses `bytes_field` and
 //! `percent_encode_key` so both sides agree on the encodings.
 
 use std::fmt;
@@ -136,6 +136,17 @@ pub fn hex_decode(input: &str) -> Result<Vec<u8>, HexError> {
 
 const BASE64_ALPHABET: &[u8; 64] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// `{"<name>": text}` for UTF-8 bytes, else `{"<name>_base64": ...}`: keys and values are
+/// bytes, and this keeps them lossless in JSON. Shared by the HTTP API and the CLI.
+pub fn bytes_field(name: &str, bytes: &[u8]) -> serde_json::Map<String, serde_json::Value> {
+    let mut map = serde_json::Map::new();
+    match std::str::from_utf8(bytes) {
+        Ok(text) => map.insert(name.into(), text.into()),
+        Err(_) => map.insert(format!("{name}_base64"), base64_encode(bytes).into()),
+    };
+    map
+}
 
 /// Standard base64 (RFC 4648 section 4) with `=` padding.
 pub fn base64_encode(bytes: &[u8]) -> String {

@@ -9,12 +9,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::Uri;
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use shoal_core::{Command, Record, Reply};
 
 use super::AppState;
 use super::cursor::encode_cursor;
-use super::encoding::base64_encode;
+use super::encoding::bytes_field;
 use super::error::ApiError;
 use super::params::ListParams;
 
@@ -64,11 +64,7 @@ pub(crate) async fn list_keys(
 
 /// One listed key: `key` when it is UTF-8, else `key_base64`, so JSON stays lossless.
 fn item(key: &Bytes, record: Option<&Record>) -> Value {
-    let mut item = Map::new();
-    match std::str::from_utf8(key) {
-        Ok(text) => item.insert("key".into(), json!(text)),
-        Err(_) => item.insert("key_base64".into(), json!(base64_encode(key))),
-    };
+    let mut item = bytes_field("key", key);
     item.insert("version".into(), json!(record.map(|r| r.version)));
     item.insert("expire_at".into(), json!(record.and_then(|r| r.expire_at)));
     Value::Object(item)

@@ -30,7 +30,7 @@ use shoal_core::{
 };
 
 use super::AppState;
-use super::encoding::base64_encode;
+use super::encoding::bytes_field;
 use super::error::ApiError;
 use super::kv::body_error;
 
@@ -175,15 +175,12 @@ fn record_json(record: Option<Record>) -> Value {
     let Some(record) = record else {
         return json!({ "value": null });
     };
-    let mut result = match std::str::from_utf8(&record.value) {
-        Ok(text) => json!({ "value": text }),
-        Err(_) => json!({ "value_base64": base64_encode(&record.value) }),
-    };
-    result["version"] = json!(record.version);
+    let mut result = bytes_field("value", &record.value);
+    result.insert("version".into(), json!(record.version));
     if let Some(at) = record.expire_at {
-        result["expire_at"] = json!(at);
+        result.insert("expire_at".into(), json!(at));
     }
-    result
+    Value::Object(result)
 }
 
 fn result_json(shape: Shape, outcome: Result<WriteReply, Error>) -> Value {

@@ -87,9 +87,7 @@ impl Capture {
                 (op, Box::new(move |reply| render(Reply::Write(reply))))
             }
             Command::Get { key } => (
-                WriteOp::Read {
-                    keys: vec![Bytes::copy_from_slice(&key)],
-                },
+                WriteOp::Read { keys: vec![key] }.into_owned(),
                 Box::new(move |reply| match reply {
                     WriteReply::Records(mut records) if records.len() == 1 => {
                         render(Reply::Record(records.pop().flatten()))
