@@ -93,7 +93,8 @@ impl Node {
             Command::Write(WriteOp::Flush) => return self.flush(),
             Command::Count => return Box::pin(std::future::ready(Ok(self.count()))),
             Command::RandomKey => {
-                return Box::pin(std::future::ready(self.random_key()));
+                let node = self.clone();
+                return Box::pin(async move { node.random_key().await });
             }
             Command::Scan { .. } => {
                 let node = self.clone();
@@ -399,25 +400,43 @@ impl Node {
         Reply::Count(total)
     }
 
-    /// RANDOMKEY from this node's replicas, starting at a random slot.
-    fn random_key(&self) -> Result<Reply, Error> {
+    /// RANDOMKEY: the first live key at or after a random slot, going round the shards.
+    /// A shard with a replica here is read in place; any other is asked for one key by a
+    /// stale scan through one of its replicas (not skipped on the strength of peer status,
+    /// which lags writes by up to a status interval). Stale either way: a random key needs
+    /// no leader's confirmation.
+    async fn random_key(&self) -> Result<Reply, Error> {
         let now = now_ms();
         let start = rand::random_range(0..shoal_core::SLOT_COUNT);
         let shards = self.inner.layout.shards();
         let first = self.inner.layout.shard_of_slot(start);
         let pos = shards.iter().position(|(id, _)| *id == first).unwrap_or(0);
-        for i in 0..shards.len() {
+        // One more step than there are shards: a scan of the first shard (when remote)
+        // started mid-range, so its lower slots are visited at the end.
+        for i in 0..=shards.len() {
             let (id, range) = shards[(pos + i) % shards.len()];
-            if self.local_group(id).is_none() {
-                continue;
-            }
             let slot = if i == 0 { start } else { range.start };
-            if let Some(key) = self
-                .engine()
-                .key_near_slot(id, slot, now)
-                .map_err(storage_err)?
-            {
-                return Ok(Reply::Key(Some(key)));
+            let key = if self.local_group(id).is_some() {
+                if i == shards.len() {
+                    break; // read in full (wrapping) at i = 0
+                }
+                self.engine()
+                    .key_near_slot(id, slot, now)
+                    .map_err(storage_err)?
+            } else {
+                let page = Command::Scan {
+                    cursor: shoal_core::command::ScanCursor { slot, after: None },
+                    limit: 1,
+                    prefix: None,
+                    with_values: false,
+                };
+                match self.run_on_shard(id, page, Consistency::Stale).await? {
+                    Reply::Scan { entries, .. } => entries.into_iter().next().map(|(key, _)| key),
+                    _ => return Err(Error::Internal("scan answered with another reply".into())),
+                }
+            };
+            if key.is_some() {
+                return Ok(Reply::Key(key));
             }
         }
         Ok(Reply::Key(None))

@@ -185,6 +185,53 @@ async fn writes_and_reads_through_every_node(n: usize) {
         }
     }
 
+    // RANDOMKEY answers from the whole store, not only the shards a node hosts: with one
+    // key in the store, every node returns it (with 5 nodes and 3 replicas, two nodes do
+    // not host its shard).
+    let lonely = "randomkey-lonely";
+    let mut con = cluster.resp(1).await;
+    let _: () = redis::cmd("SET")
+        .arg(lonely)
+        .arg("x")
+        .query_async(&mut con)
+        .await
+        .expect("SET the only key");
+    let shard = cluster.shard_of_key(lonely).await;
+    let view = api.view(1).await.expect("GET /v1/cluster");
+    let hosts = &view
+        .shards
+        .iter()
+        .find(|s| s.id == shard)
+        .expect("the key's shard is listed")
+        .replicas;
+    for id in cluster.ids() {
+        let con = cluster.resp(id).await;
+        // Another node's replica may apply the write a moment after it was acknowledged.
+        poll_until(
+            &format!("RANDOMKEY through node {id} (shard hosted by {hosts:?})"),
+            RECOVERY,
+            || {
+                let mut con = con.clone();
+                async move {
+                    let key: Option<String> = redis::cmd("RANDOMKEY")
+                        .query_async(&mut con)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    match key.as_deref() {
+                        Some(k) if k == lonely => Ok(()),
+                        other => Err(format!("RANDOMKEY answered {other:?}")),
+                    }
+                }
+            },
+        )
+        .await;
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(lonely)
+        .query_async(&mut con)
+        .await
+        .expect("DEL the only key");
+
     let mut expected = Vec::new();
     for id in cluster.ids() {
         expected.extend(put_batch(api, &[id], &format!("http-{id}"), KEYS_PER_NODE).await);
