@@ -46,8 +46,15 @@ enum Answer {
 }
 
 enum Queued {
-    /// A command answered from connection state (PING, ECHO...): its reply, as it was.
+    /// A command answered from connection state with no effect on it (PING, ECHO...): its
+    /// reply, as it was.
     Reply(Frame),
+    /// A command that changes connection state (CLIENT SETNAME, READONLY...): it runs at
+    /// EXEC, in its place, so DISCARD leaves the connection as it was.
+    Deferred {
+        spec: &'static Spec,
+        args: Vec<Bytes>,
+    },
     Op {
         op: WriteOp,
         slot: Slot,
@@ -152,6 +159,15 @@ pub(crate) fn queue(
         Outcome::Now(err(format!(
             "a transaction holds at most {MAX_QUEUED} commands; EXEC or DISCARD first"
         )))
+    } else if let Some(spec) = spec.filter(|s| changes_connection(s) && s.arity_ok(args.len())) {
+        push(
+            session,
+            Queued::Deferred {
+                spec,
+                args: args.to_vec(),
+            },
+        );
+        return Outcome::Now(Frame::simple("QUEUED"));
     } else {
         *session.capture.get_mut() = Some(Capture::default());
         let outcome = super::dispatch(ctx, session, spec, args);
@@ -188,6 +204,15 @@ pub(crate) fn queue(
         queue.aborted = true;
     }
     outcome
+}
+
+/// Commands whose effect is on the connection (its name, protocol, routing mode), which
+/// Redis runs at EXEC like any other queued command.
+fn changes_connection(spec: &Spec) -> bool {
+    matches!(
+        spec.name,
+        "client" | "hello" | "auth" | "select" | "readonly" | "readwrite" | "asking" | "cluster"
+    )
 }
 
 fn push(session: &mut Session, item: Queued) {
@@ -295,6 +320,16 @@ pub(super) fn exec(ctx: &Ctx, session: &mut Session, _: &[Bytes]) -> Result<Outc
     for item in queue.items {
         match item {
             Queued::Reply(frame) => items.push(Answer::Known(frame)),
+            Queued::Deferred { spec, args } => {
+                let frame = match super::dispatch(ctx, session, Some(spec), &args) {
+                    Outcome::Now(frame) | Outcome::Close(frame) => frame,
+                    Outcome::Later(_) => err(format!(
+                        "'{}' cannot run inside MULTI: it waits on the cluster",
+                        spec.name
+                    )),
+                };
+                items.push(Answer::Known(frame));
+            }
             Queued::Op {
                 op,
                 slot: op_slot,

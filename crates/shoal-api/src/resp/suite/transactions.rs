@@ -36,6 +36,40 @@ pub async fn transactions(server: Server) {
     );
     assert_eq!(q(c, &["DISCARD"]).await, Value::Okay);
 
+    // A command that changes the connection runs at EXEC, in its place, as in Redis: a
+    // discarded CLIENT SETNAME leaves no name, an executed one is seen by what follows it.
+    assert_eq!(q(c, &["MULTI"]).await, Value::Okay);
+    assert_eq!(
+        q(c, &["CLIENT", "SETNAME", "discarded"]).await,
+        Value::SimpleString("QUEUED".into())
+    );
+    assert_eq!(q(c, &["DISCARD"]).await, Value::Okay);
+    assert_eq!(q(c, &["CLIENT", "GETNAME"]).await, Value::Nil);
+    assert_eq!(q(c, &["MULTI"]).await, Value::Okay);
+    for args in [
+        &["CLIENT", "GETNAME"][..],
+        &["CLIENT", "SETNAME", "kept"],
+        &["CLIENT", "GETNAME"],
+    ] {
+        assert_eq!(q(c, args).await, Value::SimpleString("QUEUED".into()));
+    }
+    assert_eq!(
+        q(c, &["EXEC"]).await,
+        Value::Array(vec![
+            Value::Nil,
+            Value::Okay,
+            Value::BulkString(b"kept".to_vec())
+        ])
+    );
+    // Arity is still checked when queueing.
+    assert_eq!(q(c, &["MULTI"]).await, Value::Okay);
+    assert!(
+        e(c, &["CLIENT"])
+            .await
+            .contains("wrong number of arguments")
+    );
+    assert_eq!(q(c, &["DISCARD"]).await, Value::Okay);
+
     // A command refused while queueing discards the whole transaction.
     assert_eq!(q(c, &["MULTI"]).await, Value::Okay);
     assert_eq!(
