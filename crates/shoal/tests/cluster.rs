@@ -570,6 +570,62 @@ async fn a_paused_leader_is_replaced_and_catches_up_after_resume() {
     assert_caught_up(&api, paused, &expected).await;
 }
 
+/// A follower that answers late (paused for less than a second, as a disk stalled behind a
+/// memtable flush delays its fsync) is waited for, not timed out: no replication call to
+/// it fails (each failure made its leader back off 200 ms and resend), and it catches up
+/// as soon as it runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_follower_is_waited_for_not_timed_out() {
+    const PAUSE: Duration = Duration::from_millis(500);
+    let mut cluster = Cluster::start(3).await;
+    let api = cluster.api().clone();
+    let slow = 3;
+    let mut key = String::new();
+    let mut leader = slow;
+    for i in 0.. {
+        key = format!("slow-follower-{i}");
+        leader = cluster.leader_of_key(&key).await;
+        if leader != slow {
+            break;
+        }
+    }
+    api.put(leader, &key, "before")
+        .await
+        .expect("PUT before the pause");
+    let timeouts = |cluster: &Cluster| cluster.log_text(leader).matches("did not answer").count();
+    let before = timeouts(&cluster);
+
+    cluster.pause(slow);
+    let started = Instant::now();
+    let mut last = 0;
+    while started.elapsed() < PAUSE {
+        last += 1;
+        api.put(leader, &key, &last.to_string())
+            .await
+            .expect("a PUT while one follower is paused (the other makes a majority)");
+    }
+    cluster.resume(slow);
+
+    let (api_ref, key_ref) = (&api, key.as_str());
+    poll_until(
+        &format!("node {slow} has the last write to {key} after resuming"),
+        RECOVERY,
+        move || async move {
+            match api_ref.get_stale(slow, key_ref).await {
+                Ok(Some(got)) if got.value == last.to_string() => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        timeouts(&cluster),
+        before,
+        "calls from node {leader} to the paused node {slow} timed out:\n{}",
+        cluster.log_text(leader)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_every_node_keeps_all_data() {
     const BATCH: usize = 20;

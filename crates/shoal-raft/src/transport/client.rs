@@ -46,6 +46,14 @@ pub struct TransportOptions {
     /// paused process answers nothing, and without this every forwarded request would
     /// wait out its own full timeout.
     pub silence_timeout: Duration,
+    /// Least time an AppendEntries call waits for its answer. openraft asks for its
+    /// heartbeat interval (100 ms by default), but a follower answers only after its
+    /// fsync, and a disk busy with a memtable flush delays an fsync for hundreds of ms
+    /// (measured up to 700 ms on the 2-core VM). A call timed out at 100 ms makes the
+    /// leader back off (200 ms) and resend entries the follower is about to acknowledge:
+    /// writes waited 300-400 ms where 150 would have done. A peer that is really gone is
+    /// found by `silence_timeout` or the connection's reset, not by this.
+    pub append_timeout_min: Duration,
 }
 
 impl Default for TransportOptions {
@@ -59,6 +67,7 @@ impl Default for TransportOptions {
             snapshot_chunk_bytes: 1024 * 1024,
             snapshot_chunk_timeout: Duration::from_secs(60),
             silence_timeout: Duration::from_secs(2),
+            append_timeout_min: Duration::from_secs(1),
         }
     }
 }

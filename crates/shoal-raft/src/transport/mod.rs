@@ -77,6 +77,12 @@ impl GroupRouter<TypeConfig, ShardId> for PeerRouter {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let request = Request::AppendEntries { group, rpc };
+        let floor = self.options().append_timeout_min;
+        let option = if option.hard_ttl() < floor {
+            RPCOption::new(floor)
+        } else {
+            option
+        };
         match self.raft_call(target, request, option).await? {
             Response::AppendEntries(r) => Ok(r),
             _ => Err(RPCError::Unreachable(unexpected(target))),
