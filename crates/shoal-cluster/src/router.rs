@@ -410,6 +410,9 @@ impl Node {
         let start = rand::random_range(0..shoal_core::SLOT_COUNT);
         let shards = self.inner.layout.shards();
         let first = self.inner.layout.shard_of_slot(start);
+        if shards.is_empty() {
+            return Ok(Reply::Key(None));
+        }
         let pos = shards.iter().position(|(id, _)| *id == first).unwrap_or(0);
         // One more step than there are shards: a scan of the first shard (when remote)
         // started mid-range, so its lower slots are visited at the end.
