@@ -20,7 +20,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::ClientWriteResult;
 use shoal_core::{Error, ShardId, WriteOp, WriteReply};
 use shoal_raft::{CallbackResponder, Raft, ShardRequest, ShardResponse, TypeConfig};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use crate::clock::now_ms;
 
@@ -46,9 +46,9 @@ pub struct Group {
     max_pending: usize,
     /// True while this node leads the group and is its only voter (see `local_reads_ok`).
     sole_voter_leader: Arc<AtomicBool>,
-    /// The leader this replica knows of (0: none), kept current from Raft's metrics so
-    /// routing reads it without touching the metrics lock.
-    leader: Arc<AtomicU64>,
+    /// The leader this replica knows of, kept current from Raft's metrics so routing reads
+    /// it without touching the metrics lock.
+    leader: Arc<KnownLeader>,
     pub counters: Arc<GroupCounters>,
 }
 
@@ -71,7 +71,7 @@ impl Group {
         let (proposals, proposal_rx) = mpsc::channel(max_pending);
         let (reads, read_rx) = mpsc::channel(max_pending);
         let sole_voter_leader = Arc::new(AtomicBool::new(false));
-        let leader = Arc::new(AtomicU64::new(0));
+        let leader = Arc::new(KnownLeader::default());
         let counters = Arc::new(GroupCounters::default());
         tokio::spawn(run_proposer(
             id,
@@ -102,10 +102,12 @@ impl Group {
 
     /// The leader this replica knows of.
     pub fn leader(&self) -> Option<u64> {
-        match self.leader.load(Ordering::Acquire) {
-            0 => None,
-            id => Some(id),
-        }
+        self.leader.get()
+    }
+
+    /// The leader this replica knows of, with a signal when it changes.
+    pub(crate) fn known_leader(&self) -> Arc<KnownLeader> {
+        self.leader.clone()
     }
 
     /// Whether a linearizable read may be answered from local applied state without a
@@ -178,14 +180,43 @@ fn fatal_error<E: std::fmt::Display>(shard: ShardId, e: &RaftError<TypeConfig, E
     }
 }
 
+/// The leader a replica knows of (0: none), and a signal for requests waiting out an
+/// election: they retry as soon as a leader is known instead of at their next backoff step.
+#[derive(Debug, Default)]
+pub(crate) struct KnownLeader {
+    id: AtomicU64,
+    changed: Notify,
+}
+
+impl KnownLeader {
+    pub(crate) fn get(&self) -> Option<u64> {
+        match self.id.load(Ordering::Acquire) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    fn set(&self, id: Option<u64>) {
+        let id = id.unwrap_or(0);
+        if self.id.swap(id, Ordering::AcqRel) != id {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Completes at the next change of leader (registered when first polled).
+    pub(crate) async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
 /// Keeps `flag` equal to "this node leads and is the only voter", and `leader` equal to
 /// the leader this replica knows of.
-async fn watch_metrics(raft: Raft, node_id: u64, flag: Arc<AtomicBool>, leader: Arc<AtomicU64>) {
+async fn watch_metrics(raft: Raft, node_id: u64, flag: Arc<AtomicBool>, leader: Arc<KnownLeader>) {
     let mut rx = raft.server_metrics();
     loop {
         let ok = {
             let m = rx.borrow_watched();
-            leader.store(m.current_leader.unwrap_or(0), Ordering::Release);
+            leader.set(m.current_leader);
             let only_me = |ids: &mut dyn Iterator<Item = u64>| {
                 let ids: Vec<u64> = ids.collect();
                 ids == [node_id]
@@ -197,7 +228,7 @@ async fn watch_metrics(raft: Raft, node_id: u64, flag: Arc<AtomicBool>, leader: 
         flag.store(ok, Ordering::Release);
         if rx.changed().await.is_err() {
             flag.store(false, Ordering::Release);
-            leader.store(0, Ordering::Release);
+            leader.set(None);
             return;
         }
     }

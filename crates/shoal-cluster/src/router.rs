@@ -21,8 +21,10 @@ use crate::clock::now_ms;
 use crate::local::point_read_keys;
 use crate::node::{Node, storage_err};
 
-/// Most tries a request makes to find its shard's leader.
-pub const MAX_ROUTE_ATTEMPTS: u32 = 16;
+/// Most tries a request makes to find its shard's leader. News of a new leader restarts
+/// the backoff, so a failover (two changes of leader: none, then the new one) spends
+/// more tries than backoff alone would; `Tuning::route_timeout` bounds the time in all.
+pub const MAX_ROUTE_ATTEMPTS: u32 = 32;
 /// Most shards one SCAN call visits before it returns a cursor.
 pub const MAX_SHARDS_PER_SCAN: usize = 4;
 /// Backoff between tries while a shard elects a leader: doubles from the first to the last.
@@ -294,8 +296,24 @@ impl Node {
                             None => false,
                         };
                         if wait || seen_before {
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(ELECTION_BACKOFF.1);
+                            // A replica here hears of a new leader first: go then, and
+                            // start the backoff over, since the news may be a step ahead of
+                            // the leader itself (it has our vote, not yet everyone's).
+                            let news = match node.local_group(shard).map(|g| g.known_leader()) {
+                                Some(leader) => tokio::select! {
+                                    () = tokio::time::sleep(backoff) => false,
+                                    () = leader.changed() => true,
+                                },
+                                None => {
+                                    tokio::time::sleep(backoff).await;
+                                    false
+                                }
+                            };
+                            backoff = if news {
+                                ELECTION_BACKOFF.0
+                            } else {
+                                (backoff * 2).min(ELECTION_BACKOFF.1)
+                            };
                         }
                         tries += 1;
                         pending =
