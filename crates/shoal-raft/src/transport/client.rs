@@ -208,6 +208,17 @@ impl PeerRouter {
             .is_some_and(|l| l.health.state.load(Ordering::Relaxed) == UP)
     }
 
+    /// Whether the last attempt to reach `node` failed and it is not connected again yet:
+    /// calls to it fail at once until it is. False while a first connection is being made.
+    pub fn is_down(&self, node: u64) -> bool {
+        self.inner
+            .links
+            .lock()
+            .expect("links lock")
+            .get(&node)
+            .is_some_and(|l| l.health.state.load(Ordering::Relaxed) == DOWN)
+    }
+
     /// How many peer connections came up since start, whichever node opened them: one per
     /// peer plus one per reconnection.
     pub fn connections_opened(&self) -> u64 {
