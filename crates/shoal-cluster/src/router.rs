@@ -274,7 +274,13 @@ impl Node {
                         wait,
                     } => {
                         if tries >= MAX_ROUTE_ATTEMPTS || Instant::now() >= deadline {
-                            return Err(error);
+                            // The client asked this node to route for it: a redirect it
+                            // is not expected to follow (a plain RESP client would get
+                            // MOVED) is no answer; "no leader, retry" is.
+                            return Err(match error {
+                                Error::NotLeader { shard, .. } => Error::NoLeader { shard },
+                                other => other,
+                            });
                         }
                         // A replica that has not heard of the election yet still names
                         // the dead leader: following that hint only costs a round of
