@@ -46,10 +46,9 @@ enum Answer {
 }
 
 enum Queued {
-    /// A command answered from connection state with no effect on it (PING, ECHO...): its
-    /// reply, as it was.
+    /// A command answered from node-local state (INFO, COMMAND...): its reply, as it was.
     Reply(Frame),
-    /// A command that changes connection state (CLIENT SETNAME, READONLY...): it runs at
+    /// A command on the connection's state (CLIENT SETNAME, READONLY, PING...): it runs at
     /// EXEC, in its place, so DISCARD leaves the connection as it was.
     Deferred {
         spec: &'static Spec,
@@ -159,7 +158,7 @@ pub(crate) fn queue(
         Outcome::Now(err(format!(
             "a transaction holds at most {MAX_QUEUED} commands; EXEC or DISCARD first"
         )))
-    } else if let Some(spec) = spec.filter(|s| changes_connection(s) && s.arity_ok(args.len())) {
+    } else if let Some(spec) = spec.filter(|s| runs_at_exec(s) && s.arity_ok(args.len())) {
         push(
             session,
             Queued::Deferred {
@@ -206,13 +205,11 @@ pub(crate) fn queue(
     outcome
 }
 
-/// Commands whose effect is on the connection (its name, protocol, routing mode), which
-/// Redis runs at EXEC like any other queued command.
-fn changes_connection(spec: &Spec) -> bool {
-    matches!(
-        spec.name,
-        "client" | "hello" | "auth" | "select" | "readonly" | "readwrite" | "asking" | "cluster"
-    )
+/// The command table's connection and cluster groups (CLIENT, HELLO, READONLY, PING...):
+/// answered from the connection's state, and some change it, so they run at EXEC like any
+/// other queued command, as in Redis.
+fn runs_at_exec(spec: &Spec) -> bool {
+    matches!(spec.group, "connection" | "cluster")
 }
 
 fn push(session: &mut Session, item: Queued) {
