@@ -35,6 +35,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
             "start the node with --fault-injection (tests only)".into(),
         ))
     }
+    /// Reports `bytes` of free disk space instead of the real figure (None: stop); fault
+    /// injection, refused unless the node was started with it.
+    fn set_disk_free_override(&self, _bytes: Option<u64>) -> Result<(), Error> {
+        Err(Error::Disabled(
+            "fault injection".into(),
+            "start the node with --fault-injection (tests only)".into(),
+        ))
+    }
     /// Answers a read at once when the node can (see `Node::try_read_now`); `None` means
     /// "use `execute`".
     fn try_read_now(
@@ -87,6 +95,10 @@ impl Backend for Node {
         }
     }
 
+    fn set_disk_free_override(&self, bytes: Option<u64>) -> Result<(), Error> {
+        Node::set_disk_free_override(self, bytes)
+    }
+
     fn try_read_now(
         &self,
         command: &Command,
@@ -129,6 +141,9 @@ impl Backend for Node {
             ("shoal_fsync_requests", s.fsync_requests),
             ("shoal_shards_led", s.shards_led),
             ("shoal_leader_transfers", s.leader_transfers),
+            ("shoal_disk_free_bytes", s.disk_free_bytes),
+            ("shoal_disk_reserve_bytes", s.disk_reserve_bytes),
+            ("shoal_disk_refused", s.disk_refused),
         ]
     }
 }

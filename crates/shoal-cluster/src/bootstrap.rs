@@ -44,6 +44,7 @@ pub(crate) async fn open_group(
 ) -> Result<Group, Error> {
     let (engine, config) = (engine.clone(), config.clone());
     let (max_pending, max_inflight) = (tuning.max_pending_per_shard, tuning.max_inflight_entries);
+    let disk = engine.disk().clone();
     let start = async move {
         let log = LogStore::open(engine.clone(), id).map_err(storage_err)?;
         let key_count = Arc::new(AtomicU64::new(0));
@@ -75,6 +76,7 @@ pub(crate) async fn open_group(
             key_count,
             max_pending,
             max_inflight,
+            disk,
         ))
     };
     raft_runtime

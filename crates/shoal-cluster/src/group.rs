@@ -9,20 +9,22 @@
 //!   a round waits for the next, so no read is confirmed by a check that began before it did.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::LinearizerOption;
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, Fatal, RaftError};
 use openraft::raft::ClientWriteResult;
 use shoal_core::{Error, ShardId, WriteOp, WriteReply};
 use shoal_raft::{CallbackResponder, Raft, ShardRequest, ShardResponse, TypeConfig};
+use shoal_storage::DiskSpace;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use crate::clock::now_ms;
+use crate::disk_guard;
 
 /// Most ops in one log entry.
 pub const MAX_OPS_PER_ENTRY: usize = 1024;
@@ -50,6 +52,11 @@ pub struct Group {
     /// it without touching the metrics lock.
     leader: Arc<KnownLeader>,
     pub counters: Arc<GroupCounters>,
+    node_id: u64,
+    /// Free space under the data directory: writes are refused as it runs low.
+    disk: Arc<DiskSpace>,
+    /// Why the group stopped on this node, once Raft reported it stopped for good.
+    failure: Arc<OnceLock<Error>>,
 }
 
 /// What the proposer did, for INFO and tuning: ops per entry shows batching at work.
@@ -67,18 +74,21 @@ impl Group {
         key_count: Arc<AtomicU64>,
         max_pending: usize,
         max_inflight_entries: usize,
+        disk: Arc<DiskSpace>,
     ) -> Group {
         let (proposals, proposal_rx) = mpsc::channel(max_pending);
         let (reads, read_rx) = mpsc::channel(max_pending);
         let sole_voter_leader = Arc::new(AtomicBool::new(false));
         let leader = Arc::new(KnownLeader::default());
         let counters = Arc::new(GroupCounters::default());
+        let failure = Arc::new(OnceLock::new());
         tokio::spawn(run_proposer(
             id,
             raft.clone(),
             proposal_rx,
             max_inflight_entries,
             counters.clone(),
+            failure.clone(),
         ));
         tokio::spawn(run_read_gate(id, raft.clone(), read_rx));
         tokio::spawn(watch_metrics(
@@ -97,7 +107,25 @@ impl Group {
             sole_voter_leader,
             leader,
             counters,
+            node_id,
+            disk,
+            failure,
         }
+    }
+
+    /// Why the group stopped on this node, if Raft stopped it (a storage failure): waiters
+    /// whose write was lost with it get this instead of a bare "shutting down".
+    pub(crate) fn failure(&self) -> Option<Error> {
+        if let Some(known) = self.failure.get() {
+            return Some(known.clone());
+        }
+        let running = self.raft.metrics().borrow_watched().running_state.clone();
+        let err = stopped_error(self.id, &running.err()?);
+        if matches!(err, Error::ShuttingDown) {
+            return None;
+        }
+        let _ = self.failure.set(err.clone());
+        Some(err)
     }
 
     /// The leader this replica knows of.
@@ -122,6 +150,10 @@ impl Group {
 
     /// Queues a write now; the returned receiver yields its result once applied.
     pub fn propose(&self, op: WriteOp) -> Result<oneshot::Receiver<WriteResult>, Error> {
+        if let Some(failure) = self.failure.get() {
+            return Err(failure.clone());
+        }
+        disk_guard::admit_write(&self.disk, self.node_id, self.id, &op)?;
         let (tx, rx) = oneshot::channel();
         self.proposals
             .try_send(Proposal {
@@ -134,6 +166,7 @@ impl Group {
 
     /// Queues a write whose result nobody waits for (TTL reaping).
     pub fn propose_detached(&self, op: WriteOp) -> Result<(), Error> {
+        disk_guard::admit_write(&self.disk, self.node_id, self.id, &op)?;
         self.proposals
             .try_send(Proposal { op, reply: None })
             .map_err(|e| self.queue_error(e))
@@ -175,8 +208,21 @@ fn write_error(shard: ShardId, e: &ClientWriteError<TypeConfig>) -> Error {
 
 fn fatal_error<E: std::fmt::Display>(shard: ShardId, e: &RaftError<TypeConfig, E>) -> Error {
     match e {
-        RaftError::Fatal(_) => Error::ShuttingDown,
+        RaftError::Fatal(fatal) => stopped_error(shard, fatal),
         RaftError::APIError(api) => Error::Internal(format!("shard {shard}: {api}")),
+    }
+}
+
+/// A group that stopped on this node for good: why, and what brings it back.
+fn stopped_error(shard: ShardId, fatal: &Fatal<TypeConfig>) -> Error {
+    match fatal {
+        Fatal::StorageError(e) => Error::Storage(format!(
+            "shard {shard} stopped on this node after a storage failure ({e}); fix the cause (a full disk?) and restart the node"
+        )),
+        Fatal::Panicked => Error::Internal(format!(
+            "shard {shard} stopped on this node after a panic; restart the node"
+        )),
+        Fatal::Stopped => Error::ShuttingDown,
     }
 }
 
@@ -240,6 +286,7 @@ async fn run_proposer(
     mut rx: mpsc::Receiver<Proposal>,
     max_inflight: usize,
     counters: Arc<GroupCounters>,
+    failure: Arc<OnceLock<Error>>,
 ) {
     // Bounding entries in flight lets requests that arrive meanwhile gather into the next
     // entry: fewer, fuller entries cost less per op than many small ones.
@@ -315,8 +362,11 @@ async fn run_proposer(
             }
         });
         // Entries are handed to Raft in order, without waiting for earlier ones to commit.
-        if let Err(e) = raft.client_write_ff(request, Some(responder)).await {
-            tracing::debug!(shard = id, error = %e, "proposal failed: group stopped");
+        if let Err(fatal) = raft.client_write_ff(request, Some(responder)).await {
+            let err = stopped_error(id, &fatal);
+            if !matches!(err, Error::ShuttingDown) && failure.set(err.clone()).is_ok() {
+                tracing::error!(shard = id, error = %err, "group stopped on this node");
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 mod bootstrap;
 mod catch_up;
 mod clock;
+mod disk_guard;
 mod group;
 mod leadership;
 mod local;

@@ -32,9 +32,14 @@ impl Node {
         let node = self.clone();
         async move {
             match submitted? {
-                Submitted::Write(rx) => {
-                    rx.await.map_err(|_| Error::ShuttingDown)?.map(Reply::Write)
-                }
+                Submitted::Write(rx) => rx
+                    .await
+                    .map_err(|_| {
+                        node.local_group(shard)
+                            .and_then(Group::failure)
+                            .unwrap_or(Error::ShuttingDown)
+                    })?
+                    .map(Reply::Write),
                 Submitted::Read(barrier, command) => {
                     if let Some(barrier) = barrier {
                         barrier.await.map_err(|_| Error::ShuttingDown)??;

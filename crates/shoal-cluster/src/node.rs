@@ -113,6 +113,9 @@ pub struct Tuning {
     /// reads are served by any replica without a leadership check. Never in production.
     pub unsafe_unconfirmed_reads: bool,
     pub transport: TransportOptions,
+    /// Free space kept in reserve under the data directory (`--min-free-disk-mib`): writes
+    /// are refused as free space falls into it, before the disk fills (see `disk_guard`).
+    pub min_free_disk_bytes: u64,
 }
 
 impl Tuning {
@@ -146,6 +149,7 @@ impl Default for Tuning {
             status_interval: Duration::from_millis(250),
             unsafe_unconfirmed_reads: false,
             transport: TransportOptions::default(),
+            min_free_disk_bytes: shoal_storage::DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -198,6 +202,7 @@ pub(crate) fn storage_err(e: impl std::fmt::Display) -> Error {
 /// served once the node is fully started.
 struct Handler {
     groups: std::sync::RwLock<Vec<Option<Raft>>>,
+    disk: Arc<shoal_storage::DiskSpace>,
     catching_up: Arc<CatchingUp>,
     node: OnceLock<Weak<Inner>>,
     info: NodeInfo,
@@ -238,6 +243,10 @@ impl PeerHandler for Handler {
         self.catching_up
             .contains(group)
             .then(|| catch_up::refusal(self.info.id, group))
+    }
+
+    fn refuses_entries(&self, group: ShardId) -> Option<String> {
+        crate::disk_guard::refuses_entries(&self.disk, self.info.id, group)
     }
 
     fn on_leader_contact(&self, group: ShardId) {
@@ -298,6 +307,7 @@ impl Node {
         let engine_options = EngineOptions {
             record_cache_bytes: tuning.record_cache_bytes,
             writer_activity: writer_activity.clone(),
+            min_free_bytes: tuning.min_free_disk_bytes,
             ..EngineOptions::default()
         };
         let engine = Engine::open(&config.data_dir, &engine_options).map_err(storage_err)?;
@@ -366,6 +376,7 @@ impl Node {
         let group_count = topology.map.shards.iter().map(|s| s.id).max().unwrap_or(0) as usize + 1;
         let handler = Arc::new(Handler {
             groups: std::sync::RwLock::new(vec![None; group_count]),
+            disk: engine.disk().clone(),
             catching_up: Arc::new(CatchingUp::default()),
             node: OnceLock::new(),
             info: NodeInfo {
@@ -376,6 +387,11 @@ impl Node {
             },
         });
         let (stop_peer_server, stop_rx) = watch::channel(false);
+        tokio::spawn(crate::disk_guard::sample(
+            engine.disk().clone(),
+            me,
+            stop_peer_server.subscribe(),
+        ));
         // Listen before opening groups: peers may need this node's vote to elect leaders.
         if let Some(addr) = &cluster.peer_addr {
             let listener = {
@@ -587,9 +603,23 @@ impl Node {
             .then_some(&self.inner.faults)
     }
 
+    /// Fault injection: report `bytes` of free disk space instead of the real figure
+    /// (None: stop), when the node was started with fault injection.
+    pub fn set_disk_free_override(&self, bytes: Option<u64>) -> Result<(), Error> {
+        if !self.inner.config.cluster.fault_injection {
+            return Err(Error::Disabled(
+                "fault injection".into(),
+                "start the node with --fault-injection (tests only)".into(),
+            ));
+        }
+        self.inner.engine.disk().set_override(bytes);
+        Ok(())
+    }
+
     /// Counters for INFO and tuning.
     pub fn stats(&self) -> NodeStats {
         let storage = self.inner.engine.stats();
+        let disk = self.inner.engine.disk();
         let sum = |f: fn(&Group) -> &AtomicU64| {
             self.data_groups()
                 .map(|g| f(g).load(Ordering::Relaxed))
@@ -603,6 +633,9 @@ impl Node {
             fsync_requests: storage.sync_requests,
             shards_led: self.data_groups().filter(|g| g.is_leader()).count() as u64,
             leader_transfers: self.inner.leader_transfers.load(Ordering::Relaxed),
+            disk_free_bytes: disk.free_bytes(),
+            disk_reserve_bytes: disk.reserve_bytes(),
+            disk_refused: disk.refused(),
         }
     }
 
@@ -784,6 +817,11 @@ pub struct NodeStats {
     pub shards_led: u64,
     /// Leader transfers started by leader balancing since start.
     pub leader_transfers: u64,
+    /// Free space under the data directory as last sampled, the reserve kept, and the
+    /// writes and replication requests refused for lack of space since start.
+    pub disk_free_bytes: u64,
+    pub disk_reserve_bytes: u64,
+    pub disk_refused: u64,
 }
 
 impl Drop for Inner {

@@ -172,6 +172,30 @@ fn own(bytes: &Bytes) -> Bytes {
 }
 
 impl WriteOp {
+    /// Whether applying this op can leave more data stored than before. Ops that only
+    /// remove or read keys are how a node low on disk gets room back, so they are refused
+    /// last (see shoal-storage's `disk`).
+    pub fn adds_data(&self) -> bool {
+        match self {
+            WriteOp::Delete { .. }
+            | WriteOp::GetDel { .. }
+            | WriteOp::Reap { .. }
+            | WriteOp::Flush
+            | WriteOp::Read { .. } => false,
+            WriteOp::Transaction { ops, .. } => ops.iter().any(WriteOp::adds_data),
+            WriteOp::Put { .. }
+            | WriteOp::IncrBy { .. }
+            | WriteOp::IncrByFloat { .. }
+            | WriteOp::Append { .. }
+            | WriteOp::SetRange { .. }
+            | WriteOp::SetExpiry { .. }
+            | WriteOp::GetEx { .. }
+            | WriteOp::PutMany { .. }
+            | WriteOp::Rename { .. }
+            | WriteOp::SetExpiryIf { .. } => true,
+        }
+    }
+
     /// The same op with every key and value copied into its own allocation, so that a
     /// caller's larger buffer (a network read buffer) is not kept alive by the op.
     pub fn into_owned(self) -> WriteOp {

@@ -51,6 +51,19 @@ pub enum Error {
     ShuttingDown,
     #[error("too many pending requests on shard {shard} (limit {limit}); retry shortly")]
     Overloaded { shard: ShardId, limit: usize },
+    /// Free space under the node's data directory fell into its reserve. Never retried
+    /// automatically: only freeing space helps.
+    #[error(
+        "disk full on node {node}: {free_mib} MiB free in its data directory, under the {threshold_mib} MiB this needs (reserve {reserve_mib} MiB, --min-free-disk-mib); {what} refused until space is freed, reads still work"
+    )]
+    DiskFull {
+        node: u64,
+        free_mib: u64,
+        threshold_mib: u64,
+        reserve_mib: u64,
+        /// Which writes are refused at this level ("writes", "writes and deletes").
+        what: String,
+    },
     #[error("storage error: {0}")]
     Storage(String),
     #[error("internal error: {0}")]
@@ -88,6 +101,7 @@ impl Error {
             Error::Timeout(_) => "timeout",
             Error::ShuttingDown => "shutting_down",
             Error::Overloaded { .. } => "overloaded",
+            Error::DiskFull { .. } => "disk_full",
             Error::Storage(_) => "storage",
             Error::Internal(_) => "internal",
         }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, UserValue};
 
+use crate::disk::DiskSpace;
 use crate::keys::{self, GroupId};
 use crate::syncer::{SyncCallback, Syncer, WriterActivity};
 use crate::{Result, StorageError};
@@ -23,6 +24,11 @@ const DATA_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 /// 27.9-31.0k -> 30.8-32.5k /s against 64 MiB.
 const META_MEMTABLE_BYTES: u64 = 1024 * 1024;
 
+/// Default free-space reserve: room for what lands after writes are acknowledged (a
+/// memtable flush per keyspace, the compactions they trigger, the journal until flushed);
+/// see `disk`.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// Tunables of the engine, with the limits they impose.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -33,6 +39,9 @@ pub struct EngineOptions {
     /// The threads that append to the log, which group commit waits for (see `syncer`);
     /// None syncs as soon as a request arrives.
     pub writer_activity: Option<Arc<WriterActivity>>,
+    /// Free space kept in reserve under the data directory; writes are refused as free
+    /// space falls into it (see `disk`). 0 turns the guard off.
+    pub min_free_bytes: u64,
 }
 
 impl Default for EngineOptions {
@@ -41,6 +50,7 @@ impl Default for EngineOptions {
             cache_bytes: 256 * 1024 * 1024,
             record_cache_bytes: 128 * 1024 * 1024,
             writer_activity: None,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -72,6 +82,7 @@ pub(crate) struct Inner {
     pub(crate) data: Keyspace,
     pub(crate) expiry: Keyspace,
     pub(crate) records: crate::cache::RecordCache,
+    disk: Arc<DiskSpace>,
     syncer: Mutex<Syncer>,
     counters: Arc<crate::syncer::SyncCounters>,
     pub(crate) dir: PathBuf,
@@ -102,6 +113,7 @@ impl Engine {
             ))));
         }
         std::fs::create_dir_all(dir)?;
+        let disk = Arc::new(DiskSpace::new(dir, options.min_free_bytes)?);
         let db_dir = dir.join("db");
         let builder = Database::builder(&db_dir)
             .cache_size(options.cache_bytes)
@@ -146,6 +158,7 @@ impl Engine {
                 data,
                 expiry,
                 records: crate::cache::RecordCache::new(options.record_cache_bytes),
+                disk,
                 syncer: Mutex::new(syncer),
                 counters,
                 dir: dir.to_path_buf(),
@@ -156,6 +169,11 @@ impl Engine {
     /// The directory this engine lives in.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Free space under the data directory, and what it still admits.
+    pub fn disk(&self) -> &Arc<DiskSpace> {
+        &self.inner.disk
     }
 
     /// Runs `callback` once every write made so far is durable (group commit).

@@ -7,13 +7,15 @@
 //! group's applied position, so a crash never leaves data and position out of step.
 
 mod cache;
+pub mod disk;
 mod engine;
 pub mod keys;
 mod shard_data;
 mod snapshot;
 mod syncer;
 
-pub use engine::{Engine, EngineOptions, LogBounds, StorageStats};
+pub use disk::{DiskLow, DiskSpace, DiskUse};
+pub use engine::{DEFAULT_MIN_FREE_BYTES, Engine, EngineOptions, LogBounds, StorageStats};
 pub use keys::GroupId;
 pub use shard_data::{DataChange, ScanPage};
 pub use snapshot::SNAPSHOT_MAGIC;

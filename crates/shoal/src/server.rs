@@ -75,6 +75,12 @@ pub struct ServerArgs {
     /// Largest value accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_VALUE_BYTES)]
     max_value_bytes: usize,
+    /// Free disk space, in MiB, kept in reserve under --data-dir. Below it the node refuses
+    /// writes that add data (deletes still work), below half of it deletes too, and below
+    /// a quarter it stops taking entries from its shards' leaders; reads always work and
+    /// writes resume by themselves once space is freed. 0 turns the guard off.
+    #[arg(long, default_value_t = Tuning::default().min_free_disk_bytes >> 20, env = "SHOAL_MIN_FREE_DISK_MIB")]
+    min_free_disk_mib: u64,
     /// Most simultaneous RESP client connections.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
@@ -105,7 +111,7 @@ pub struct ServerArgs {
     /// Longest wait, in microseconds, before a shared fsync while the Raft threads are still
     /// busy appending (0: fsync at once). A round starts as soon as they go idle, so this
     /// bounds the wait only under sustained load.
-    #[arg(long, default_value_t = Tuning::default().group_commit_wait.as_micros() as u64, help_heading = "Tuning")]
+    #[arg(long, default_value_t = Tuning::default().group_commit_wait.as_micros() as u64, env = "SHOAL_GROUP_COMMIT_WAIT_US", help_heading = "Tuning")]
     group_commit_wait_us: u64,
     /// How often, in milliseconds, each shard leader checks whether to hand the shard back
     /// to its preferred leader (the node that led it at bootstrap), once that node is back
@@ -242,6 +248,7 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         raft_threads: args.raft_threads,
         group_commit_wait: std::time::Duration::from_micros(args.group_commit_wait_us),
         leader_balance_interval: std::time::Duration::from_millis(args.leader_balance_interval_ms),
+        min_free_disk_bytes: args.min_free_disk_mib.saturating_mul(1 << 20),
         ..Tuning::default()
     };
     let node = Node::start_with(config, tuning).await.map_err(|e| {

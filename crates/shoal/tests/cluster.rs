@@ -8,6 +8,9 @@
 #[path = "cluster/harness.rs"]
 mod harness;
 
+#[path = "cluster/disk_full.rs"]
+mod disk_full;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

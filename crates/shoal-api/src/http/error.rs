@@ -108,6 +108,7 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         // The write may have been applied: a gateway timeout says "outcome unknown".
         Error::Timeout(_) | Error::Indeterminate(_) => StatusCode::GATEWAY_TIMEOUT,
+        Error::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
         Error::Storage(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -178,6 +179,13 @@ mod tests {
                 shard: 1,
                 limit: 10,
             },
+            Error::DiskFull {
+                node: 2,
+                free_mib: 10,
+                threshold_mib: 512,
+                reserve_mib: 512,
+                what: "writes".into(),
+            },
             Error::Storage("disk".into()),
             Error::Internal("bug".into()),
         ]
@@ -206,6 +214,7 @@ mod tests {
             S::GATEWAY_TIMEOUT,
             S::SERVICE_UNAVAILABLE,
             S::SERVICE_UNAVAILABLE,
+            S::INSUFFICIENT_STORAGE,
             S::INTERNAL_SERVER_ERROR,
             S::INTERNAL_SERVER_ERROR,
         ];

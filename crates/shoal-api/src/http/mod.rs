@@ -13,6 +13,8 @@
 //! - `GET /health`, `GET /v1/cluster`.
 //! - `PUT /v1/debug/blocked-peers` with `{"peers": [2, 3]}`: cut this node off from those
 //!   peers (fault injection for tests; refused unless the node runs with it).
+//! - `PUT /v1/debug/disk-free` with `{"bytes": N}` or `{"bytes": null}`: report N bytes of
+//!   free disk space instead of the real figure (fault injection, likewise).
 //!
 //! Keys are the percent-decoded rest of the path after `/v1/kv/`: any bytes, `/` included.
 
@@ -117,6 +119,7 @@ pub(crate) fn router_for(backend: Arc<dyn Backend>, config: HttpConfig) -> Route
         .route("/health", get(health))
         .route("/v1/cluster", get(cluster))
         .route("/v1/debug/blocked-peers", axum::routing::put(blocked_peers))
+        .route("/v1/debug/disk-free", axum::routing::put(disk_free))
         .route("/v1/kv", get(list::list_keys))
         .route("/v1/txn", axum::routing::post(txn::transaction))
         // `/v1/kv/` is the empty key: routed so it gets a precise `empty_key` error.
@@ -162,6 +165,24 @@ async fn blocked_peers(
     })?;
     state.backend.set_blocked_peers(request.peers.clone())?;
     Ok(Json(json!({ "blocked": request.peers })))
+}
+
+#[derive(serde::Deserialize)]
+struct DiskFree {
+    bytes: Option<u64>,
+}
+
+async fn disk_free(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: DiskFree = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::from(shoal_core::Error::Invalid(format!(
+            "expected {{\"bytes\": free bytes or null}}: {e}"
+        )))
+    })?;
+    state.backend.set_disk_free_override(request.bytes)?;
+    Ok(Json(json!({ "disk_free_override": request.bytes })))
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {

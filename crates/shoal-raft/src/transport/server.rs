@@ -42,6 +42,12 @@ pub trait PeerHandler: Send + Sync + 'static {
     fn refuses_votes(&self, _group: ShardId) -> Option<String> {
         None
     }
+    /// Why this node's replica of `group` refuses log entries and snapshots right now, if
+    /// it does (a disk running full). Entry-less AppendEntries (heartbeats, commit index)
+    /// are still answered, so the leader keeps its lease.
+    fn refuses_entries(&self, _group: ShardId) -> Option<String> {
+        None
+    }
     /// A node that believes it leads `group` just sent this node's replica entries or a
     /// snapshot chunk.
     fn on_leader_contact(&self, _group: ShardId) {}
@@ -236,6 +242,14 @@ async fn handle_raft(shared: &Responder, from: u64, request: Request) -> Result<
         Request::Vote { .. } | Request::PreVote { .. } | Request::TransferLeader { .. }
     ) && let Some(why) = shared.handler.refuses_votes(group_id)
     {
+        return Err(why);
+    }
+    let carries_data = match &request {
+        Request::AppendEntries { rpc, .. } => !rpc.entries.is_empty(),
+        Request::Snapshot(_) => true,
+        _ => false,
+    };
+    if carries_data && let Some(why) = shared.handler.refuses_entries(group_id) {
         return Err(why);
     }
     if matches!(

@@ -247,6 +247,36 @@ impl Api {
         Ok(())
     }
 
+    /// Makes `node` report `bytes` of free disk space (None: the real figure again).
+    pub async fn set_disk_free(&self, node: u64, bytes: Option<u64>) -> Result<(), HttpError> {
+        let response = self
+            .http
+            .put(format!("{}/v1/debug/disk-free", self.url(node)))
+            .json(&json!({ "bytes": bytes }))
+            .send()
+            .await
+            .map_err(HttpError::transport)?;
+        if !response.status().is_success() {
+            return Err(HttpError::from_response(response).await);
+        }
+        Ok(())
+    }
+
+    /// Deletes `key` through `node`; true if it existed.
+    pub async fn delete(&self, node: u64, key: &str) -> Result<bool, HttpError> {
+        let response = self
+            .http
+            .delete(self.kv_url(node, key))
+            .send()
+            .await
+            .map_err(HttpError::transport)?;
+        match response.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(HttpError::from_response(response).await),
+        }
+    }
+
     /// True once `node` answers `GET /health` as itself.
     pub(super) async fn healthy(&self, node: u64) -> bool {
         let answer = self

@@ -1,0 +1,131 @@
+//! A disk running full (injected: nodes report a free-space figure through the fault
+//! injection API, as `df` would show it): the leader refuses writes with a precise error
+//! and keeps serving reads and deletes; a follower that runs low stops taking entries
+//! without stopping its groups, and catches up once space is back. Nothing needs a restart.
+
+use super::harness::{Cluster, Versioned};
+use super::{Expected, assert_caught_up};
+
+const MIB: u64 = 1 << 20;
+/// The reserve the nodes run with (`--min-free-disk-mib`).
+const RESERVE_MIB: &str = "64";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_clearly_and_recovers_without_a_restart() {
+    let cluster = Cluster::start_with(3, &["--min-free-disk-mib", RESERVE_MIB]).await;
+    let api = cluster.api().clone();
+    // Hash-tagged keys share a slot, so a shard and its leader.
+    let key = "{disk}:a";
+    let doomed = "{disk}:doomed";
+    let v1 = api.put(1, key, "v1").await.expect("PUT v1");
+    api.put(1, doomed, "x").await.expect("PUT doomed");
+    let leader = cluster.leader_of_key(key).await;
+    let other = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+
+    // Below the reserve: writes that add data are refused, through any node.
+    api.set_disk_free(leader, Some(40 * MIB))
+        .await
+        .expect("inject 40 MiB free");
+    let refused = api
+        .put(other, key, "v2")
+        .await
+        .expect_err("a PUT with the leader's disk under its reserve");
+    assert_eq!(
+        (refused.status, refused.code.as_str()),
+        (Some(507), "disk_full"),
+        "{refused}"
+    );
+    for needed in [
+        format!("disk full on node {leader}"),
+        // Not an exact figure: writes since the last sample are charged against it.
+        "MiB free".into(),
+        "reserve 64 MiB".into(),
+        "--min-free-disk-mib".into(),
+        "reads still work".into(),
+    ] {
+        assert!(
+            refused.message.contains(&needed),
+            "{needed:?} not in {refused}"
+        );
+    }
+    let mut con = cluster.resp(leader).await;
+    let over_resp: redis::RedisResult<()> = redis::cmd("SET")
+        .arg(key)
+        .arg("v2")
+        .query_async(&mut con)
+        .await;
+    let over_resp = over_resp
+        .expect_err("SET over RESP with a full disk")
+        .to_string();
+    assert!(
+        over_resp.contains("disk full on node"),
+        "RESP error: {over_resp}"
+    );
+    // Reads and deletes still work.
+    let v1_read = Versioned {
+        value: "v1".into(),
+        version: v1,
+    };
+    for id in cluster.ids() {
+        assert_eq!(api.get(id, key).await.expect("GET"), Some(v1_read.clone()));
+    }
+    assert!(
+        api.delete(other, doomed)
+            .await
+            .expect("DELETE below the reserve")
+    );
+
+    // Below half the reserve, deletes are refused too.
+    api.set_disk_free(leader, Some(20 * MIB))
+        .await
+        .expect("inject 20 MiB free");
+    let refused = api
+        .delete(other, key)
+        .await
+        .expect_err("a DELETE below half the reserve");
+    assert_eq!(refused.code, "disk_full", "{refused}");
+
+    // Space back: writes resume at once, no restart.
+    api.set_disk_free(leader, None)
+        .await
+        .expect("end injection");
+    let v2 = api
+        .put(other, key, "v2")
+        .await
+        .expect("PUT once space is back");
+    assert!(v2 > v1);
+
+    // A follower that runs low stops taking entries; the shard commits with the other two,
+    // and nothing on the low node stops for good.
+    let follower = other;
+    api.set_disk_free(follower, Some(10 * MIB))
+        .await
+        .expect("inject 10 MiB free on the follower");
+    let mut written = Vec::new();
+    for i in 0..20 {
+        let key = format!("{{disk}}:while-low-{i}");
+        let value = format!("value-{i}");
+        let version = api
+            .put(leader, &key, &value)
+            .await
+            .unwrap_or_else(|e| panic!("PUT {key} while a follower is low: {e}"));
+        written.push(Expected {
+            key,
+            value,
+            version: Some(version),
+        });
+    }
+    let refusals = super::info_field(&cluster, follower, "shoal_disk_refused").await;
+    assert!(
+        refusals > 0,
+        "node {follower} never refused an entry while low"
+    );
+    api.set_disk_free(follower, None)
+        .await
+        .expect("end injection");
+    assert_caught_up(&api, follower, &written).await;
+    assert!(
+        !cluster.log_text(follower).contains("storage failure"),
+        "node {follower} had a storage failure"
+    );
+}
