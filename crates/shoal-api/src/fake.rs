@@ -326,7 +326,11 @@ impl Backend for FakeNode {
             cluster_id: "fake".into(),
             epoch: 1,
             this_node: id,
-            nodes: vec![NodeView { info, up: true }],
+            nodes: vec![NodeView {
+                info,
+                up: true,
+                disk: None,
+            }],
             shards: self
                 .layout
                 .shards()

@@ -8,10 +8,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use openraft::async_runtime::WatchReceiver;
+use shoal_core::map::DiskStatus;
 use shoal_core::shard::META_GROUP;
 use shoal_core::{Error, ShardId, WriteOp};
 use shoal_storage::{DiskLow, DiskSpace, DiskUse};
 use tokio::sync::watch;
+
+use crate::node::Node;
 
 /// How often free space is sampled.
 pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
@@ -21,6 +28,32 @@ const MIB: u64 = 1 << 20;
 /// Below this, a reserve may not hold one memtable flush (64 MiB) and the compaction it
 /// triggers; the node says so at start.
 const SMALL_RESERVE_MIB: u64 = 256;
+
+trait WithScope {
+    fn with_scope(self, what: String) -> Self;
+}
+
+impl WithScope for Error {
+    /// Replaces what a `DiskFull` says is refused.
+    fn with_scope(self, scope: String) -> Self {
+        match self {
+            Error::DiskFull {
+                node,
+                free_mib,
+                threshold_mib,
+                reserve_mib,
+                ..
+            } => Error::DiskFull {
+                node,
+                free_mib,
+                threshold_mib,
+                reserve_mib,
+                what: scope,
+            },
+            other => other,
+        }
+    }
+}
 
 /// The client's error for a write refused for lack of space.
 fn disk_full(node: u64, usage: DiskUse, low: DiskLow) -> Error {
@@ -70,6 +103,90 @@ pub(crate) fn refuses_entries(disk: &DiskSpace, node: u64, group: ShardId) -> Op
     disk.admit(DiskUse::Replicate, 0)
         .err()
         .map(|low| disk_full(node, DiskUse::Replicate, low).to_string())
+}
+
+/// Set on a group this node leads while a majority of its voters cannot take log entries
+/// for lack of disk (by their last status reports): a write could not commit, so it is
+/// refused at once with the reason instead of waiting out its timeout.
+#[derive(Debug, Default)]
+pub(crate) struct QuorumDisk {
+    low: AtomicBool,
+    error: Mutex<Option<Error>>,
+}
+
+impl QuorumDisk {
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        if !self.low.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match self.error.lock().expect("quorum disk lock").clone() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    fn set(&self, error: Option<Error>) {
+        let mut slot = self.error.lock().expect("quorum disk lock");
+        self.low.store(error.is_some(), Ordering::Relaxed);
+        *slot = error;
+    }
+}
+
+/// Re-evaluates, for every data shard this node leads, whether a majority of its voters
+/// refuse entries for lack of disk. Called after each round of peer status reports.
+pub(crate) fn check_quorums(node: &Node) {
+    let me = node.id();
+    let own = node.inner.engine.disk().status();
+    for group in node.data_groups() {
+        let voters: Vec<u64> = {
+            let metrics = group.raft.metrics();
+            let m = metrics.borrow_watched();
+            if m.current_leader != Some(me) {
+                Vec::new()
+            } else {
+                m.membership_config.membership().voter_ids().collect()
+            }
+        };
+        if voters.is_empty() {
+            group.quorum_disk.set(None);
+            continue;
+        }
+        let refusing: Vec<(u64, DiskStatus)> = voters
+            .iter()
+            .filter_map(|&id| {
+                let disk = if id == me {
+                    Some(own)
+                } else if node.inner.peers.is_up(id) {
+                    node.inner.peers.disk(id)
+                } else {
+                    None
+                };
+                disk.filter(DiskStatus::refuses_entries).map(|d| (id, d))
+            })
+            .collect();
+        let error = (refusing.len() * 2 > voters.len()).then(|| {
+            let (fullest, disk) = *refusing
+                .iter()
+                .min_by_key(|(_, d)| d.free_bytes)
+                .expect("a majority is not empty");
+            let ids: Vec<String> = refusing.iter().map(|(id, _)| id.to_string()).collect();
+            disk_full(
+                fullest,
+                DiskUse::Replicate,
+                DiskLow {
+                    free_bytes: disk.free_bytes,
+                    reserve_bytes: disk.reserve_bytes,
+                    threshold_bytes: disk.reserve_bytes / 4,
+                },
+            )
+            .with_scope(format!(
+                "nodes {} (a majority of shard {}'s replicas) take no log entries, so writes to the shard are",
+                ids.join(", "),
+                group.id
+            ))
+        });
+        group.quorum_disk.set(error);
+    }
 }
 
 /// Samples free space until `stop` turns true, logging each change between "enough"

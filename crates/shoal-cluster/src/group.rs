@@ -57,6 +57,8 @@ pub struct Group {
     disk: Arc<DiskSpace>,
     /// Why the group stopped on this node, once Raft reported it stopped for good.
     failure: Arc<OnceLock<Error>>,
+    /// Set while a majority of its voters are too low on disk to take entries.
+    pub(crate) quorum_disk: disk_guard::QuorumDisk,
 }
 
 /// What the proposer did, for INFO and tuning: ops per entry shows batching at work.
@@ -110,6 +112,7 @@ impl Group {
             node_id,
             disk,
             failure,
+            quorum_disk: disk_guard::QuorumDisk::default(),
         }
     }
 
@@ -154,6 +157,7 @@ impl Group {
             return Err(failure.clone());
         }
         disk_guard::admit_write(&self.disk, self.node_id, self.id, &op)?;
+        self.quorum_disk.check()?;
         let (tx, rx) = oneshot::channel();
         self.proposals
             .try_send(Proposal {
@@ -167,6 +171,7 @@ impl Group {
     /// Queues a write whose result nobody waits for (TTL reaping).
     pub fn propose_detached(&self, op: WriteOp) -> Result<(), Error> {
         disk_guard::admit_write(&self.disk, self.node_id, self.id, &op)?;
+        self.quorum_disk.check()?;
         self.proposals
             .try_send(Proposal { op, reply: None })
             .map_err(|e| self.queue_error(e))

@@ -259,6 +259,7 @@ impl PeerHandler for Handler {
             None => NodeStatus {
                 info: self.info.clone(),
                 replicas: Vec::new(),
+                disk: self.disk.status(),
             },
         }
     }
@@ -696,6 +697,7 @@ impl Node {
                     }
                 })
                 .collect(),
+            disk: self.inner.engine.disk().status(),
         }
     }
 
@@ -756,11 +758,13 @@ impl Node {
                     NodeView {
                         info: self.info(),
                         up: true,
+                        disk: Some(self.inner.engine.disk().status()),
                     }
                 } else {
                     NodeView {
                         info: self.inner.peers.info(n.id).unwrap_or_else(|| n.clone()),
                         up: self.inner.peers.is_up(n.id),
+                        disk: self.inner.peers.disk(n.id),
                     }
                 }
             })

@@ -87,6 +87,12 @@ impl Peers {
             .map(|(term, leader)| (leader, term))
     }
 
+    /// `node`'s free disk space by its last report.
+    pub fn disk(&self, node: u64) -> Option<shoal_core::map::DiskStatus> {
+        let table = self.table.read().expect("peers lock");
+        Some(table.get(&node)?.status.as_ref()?.disk)
+    }
+
     /// The last report about `shard` from `node`'s replica.
     pub fn replica(&self, node: u64, shard: ShardId) -> Option<shoal_core::map::ReplicaStatus> {
         let table = self.table.read().expect("peers lock");

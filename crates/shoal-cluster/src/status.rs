@@ -35,5 +35,6 @@ pub async fn run(node: Node) {
                 node.inner.peers.record(peer, status);
             }
         }
+        crate::disk_guard::check_quorums(&node);
     }
 }

@@ -55,6 +55,28 @@ pub struct NodeView {
     #[serde(flatten)]
     pub info: NodeInfo,
     pub up: bool,
+    /// Free space under its data directory, from its last status report (none yet: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskStatus>,
+}
+
+/// Free space under a node's data directory and the reserve it keeps, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStatus {
+    pub free_bytes: u64,
+    pub reserve_bytes: u64,
+}
+
+impl DiskStatus {
+    /// Under the reserve: the node refuses client writes that add data.
+    pub fn is_low(&self) -> bool {
+        self.free_bytes < self.reserve_bytes
+    }
+
+    /// Under a quarter of the reserve: the node refuses log entries from its leaders.
+    pub fn refuses_entries(&self) -> bool {
+        self.free_bytes < self.reserve_bytes / 4
+    }
 }
 
 /// The live cluster view every front end renders.
@@ -85,4 +107,5 @@ pub struct ReplicaStatus {
 pub struct NodeStatus {
     pub info: NodeInfo,
     pub replicas: Vec<ReplicaStatus>,
+    pub disk: DiskStatus,
 }

@@ -141,6 +141,14 @@ impl DiskSpace {
         })
     }
 
+    /// Free space and reserve, as peers and `cluster status` see them.
+    pub fn status(&self) -> shoal_core::map::DiskStatus {
+        shoal_core::map::DiskStatus {
+            free_bytes: self.free_bytes(),
+            reserve_bytes: self.reserve,
+        }
+    }
+
     /// Whether free space is under the reserve, where client writes are refused.
     pub fn is_low(&self) -> bool {
         self.free_bytes() < self.reserve
@@ -175,6 +183,17 @@ mod tests {
         assert_eq!(admitted(199 * MIB), [false, false, true]);
         assert_eq!(admitted(99 * MIB), [false, false, false]);
         assert_eq!(space.refused(), 6);
+        // Peers judge a node from its reported status by the same thresholds.
+        for free in [99 * MIB, 100 * MIB, 399 * MIB, 400 * MIB] {
+            space.set_override(Some(free));
+            let status = space.status();
+            assert_eq!(status.is_low(), space.admit(DiskUse::Grow, 0).is_err());
+            assert_eq!(
+                status.refuses_entries(),
+                space.admit(DiskUse::Replicate, 0).is_err()
+            );
+        }
+        space.set_override(Some(99 * MIB));
         assert!(space.is_low());
         let low = space.admit(DiskUse::Grow, 0).unwrap_err();
         assert_eq!(

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use shoal_core::map::ClusterView;
+use shoal_core::map::{ClusterView, DiskStatus};
 
 use crate::client::{Format, base_url};
 
@@ -101,6 +101,20 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     out
 }
 
+/// "55202 MiB", or with a warning once free space is in the reserve (writes refused).
+fn disk_free(disk: DiskStatus) -> String {
+    let mib = |bytes: u64| bytes >> 20;
+    if disk.is_low() {
+        format!(
+            "{} MiB, LOW (reserve {} MiB): writes refused",
+            mib(disk.free_bytes),
+            mib(disk.reserve_bytes)
+        )
+    } else {
+        format!("{} MiB", mib(disk.free_bytes))
+    }
+}
+
 pub(crate) fn render(view: &ClusterView) -> String {
     let up = view.nodes.iter().filter(|n| n.up).count();
     let led = view.shards.iter().filter(|s| s.leader.is_some()).count();
@@ -122,7 +136,15 @@ pub(crate) fn render(view: &ClusterView) -> String {
         }
     };
     out.push_str(&table(
-        &["NODE", "STATE", "RESP", "HTTP", "PEER", "LEADS"],
+        &[
+            "NODE",
+            "STATE",
+            "RESP",
+            "HTTP",
+            "PEER",
+            "LEADS",
+            "DISK FREE",
+        ],
         view.nodes
             .iter()
             .map(|n| {
@@ -138,6 +160,7 @@ pub(crate) fn render(view: &ClusterView) -> String {
                     dash(&n.info.http_addr),
                     dash(&n.info.peer_addr),
                     leads.to_string(),
+                    n.disk.map_or("-".to_string(), disk_free),
                 ]
             })
             .collect(),
@@ -181,6 +204,10 @@ mod tests {
                 http_addr: String::new(),
             },
             up,
+            disk: up.then_some(DiskStatus {
+                free_bytes: 10 << 20,
+                reserve_bytes: 1 << 30,
+            }),
         };
         let view = ClusterView {
             cluster_id: "abc".into(),
@@ -213,6 +240,10 @@ mod tests {
         let text = render(&view);
         assert!(
             text.contains("1/2 nodes up, 1/2 shards with a leader"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1      10 MiB, LOW (reserve 1024 MiB): writes refused"),
             "{text}"
         );
         assert!(

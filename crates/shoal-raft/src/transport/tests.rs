@@ -42,6 +42,10 @@ impl PeerHandler for StatusOnly {
                 http_addr: String::new(),
             },
             replicas: Vec::new(),
+            disk: shoal_core::map::DiskStatus {
+                free_bytes: u64::MAX,
+                reserve_bytes: 0,
+            },
         }
     }
 }

@@ -24,6 +24,15 @@ pub struct NodeView {
     pub resp_addr: String,
     pub http_addr: String,
     pub up: bool,
+    /// Free space under its data directory, by its last report.
+    #[serde(default)]
+    pub disk: Option<DiskView>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct DiskView {
+    pub free_bytes: u64,
+    pub reserve_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -3,7 +3,9 @@
 //! and keeps serving reads and deletes; a follower that runs low stops taking entries
 //! without stopping its groups, and catches up once space is back. Nothing needs a restart.
 
-use super::harness::{Cluster, Versioned};
+use std::time::Duration;
+
+use super::harness::{Cluster, Versioned, poll_until};
 use super::{Expected, assert_caught_up};
 
 const MIB: u64 = 1 << 20;
@@ -128,4 +130,64 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_without_a_restart() {
         !cluster.log_text(follower).contains("storage failure"),
         "node {follower} had a storage failure"
     );
+
+    // Both followers low: the shard has no majority that can take entries, so the leader
+    // refuses writes with that reason (once their status reports arrive) rather than
+    // letting them wait out their timeout.
+    let followers: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    for &id in &followers {
+        api.set_disk_free(id, Some(10 * MIB)).await.expect("inject");
+    }
+    let api_ref = &api;
+    let followers_ref = &followers;
+    poll_until(
+        "the leader hears that both followers are low",
+        Duration::from_secs(30),
+        move || async move {
+            let view = api_ref.view(leader).await.map_err(|e| e.to_string())?;
+            let low = view
+                .nodes
+                .iter()
+                .filter(|n| followers_ref.contains(&n.id))
+                .filter(|n| n.disk.is_some_and(|d| d.free_bytes < d.reserve_bytes / 4))
+                .count();
+            if low == followers_ref.len() {
+                Ok(())
+            } else {
+                Err(format!("{:?}", view.nodes))
+            }
+        },
+    )
+    .await;
+    let refused = poll_until(
+        "the leader refuses writes while a majority of replicas are full",
+        Duration::from_secs(30),
+        move || async move {
+            match api_ref.put(leader, "{disk}:no-majority", "x").await {
+                Err(e) if e.code == "disk_full" => Ok(e),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(refused.status, Some(507), "{refused}");
+    assert!(refused.message.contains("a majority of shard"), "{refused}");
+    for &id in &followers {
+        api.set_disk_free(id, None).await.expect("end injection");
+    }
+    poll_until(
+        "writes resume once the followers have space again",
+        Duration::from_secs(30),
+        move || async move {
+            api_ref
+                .put(leader, "{disk}:majority-back", "y")
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
 }

@@ -265,6 +265,7 @@ mod tests {
                 http_addr: String::new(),
             },
             up: true,
+            disk: None,
         };
         let shard = |id, start, end, leader| ShardView {
             id,
