@@ -45,6 +45,9 @@ struct SnapshotRecord {
     file: String,
 }
 
+/// Least time between two warnings that a group's snapshot waits for disk space.
+const DEFERRAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// State machine of one group over the shared engine.
 pub struct ShardStateMachine {
     engine: Engine,
@@ -55,6 +58,8 @@ pub struct ShardStateMachine {
     key_count: Arc<AtomicU64>,
     /// The apply batch, kept between calls so its maps and vectors are reused.
     scratch: PendingBatch,
+    /// When a deferred snapshot was last reported, so a low disk is logged, not spammed.
+    deferral_logged: Option<std::time::Instant>,
 }
 
 impl ShardStateMachine {
@@ -88,6 +93,37 @@ impl ShardStateMachine {
             state,
             key_count,
             scratch: PendingBatch::default(),
+            deferral_logged: None,
+        })
+    }
+
+    /// Why a snapshot should wait, if it should: a snapshot is a full copy of the shard,
+    /// written before the previous one is removed, and a write failing for lack of space
+    /// stops the group (openraft treats a failed build as fatal). It needs room for about
+    /// the previous snapshot's size plus a quarter, on top of half the reserve.
+    fn snapshot_deferral(&self) -> Option<String> {
+        let disk = self.engine.disk();
+        if disk.reserve_bytes() == 0 {
+            return None;
+        }
+        let previous = self
+            .engine
+            .get_meta(self.group, TAG_SNAPSHOT)
+            .ok()
+            .flatten()
+            .and_then(|bytes| postcard::from_bytes::<SnapshotRecord>(&bytes).ok())
+            .and_then(|record| std::fs::metadata(record.file).ok())
+            .map_or(0, |m| m.len());
+        let needed = previous + previous / 4 + disk.reserve_bytes() / 2;
+        let free = disk.free_bytes();
+        (free < needed).then(|| {
+            format!(
+                "snapshot of group {} deferred: it needs about {} MiB free (the last one was {} MiB, plus half the --min-free-disk-mib reserve), {} MiB are; the log keeps growing until space is freed",
+                self.group,
+                needed >> 20,
+                previous >> 20,
+                free >> 20
+            )
         })
     }
 }
@@ -262,6 +298,22 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         Ok(())
     }
 
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<SnapshotBuilder> {
+        // `force`: a follower needs this snapshot to catch up; openraft requires one.
+        if !force && let Some(why) = self.snapshot_deferral() {
+            let now = std::time::Instant::now();
+            if self
+                .deferral_logged
+                .is_none_or(|at| now.duration_since(at) >= DEFERRAL_LOG_INTERVAL)
+            {
+                tracing::warn!("{why}");
+                self.deferral_logged = Some(now);
+            }
+            return None;
+        }
+        Some(self.get_snapshot_builder().await)
+    }
+
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             engine: self.engine.clone(),
@@ -403,5 +455,33 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(io_err)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_storage::EngineOptions;
+
+    const MIB: u64 = 1 << 20;
+
+    #[tokio::test]
+    async fn a_snapshot_waits_for_disk_space_unless_a_follower_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = EngineOptions {
+            min_free_bytes: 64 * MIB,
+            ..EngineOptions::default()
+        };
+        let engine = Engine::open(dir.path(), &options).unwrap();
+        let key_count = Arc::new(AtomicU64::new(0));
+        let mut sm =
+            ShardStateMachine::open(engine.clone(), 1, Limits::default(), key_count).unwrap();
+        // Under half the reserve: a policy snapshot waits, a required one does not.
+        engine.disk().set_override(Some(20 * MIB));
+        assert!(sm.try_create_snapshot_builder(false).await.is_none());
+        assert!(sm.try_create_snapshot_builder(true).await.is_some());
+        // Room again: snapshots resume.
+        engine.disk().set_override(Some(40 * MIB));
+        assert!(sm.try_create_snapshot_builder(false).await.is_some());
     }
 }
