@@ -105,6 +105,30 @@ pub(crate) fn refuses_entries(disk: &DiskSpace, node: u64, group: ShardId) -> Op
         .map(|low| disk_full(node, DiskUse::Replicate, low).to_string())
 }
 
+/// Why this node cannot install a received snapshot of `bytes` for `group`, if it
+/// cannot: the state machine keeps a copy of the file and imports every record (journal,
+/// then tables), about twice the file, and must stay above the replication floor.
+pub(crate) fn refuses_install(
+    disk: &DiskSpace,
+    node: u64,
+    group: ShardId,
+    bytes: u64,
+) -> Option<String> {
+    if disk.reserve_bytes() == 0 {
+        return None;
+    }
+    let needed = bytes.saturating_mul(2) + disk.threshold(DiskUse::Replicate);
+    let free = disk.free_bytes();
+    (free < needed).then(|| {
+        format!(
+            "node {node} cannot install a {} MiB snapshot of shard {group}: that needs about {} MiB free (twice the snapshot, plus a quarter of the --min-free-disk-mib reserve), {} MiB are",
+            bytes.div_ceil(MIB),
+            needed.div_ceil(MIB),
+            free / MIB
+        )
+    })
+}
+
 /// Set on a group this node leads while a majority of its voters cannot take log entries
 /// for lack of disk (by their last status reports): a write could not commit, so it is
 /// refused at once with the reason instead of waiting out its timeout.
@@ -285,5 +309,19 @@ mod tests {
         let why = refuses_entries(&disk, 3, 1).unwrap();
         assert!(why.contains("replication"), "{why}");
         assert_eq!(refuses_entries(&disk, 3, META_GROUP), None);
+    }
+
+    #[test]
+    fn a_snapshot_is_installed_only_with_room_for_twice_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskSpace::new(dir.path(), 512 * MIB).unwrap();
+        disk.set_override(Some(1000 * MIB));
+        // 2 x 400 + 128 = 928 MiB needed.
+        assert_eq!(refuses_install(&disk, 2, 5, 400 * MIB), None);
+        let why = refuses_install(&disk, 2, 5, 450 * MIB).unwrap();
+        assert!(
+            why.contains("450 MiB snapshot of shard 5") && why.contains("1028 MiB free"),
+            "{why}"
+        );
     }
 }

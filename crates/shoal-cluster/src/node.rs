@@ -249,6 +249,10 @@ impl PeerHandler for Handler {
         crate::disk_guard::refuses_entries(&self.disk, self.info.id, group)
     }
 
+    fn refuses_snapshot_install(&self, group: ShardId, bytes: u64) -> Option<String> {
+        crate::disk_guard::refuses_install(&self.disk, self.info.id, group, bytes)
+    }
+
     fn on_leader_contact(&self, group: ShardId) {
         self.catching_up.heard_from_leader(group);
     }

@@ -48,6 +48,11 @@ pub trait PeerHandler: Send + Sync + 'static {
     fn refuses_entries(&self, _group: ShardId) -> Option<String> {
         None
     }
+    /// Why this node cannot install a received snapshot of `bytes` for `group` now, if
+    /// it cannot (not enough disk for the copy it keeps and the import).
+    fn refuses_snapshot_install(&self, _group: ShardId, _bytes: u64) -> Option<String> {
+        None
+    }
     /// A node that believes it leads `group` just sent this node's replica entries or a
     /// snapshot chunk.
     fn on_leader_contact(&self, _group: ShardId) {}
@@ -338,6 +343,15 @@ async fn receive_chunk(
             return Ok(Response::Snapshot(None));
         }
         let receiving = incoming.remove(&key).expect("present");
+        // Checked before installing: a write failing for lack of space during the import
+        // would stop every group on the node. The leader sends it again later.
+        if let Some(why) = shared
+            .handler
+            .refuses_snapshot_install(chunk.group, receiving.next_offset)
+        {
+            let _ = std::fs::remove_file(&receiving.path);
+            return Err(why);
+        }
         receiving
             .file
             .sync_all()
