@@ -41,8 +41,10 @@ const STEPS: usize = 4;
 fn write_failure(error: &HttpError) -> Outcome {
     match (error.status, error.code.as_str()) {
         // Refused before reaching a log: a condition failed, no leader was found, the
-        // shard was overloaded.
-        (Some(412), _) | (Some(503), "no_leader" | "not_leader" | "overloaded") => Outcome::Fail,
+        // shard was overloaded, the disk was full.
+        (Some(412), _)
+        | (Some(503), "no_leader" | "not_leader" | "overloaded")
+        | (Some(507), "disk_full") => Outcome::Fail,
         (Some(400..=499), _) => Outcome::Fail,
         // Never sent: the node was down.
         (None, "connect") => Outcome::Fail,
