@@ -30,18 +30,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Cuts this node off from `peers` (fault injection; refused unless the node was
     /// started with it).
     fn set_blocked_peers(&self, _peers: Vec<u64>) -> Result<(), Error> {
-        Err(Error::Disabled(
-            "fault injection".into(),
-            "start the node with --fault-injection (tests only)".into(),
-        ))
+        Err(Error::fault_injection_disabled())
     }
     /// Reports `bytes` of free disk space instead of the real figure (None: stop); fault
     /// injection, refused unless the node was started with it.
     fn set_disk_free_override(&self, _bytes: Option<u64>) -> Result<(), Error> {
-        Err(Error::Disabled(
-            "fault injection".into(),
-            "start the node with --fault-injection (tests only)".into(),
-        ))
+        Err(Error::fault_injection_disabled())
     }
     /// Answers a read at once when the node can (see `Node::try_read_now`); `None` means
     /// "use `execute`".
@@ -88,10 +82,7 @@ impl Backend for Node {
                 faults.set_blocked(peers);
                 Ok(())
             }
-            None => Err(Error::Disabled(
-                "fault injection".into(),
-                "start the node with --fault-injection (tests only)".into(),
-            )),
+            None => Err(Error::fault_injection_disabled()),
         }
     }
 

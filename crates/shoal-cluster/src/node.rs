@@ -612,10 +612,7 @@ impl Node {
     /// (None: stop), when the node was started with fault injection.
     pub fn set_disk_free_override(&self, bytes: Option<u64>) -> Result<(), Error> {
         if !self.inner.config.cluster.fault_injection {
-            return Err(Error::Disabled(
-                "fault injection".into(),
-                "start the node with --fault-injection (tests only)".into(),
-            ));
+            return Err(Error::fault_injection_disabled());
         }
         self.inner.engine.disk().set_override(bytes);
         Ok(())

@@ -70,6 +70,16 @@ pub enum Error {
     Internal(String),
 }
 
+impl Error {
+    /// A fault-injection call on a node started without `--fault-injection`.
+    pub fn fault_injection_disabled() -> Error {
+        Error::Disabled(
+            "fault injection".into(),
+            "start the node with --fault-injection (tests only)".into(),
+        )
+    }
+}
+
 fn fmt_version(v: &Option<u64>) -> String {
     match v {
         Some(v) => v.to_string(),

@@ -154,15 +154,20 @@ struct BlockedPeers {
     peers: Vec<u64>,
 }
 
+/// A fault-injection request body, or an error saying what was expected.
+fn debug_body<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::from(shoal_core::Error::Invalid(format!(
+            "expected {expected}: {e}"
+        )))
+    })
+}
+
 async fn blocked_peers(
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let request: BlockedPeers = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::from(shoal_core::Error::Invalid(format!(
-            "expected {{\"peers\": [node ids]}}: {e}"
-        )))
-    })?;
+    let request: BlockedPeers = debug_body(&body, "{\"peers\": [node ids]}")?;
     state.backend.set_blocked_peers(request.peers.clone())?;
     Ok(Json(json!({ "blocked": request.peers })))
 }
@@ -176,11 +181,7 @@ async fn disk_free(
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let request: DiskFree = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::from(shoal_core::Error::Invalid(format!(
-            "expected {{\"bytes\": free bytes or null}}: {e}"
-        )))
-    })?;
+    let request: DiskFree = debug_body(&body, "{\"bytes\": free bytes or null}")?;
     state.backend.set_disk_free_override(request.bytes)?;
     Ok(Json(json!({ "disk_free_override": request.bytes })))
 }

@@ -243,25 +243,22 @@ impl Api {
 
     /// Makes `node` drop all traffic to and from `peers` (empty: heal).
     pub async fn set_blocked_peers(&self, node: u64, peers: &[u64]) -> Result<(), HttpError> {
-        let response = self
-            .http
-            .put(format!("{}/v1/debug/blocked-peers", self.url(node)))
-            .json(&json!({ "peers": peers }))
-            .send()
+        self.inject(node, "blocked-peers", json!({ "peers": peers }))
             .await
-            .map_err(HttpError::transport)?;
-        if !response.status().is_success() {
-            return Err(HttpError::from_response(response).await);
-        }
-        Ok(())
     }
 
     /// Makes `node` report `bytes` of free disk space (None: the real figure again).
     pub async fn set_disk_free(&self, node: u64, bytes: Option<u64>) -> Result<(), HttpError> {
+        self.inject(node, "disk-free", json!({ "bytes": bytes }))
+            .await
+    }
+
+    /// `PUT /v1/debug/{fault}` with `body` on `node` (fault injection).
+    async fn inject(&self, node: u64, fault: &str, body: Value) -> Result<(), HttpError> {
         let response = self
             .http
-            .put(format!("{}/v1/debug/disk-free", self.url(node)))
-            .json(&json!({ "bytes": bytes }))
+            .put(format!("{}/v1/debug/{fault}", self.url(node)))
+            .json(&body)
             .send()
             .await
             .map_err(HttpError::transport)?;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::harness::{Cluster, Versioned, poll_until};
-use super::{Expected, assert_caught_up};
+use super::{assert_caught_up, put_batch};
 
 const MIB: u64 = 1 << 20;
 /// The reserve the nodes run with (`--min-free-disk-mib`).
@@ -103,20 +103,8 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_without_a_restart() {
     api.set_disk_free(follower, Some(10 * MIB))
         .await
         .expect("inject 10 MiB free on the follower");
-    let mut written = Vec::new();
-    for i in 0..20 {
-        let key = format!("{{disk}}:while-low-{i}");
-        let value = format!("value-{i}");
-        let version = api
-            .put(leader, &key, &value)
-            .await
-            .unwrap_or_else(|e| panic!("PUT {key} while a follower is low: {e}"));
-        written.push(Expected {
-            key,
-            value,
-            version: Some(version),
-        });
-    }
+    // Every write succeeds: put_batch panics on any error.
+    let written = put_batch(&api, &[leader], "{disk}:while-low", 20).await;
     let refusals = super::info_field(&cluster, follower, "shoal_disk_refused").await;
     assert!(
         refusals > 0,
