@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+#[path = "server/full_disk.rs"]
+mod full_disk;
+
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 /// Longest a node may take from spawn to answering PING.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -115,6 +118,8 @@ struct Node {
     resp_port: u16,
     http_port: u16,
     starts: u32,
+    /// Flags added to every start.
+    extra_args: Vec<String>,
 }
 
 impl Node {
@@ -125,6 +130,7 @@ impl Node {
             resp_port,
             http_port,
             starts: 0,
+            extra_args: Vec::new(),
         }
     }
 
@@ -149,6 +155,7 @@ impl Node {
             .args(["--resp-addr", &format!("127.0.0.1:{}", self.resp_port)])
             .args(["--http-addr", &self.http_addr()])
             .args(["--shards", SHARDS])
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("log file"));
         let mut server = Server {
