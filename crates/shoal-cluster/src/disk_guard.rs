@@ -5,11 +5,9 @@
 //! The metadata group is exempt: its writes are small, and they are how an operator
 //! changes the cluster (removing a node, for one) while a disk is full.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use shoal_core::map::DiskStatus;
@@ -29,45 +27,23 @@ const MIB: u64 = 1 << 20;
 /// triggers; the node says so at start.
 const SMALL_RESERVE_MIB: u64 = 256;
 
-trait WithScope {
-    fn with_scope(self, what: String) -> Self;
-}
-
-impl WithScope for Error {
-    /// Replaces what a `DiskFull` says is refused.
-    fn with_scope(self, scope: String) -> Self {
-        match self {
-            Error::DiskFull {
-                node,
-                free_mib,
-                threshold_mib,
-                reserve_mib,
-                ..
-            } => Error::DiskFull {
-                node,
-                free_mib,
-                threshold_mib,
-                reserve_mib,
-                what: scope,
-            },
-            other => other,
-        }
+/// What is refused at each level, as the error message says it.
+fn refused_at(usage: DiskUse) -> &'static str {
+    match usage {
+        DiskUse::Grow => "writes that add data are",
+        DiskUse::Shrink => "writes, deletes included, are",
+        DiskUse::Replicate => "writes and replication to it are",
     }
 }
 
-/// The client's error for a write refused for lack of space.
-fn disk_full(node: u64, usage: DiskUse, low: DiskLow) -> Error {
+/// The client's error for a write refused because `node` is low on space.
+fn disk_full(node: u64, low: DiskLow, what: impl Into<String>) -> Error {
     Error::DiskFull {
         node,
         free_mib: low.free_bytes / MIB,
         threshold_mib: low.threshold_bytes.div_ceil(MIB),
         reserve_mib: low.reserve_bytes.div_ceil(MIB),
-        what: match usage {
-            DiskUse::Grow => "writes that add data are",
-            DiskUse::Shrink => "writes, deletes included, are",
-            DiskUse::Replicate => "writes and replication to it are",
-        }
-        .to_string(),
+        what: what.into(),
     }
 }
 
@@ -87,7 +63,7 @@ pub(crate) fn admit_write(
         DiskUse::Shrink
     };
     disk.admit(usage, op.payload_bytes() as u64)
-        .map_err(|low| disk_full(node, usage, low))
+        .map_err(|low| disk_full(node, low, refused_at(usage)))
 }
 
 /// Why this node's replica of `group` refuses entries or a snapshot from its leader, if it
@@ -102,7 +78,7 @@ pub(crate) fn refuses_entries(disk: &DiskSpace, node: u64, group: ShardId) -> Op
     // node's next sample sees what they took here.
     disk.admit(DiskUse::Replicate, 0)
         .err()
-        .map(|low| disk_full(node, DiskUse::Replicate, low).to_string())
+        .map(|low| disk_full(node, low, refused_at(DiskUse::Replicate)).to_string())
 }
 
 /// Why this node cannot install a received snapshot of `bytes` for `group`, if it
@@ -194,20 +170,20 @@ pub(crate) fn check_quorums(node: &Node) {
                 .min_by_key(|(_, d)| d.free_bytes)
                 .expect("a majority is not empty");
             let ids: Vec<String> = refusing.iter().map(|(id, _)| id.to_string()).collect();
+            let low = DiskLow {
+                free_bytes: disk.free_bytes,
+                reserve_bytes: disk.reserve_bytes,
+                threshold_bytes: disk.reserve_bytes / 4,
+            };
             disk_full(
                 fullest,
-                DiskUse::Replicate,
-                DiskLow {
-                    free_bytes: disk.free_bytes,
-                    reserve_bytes: disk.reserve_bytes,
-                    threshold_bytes: disk.reserve_bytes / 4,
-                },
+                low,
+                format!(
+                    "nodes {} (a majority of shard {}'s replicas) take no log entries, so writes to the shard are",
+                    ids.join(", "),
+                    group.id
+                ),
             )
-            .with_scope(format!(
-                "nodes {} (a majority of shard {}'s replicas) take no log entries, so writes to the shard are",
-                ids.join(", "),
-                group.id
-            ))
         });
         group.quorum_disk.set(error);
     }
