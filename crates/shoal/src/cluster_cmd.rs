@@ -118,15 +118,25 @@ fn disk_free(disk: DiskStatus) -> String {
 pub(crate) fn render(view: &ClusterView) -> String {
     let up = view.nodes.iter().filter(|n| n.up).count();
     let led = view.shards.iter().filter(|s| s.leader.is_some()).count();
+    let low_disk = view
+        .nodes
+        .iter()
+        .filter(|n| n.disk.is_some_and(|d| d.is_low()))
+        .count();
     let mut out = format!(
-        "cluster {} (epoch {}), as seen by node {}: {}/{} nodes up, {}/{} shards with a leader\n\n",
+        "cluster {} (epoch {}), as seen by node {}: {}/{} nodes up, {}/{} shards with a leader{}\n\n",
         view.cluster_id,
         view.epoch,
         view.this_node,
         up,
         view.nodes.len(),
         led,
-        view.shards.len()
+        view.shards.len(),
+        match low_disk {
+            0 => String::new(),
+            1 => ", 1 node low on disk".to_string(),
+            n => format!(", {n} nodes low on disk"),
+        }
     );
     let dash = |s: &str| {
         if s.is_empty() {
@@ -239,7 +249,7 @@ mod tests {
         };
         let text = render(&view);
         assert!(
-            text.contains("1/2 nodes up, 1/2 shards with a leader"),
+            text.contains("1/2 nodes up, 1/2 shards with a leader, 1 node low on disk\n"),
             "{text}"
         );
         assert!(
