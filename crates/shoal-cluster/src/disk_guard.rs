@@ -173,7 +173,7 @@ pub(crate) fn check_quorums(node: &Node) {
             let low = DiskLow {
                 free_bytes: disk.free_bytes,
                 reserve_bytes: disk.reserve_bytes,
-                threshold_bytes: disk.reserve_bytes / 4,
+                threshold_bytes: DiskUse::Replicate.threshold(disk.reserve_bytes),
             };
             disk_full(
                 fullest,

@@ -67,15 +67,40 @@ pub struct DiskStatus {
     pub reserve_bytes: u64,
 }
 
+/// What a caller wants to write, from the most to the least refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskUse {
+    /// A client write that can add data: refused below the reserve.
+    Grow,
+    /// A client write that only removes data (DEL, expiry): refused below half the
+    /// reserve. Removing keys is how an operator makes room, so it keeps working longest
+    /// among client writes (its tombstones still take log and journal space).
+    Shrink,
+    /// Log entries or a snapshot a leader sends this replica: refused below a quarter of
+    /// the reserve. The leader keeps retrying; the group commits with its other replicas.
+    Replicate,
+}
+
+impl DiskUse {
+    /// The free space below which a node with `reserve` bytes in reserve refuses this.
+    pub fn threshold(self, reserve: u64) -> u64 {
+        match self {
+            DiskUse::Grow => reserve,
+            DiskUse::Shrink => reserve / 2,
+            DiskUse::Replicate => reserve / 4,
+        }
+    }
+}
+
 impl DiskStatus {
     /// Under the reserve: the node refuses client writes that add data.
     pub fn is_low(&self) -> bool {
-        self.free_bytes < self.reserve_bytes
+        self.free_bytes < DiskUse::Grow.threshold(self.reserve_bytes)
     }
 
     /// Under a quarter of the reserve: the node refuses log entries from its leaders.
     pub fn refuses_entries(&self) -> bool {
-        self.free_bytes < self.reserve_bytes / 4
+        self.free_bytes < DiskUse::Replicate.threshold(self.reserve_bytes)
     }
 }
 

@@ -25,19 +25,7 @@ pub const WRITE_AMPLIFICATION: u64 = 4;
 /// No override in place (see [`DiskSpace::set_override`]).
 const NO_OVERRIDE: u64 = u64::MAX;
 
-/// What a caller wants to write, from the most to the least refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiskUse {
-    /// A client write that can add data: refused below the reserve.
-    Grow,
-    /// A client write that only removes data (DEL, expiry): refused below half the
-    /// reserve. Removing keys is how an operator makes room, so it keeps working longest
-    /// among client writes (its tombstones still take log and journal space).
-    Shrink,
-    /// Log entries or a snapshot a leader sends this replica: refused below a quarter of
-    /// the reserve. The leader keeps retrying; the group commits with its other replicas.
-    Replicate,
-}
+pub use shoal_core::map::DiskUse;
 
 /// Why a write was refused: the figures for the error message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,11 +102,7 @@ impl DiskSpace {
 
     /// The free space below which `usage` is refused.
     pub fn threshold(&self, usage: DiskUse) -> u64 {
-        match usage {
-            DiskUse::Grow => self.reserve,
-            DiskUse::Shrink => self.reserve / 2,
-            DiskUse::Replicate => self.reserve / 4,
-        }
+        usage.threshold(self.reserve)
     }
 
     /// Whether a write of this kind, carrying `bytes` of keys and values, may go ahead
