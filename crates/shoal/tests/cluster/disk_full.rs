@@ -21,6 +21,9 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_without_a_restart() {
     let doomed = "{disk}:doomed";
     let v1 = api.put(1, key, "v1").await.expect("PUT v1");
     api.put(1, doomed, "x").await.expect("PUT doomed");
+    // Leader balancing may still be moving leaders just after start; a leader that moves
+    // mid-test would take the writes this test expects its disk to refuse.
+    super::wait_for_preferred_leaders(&api, 1, "leaders settle at their preferred nodes").await;
     let leader = cluster.leader_of_key(key).await;
     let other = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
 
