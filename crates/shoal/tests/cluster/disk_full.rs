@@ -108,11 +108,20 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_without_a_restart() {
         .expect("inject 10 MiB free on the follower");
     // Every write succeeds: put_batch panics on any error.
     let written = put_batch(&api, &[leader], "{disk}:while-low", 20).await;
-    let refusals = super::info_field(&cluster, follower, "shoal_disk_refused").await;
-    assert!(
-        refusals > 0,
-        "node {follower} never refused an entry while low"
-    );
+    // The leader keeps retrying the entries the low node lacks, and each try is refused;
+    // the writes above may all commit before the first try reaches it.
+    let cluster_ref = &cluster;
+    poll_until(
+        "the low follower refuses the entries its leader sends",
+        Duration::from_secs(30),
+        move || async move {
+            match super::info_field(cluster_ref, follower, "shoal_disk_refused").await {
+                0 => Err(format!("node {follower} has refused no entry yet")),
+                n => Ok(n),
+            }
+        },
+    )
+    .await;
     api.set_disk_free(follower, None)
         .await
         .expect("end injection");
