@@ -41,8 +41,10 @@ pub(crate) async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let session = Session::new(guard.id(), peer);
+    let decoder = frame::RequestDecoder::new(ctx.max_bulk);
     let mut connection = Connection {
         stream,
+        decoder,
         ctx,
         session,
         input: BytesMut::with_capacity(READ_CHUNK),
@@ -53,6 +55,12 @@ pub(crate) async fn serve(
         tracing::debug!(%err, %peer, "RESP connection ended with an error");
     }
     drop(guard);
+}
+
+/// `POST` (a request line) or `Host:` (a header), as Redis checks: no Redis command has
+/// either name, and every HTTP request a browser sends carries one of them.
+fn looks_like_http(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"POST") || name.eq_ignore_ascii_case(b"HOST:")
 }
 
 /// Whether the connection stays open after a batch.
@@ -74,6 +82,8 @@ struct Run {
 
 struct Connection {
     stream: TcpStream,
+    /// Remembers how far a request still arriving was parsed.
+    decoder: frame::RequestDecoder,
     ctx: Arc<Ctx>,
     session: Session,
     input: BytesMut,
@@ -139,10 +149,21 @@ impl Connection {
 
     /// Runs every complete request in the input buffer; replies end up in `output`.
     async fn process_input(&mut self) -> io::Result<Flow> {
-        let max_bulk = self.ctx.max_bulk;
         loop {
-            match frame::decode_request(&mut self.input, max_bulk) {
+            match self.decoder.decode(&mut self.input) {
                 Ok(Some(args)) if args.is_empty() => continue,
+                Ok(Some(args)) if looks_like_http(&args[0]) => {
+                    // A browser page can make a browser POST to this port: the lines of its
+                    // body would run as commands. Redis closes such connections without a
+                    // reply for the same reason.
+                    self.finish_run().await?;
+                    tracing::warn!(
+                        peer = %self.session.peer,
+                        "possible cross-protocol attack: an HTTP request ({:?} line) reached the RESP port; connection closed",
+                        String::from_utf8_lossy(&args[0]),
+                    );
+                    return Ok(Flow::Close);
+                }
                 Ok(Some(args)) => {
                     if let Flow::Close = self.submit(args).await? {
                         self.finish_run().await?;

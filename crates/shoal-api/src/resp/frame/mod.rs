@@ -9,7 +9,9 @@
 //!   use it to read replies.
 //!
 //! Both are incremental: on partial input they return `Ok(None)` and consume nothing, so the
-//! caller reads more and tries again. Neither panics on any input.
+//! caller reads more and tries again. Neither panics on any input. A connection decodes with a
+//! [`RequestDecoder`], which also remembers how far it got, so a request that arrives slowly
+//! is parsed once, not once per read.
 
 mod request;
 
@@ -18,7 +20,7 @@ use std::fmt::Write as _;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-pub use request::decode_request;
+pub use request::{RequestDecoder, decode_request};
 
 /// Most elements a request array may declare (Redis allows this many from an unauthenticated
 /// client too). A larger count is a protocol error, so a client cannot make us reserve memory

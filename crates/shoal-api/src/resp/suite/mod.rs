@@ -66,7 +66,8 @@ macro_rules! resp_suite {
         resp_suite!(@tests $start;
             connection_commands, string_commands, key_commands, multi_key_commands_stay_in_one_shard,
             scan_and_keys, flushall, cluster_commands, pipelining_keeps_order, resp3_after_hello,
-            inline_commands, malformed_frame_closes_only_that_connection, size_limits,
+            inline_commands, malformed_frame_closes_only_that_connection, http_request_closes_the_connection,
+            size_limits,
             graceful_shutdown, transactions, watch_makes_exec_conditional,
             mget_sees_transactions_whole);
 

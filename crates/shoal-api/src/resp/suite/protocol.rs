@@ -191,6 +191,33 @@ pub async fn malformed_frame_closes_only_that_connection(server: Server) {
     assert_eq!(q(&mut other, &["GET", "x"]).await, bulk("1"));
 }
 
+/// What `curl -X POST --data-binary $'SET csrf-key pwned\r\n' http://host:port/` sends, and
+/// what a browser page could make a browser send: the connection closes at the request line
+/// and the body never runs.
+pub async fn http_request_closes_the_connection(server: Server) {
+    let mut con = connect(server.addr).await;
+    for request in [
+        &b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 23\r\n\r\nSET csrf-key pwned\r\n"
+            [..],
+        // A proxy or client that sends the headers first still names the host.
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nSET csrf-key pwned\r\n",
+        // Pipelined with a real command first: that one is answered, then the close.
+        b"PING\r\npost /x HTTP/1.0\r\nSET csrf-key pwned\r\n",
+    ] {
+        let mut raw = Raw::connect(server.addr).await;
+        raw.send(request).await;
+        if request.starts_with(b"PING") {
+            raw.expect(b"+PONG\r\n").await;
+        }
+        if request.starts_with(b"GET") {
+            raw.expect(b"-ERR wrong number of arguments for 'get' command\r\n")
+                .await;
+        }
+        raw.expect_closed().await;
+    }
+    assert_eq!(q(&mut con, &["EXISTS", "csrf-key"]).await, Value::Int(0));
+}
+
 pub async fn size_limits(server: Server) {
     let mut con = connect(server.addr).await;
     let long_key = "k".repeat(MAX_KEY_BYTES + 1);
