@@ -8,7 +8,7 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::UnixMillis;
-use crate::command::{Condition, Expiry, ExpiryCondition, WriteOp, WriteReply};
+use crate::command::{Condition, Expiry, ExpiryCondition, MAX_EXPIRE_AT, WriteOp, WriteReply};
 use crate::error::Error;
 use crate::limits::Limits;
 use crate::record::Record;
@@ -77,8 +77,10 @@ fn resolve_expiry(expiry: Expiry, old: Option<&Record>, now: UnixMillis) -> Opti
     match expiry {
         Expiry::Clear => None,
         Expiry::Keep => old.and_then(|r| r.expire_at),
-        Expiry::AfterMillis(ms) => Some(now.saturating_add(ms)),
-        Expiry::At(at) => Some(at),
+        // Front ends refuse times past MAX_EXPIRE_AT; the clamp keeps an entry from an older
+        // or misbehaving proposer from storing a time that reads back as a negative TTL.
+        Expiry::AfterMillis(ms) => Some(now.saturating_add(ms).min(MAX_EXPIRE_AT)),
+        Expiry::At(at) => Some(at.min(MAX_EXPIRE_AT)),
     }
 }
 
@@ -791,6 +793,27 @@ mod tests {
             ),
             Ok(WriteReply::Deleted(1))
         );
+    }
+
+    #[test]
+    fn an_out_of_range_expiry_is_clamped_not_wrapped() {
+        // Front ends refuse these; an entry carrying one must still not store a time that
+        // reads back as a negative TTL.
+        let mut v = MapView::default();
+        for (i, expiry) in [Expiry::AfterMillis(u64::MAX), Expiry::At(u64::MAX)]
+            .into_iter()
+            .enumerate()
+        {
+            let op = WriteOp::Put {
+                key: b("k"),
+                value: b("v"),
+                condition: Condition::None,
+                expiry,
+                return_old: false,
+            };
+            v.run(op, i as u64 + 1, 1_000).unwrap();
+            assert_eq!(v.0[&b("k")].expire_at, Some(MAX_EXPIRE_AT));
+        }
     }
 
     #[test]

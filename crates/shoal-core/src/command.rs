@@ -49,6 +49,45 @@ pub enum Expiry {
     At(UnixMillis),
 }
 
+/// The latest expiry time a key can have. Redis keeps expiry times, and reports TTL, PTTL and
+/// EXPIRETIME, as signed 64-bit milliseconds, so every front end refuses a time past this
+/// (through [`Expiry::after_millis`]) rather than storing one that reads back negative.
+pub const MAX_EXPIRE_AT: UnixMillis = i64::MAX as UnixMillis;
+
+/// Why a time-to-live was refused by [`Expiry::after_millis`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlError {
+    /// 0 ms: a key cannot expire the moment it is written.
+    Zero,
+    /// `now + ttl` is past [`MAX_EXPIRE_AT`]; `max_ms` is the longest ttl allowed now.
+    TooLarge { max_ms: u64 },
+}
+
+impl std::fmt::Display for TtlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TtlError::Zero => write!(f, "must be at least 1 ms"),
+            TtlError::TooLarge { max_ms } => write!(
+                f,
+                "is too large: expiry times are signed 64-bit Unix milliseconds, so it may be at most {max_ms} ms now"
+            ),
+        }
+    }
+}
+
+impl Expiry {
+    /// A relative expiry of `ms` milliseconds written at `now`, validated the same way by
+    /// every front end (RESP's SET PX/EX, SETEX, EXPIRE..., HTTP's `ttl`/`ttl_ms`, `/v1/txn`).
+    pub fn after_millis(ms: u64, now: UnixMillis) -> Result<Expiry, TtlError> {
+        let max_ms = MAX_EXPIRE_AT.saturating_sub(now);
+        match ms {
+            0 => Err(TtlError::Zero),
+            ms if ms > max_ms => Err(TtlError::TooLarge { max_ms }),
+            ms => Ok(Expiry::AfterMillis(ms)),
+        }
+    }
+}
+
 /// When a conditional expiry change (EXPIRE's NX, XX, GT, LT) takes effect, judged against
 /// the key's current expiry at apply time. A key without an expiry counts as never
 /// expiring, as in Redis: GT never sets it, LT always does.
@@ -402,6 +441,29 @@ pub enum Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ttl_must_keep_the_expiry_time_within_a_signed_64_bit_millisecond() {
+        let now = 1_800_000_000_000;
+        assert_eq!(Expiry::after_millis(1, now), Ok(Expiry::AfterMillis(1)));
+        assert_eq!(Expiry::after_millis(0, now), Err(TtlError::Zero));
+        let max_ms = MAX_EXPIRE_AT - now;
+        assert_eq!(
+            Expiry::after_millis(max_ms, now),
+            Ok(Expiry::AfterMillis(max_ms))
+        );
+        for ms in [max_ms + 1, i64::MAX as u64, u64::MAX] {
+            assert_eq!(
+                Expiry::after_millis(ms, now),
+                Err(TtlError::TooLarge { max_ms })
+            );
+        }
+        assert!(
+            TtlError::TooLarge { max_ms }
+                .to_string()
+                .contains(&max_ms.to_string())
+        );
+    }
 
     #[test]
     fn into_owned_copies_out_of_the_callers_buffer() {

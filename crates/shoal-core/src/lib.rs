@@ -16,7 +16,8 @@ pub mod slot;
 pub mod transaction;
 
 pub use command::{
-    Command, Condition, Consistency, Expiry, ExpiryCondition, Reply, WriteOp, WriteReply,
+    Command, Condition, Consistency, Expiry, ExpiryCondition, MAX_EXPIRE_AT, Reply, TtlError,
+    WriteOp, WriteReply,
 };
 pub use error::Error;
 pub use limits::Limits;

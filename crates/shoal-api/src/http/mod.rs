@@ -26,6 +26,9 @@ mod list;
 pub mod params;
 mod txn;
 
+#[doc(hidden)]
+pub use txn::parse_txn_body;
+
 #[cfg(test)]
 #[macro_use]
 mod suite;

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use shoal_core::command::ScanCursor;
-use shoal_core::{Condition, Consistency, Expiry, Limits};
+use shoal_core::{Condition, Consistency, Expiry, Limits, TtlError};
 
 use super::cursor::decode_cursor;
 use super::encoding::{form_decode, percent_decode};
@@ -163,9 +163,9 @@ impl PutParams {
                         "query parameter `ttl` is too large: {secs} seconds"
                     ))
                 })?;
-                Expiry::AfterMillis(positive_ttl("ttl", ms)?)
+                checked_ttl("ttl", ms)?
             }
-            (None, Some(ms)) => Expiry::AfterMillis(positive_ttl("ttl_ms", ms)?),
+            (None, Some(ms)) => checked_ttl("ttl_ms", ms)?,
             // A plain put replaces the whole record, expiry included (as Redis SET does).
             (None, None) => Expiry::Clear,
         };
@@ -185,13 +185,20 @@ impl PutParams {
     }
 }
 
-fn positive_ttl(name: &str, ms: u64) -> Result<u64, ApiError> {
-    if ms == 0 {
-        return Err(ApiError::invalid(format!(
-            "query parameter `{name}` must be positive; to keep a key forever, omit it"
-        )));
-    }
-    Ok(ms)
+/// A ttl of `ms` milliseconds from now, validated as every front end does (`Expiry::after_millis`).
+pub(crate) fn checked_ttl(name: &str, ms: u64) -> Result<Expiry, ApiError> {
+    Expiry::after_millis(ms, now_ms()).map_err(|e| match e {
+        TtlError::Zero => ApiError::invalid(format!(
+            "`{name}` must be positive; to keep a key forever, omit it"
+        )),
+        TtlError::TooLarge { .. } => ApiError::invalid(format!("`{name}` {e}")),
+    })
+}
+
+fn now_ms() -> shoal_core::UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as shoal_core::UnixMillis)
 }
 
 /// `DELETE /v1/kv/{key}`.
@@ -317,6 +324,11 @@ mod tests {
             ("ttl=0", "`ttl` must be positive"),
             ("ttl=1&ttl_ms=1", "not both"),
             ("ttl=18446744073709551615", "too large"),
+            // Fits in u64 once in milliseconds, but not as a signed expiry time.
+            ("ttl=9223372036854775", "`ttl` is too large"),
+            ("ttl_ms=18446744073709551615", "`ttl_ms` is too large"),
+            ("ttl_ms=9223372036854775807", "at most"),
+            ("ttl_ms=0", "`ttl_ms` must be positive"),
             ("if_version=1&if_absent=true", "not both"),
             ("if_absent=yes", "must be true or false"),
             (

@@ -548,9 +548,22 @@ pub async fn bad_put_parameters_are_rejected_before_writing(s: Server) {
         "if_absent=maybe",
         "if_absent=perhaps",
         "ttl=1&ttl_ms=5",
+        // Past the signed 64-bit expiry times every front end keeps.
+        "ttl_ms=18446744073709551615",
+        "ttl_ms=9223372036854775807",
+        "ttl=9223372036854775",
     ] {
         let response = s.put(&format!("/v1/kv/k?{query}"), "v").await;
         expect_error(response, StatusCode::BAD_REQUEST, "invalid_argument").await;
+    }
+    for ttl_ms in [0, u64::MAX, i64::MAX as u64] {
+        let ops = json!({"ops": [{"op": "put", "key": "k", "value": "v", "ttl_ms": ttl_ms}]});
+        expect_error(
+            txn(&s, ops).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        )
+        .await;
     }
     expect_error(s.get("/v1/kv/k").await, StatusCode::NOT_FOUND, "not_found").await;
     s.stop().await;

@@ -128,8 +128,7 @@ fn to_write_op(op: TxnOp) -> Result<(WriteOp, Shape), ApiError> {
                 (false, None) => Condition::None,
             };
             let expiry = match ttl_ms {
-                Some(0) => return Err(ApiError::invalid("ttl_ms must be at least 1")),
-                Some(ms) => Expiry::AfterMillis(ms),
+                Some(ms) => super::params::checked_ttl("ttl_ms", ms)?,
                 None => Expiry::Clear,
             };
             (
@@ -208,13 +207,15 @@ fn result_json(shape: Shape, outcome: Result<WriteReply, Error>) -> Value {
     }
 }
 
-pub(crate) async fn transaction(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = body.map_err(|rejection| body_error(rejection, &headers, &state))?;
-    let request: TxnRequest = serde_json::from_slice(&body).map_err(|e| {
+/// Parses a `POST /v1/txn` body into the transaction it asks for (no backend involved);
+/// the fuzz target `http_params` drives it with arbitrary bytes.
+#[doc(hidden)]
+pub fn parse_txn_body(body: &[u8]) -> Result<WriteOp, ApiError> {
+    parse_body(body).map(|(op, _)| op)
+}
+
+fn parse_body(body: &[u8]) -> Result<(WriteOp, Vec<Shape>), ApiError> {
+    let request: TxnRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::invalid(format!(
             "expected {{\"compare\": [{{\"key\", \"version\"}}], \"ops\": [{{\"op\": \
              \"get|put|delete|incr|append\", \"key\", ...}}]}}: {e}"
@@ -241,6 +242,16 @@ pub(crate) async fn transaction(
         })
         .collect::<Result<_, _>>()?;
     let op = WriteOp::Transaction { ops, watched };
+    Ok((op, shapes))
+}
+
+pub(crate) async fn transaction(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body.map_err(|rejection| body_error(rejection, &headers, &state))?;
+    let (op, shapes) = parse_body(&body)?;
     let reply = state
         .backend
         .execute(Command::Write(op), Consistency::Linearizable)

@@ -121,10 +121,7 @@ pub(crate) fn positive_expiry(
         Unit::Millis => n,
     };
     if relative {
-        millis
-            .checked_add(now as i64)
-            .ok_or_else(|| invalid_expire(command))?;
-        Ok(Expiry::AfterMillis(millis as u64))
+        Expiry::after_millis(millis as u64, now).map_err(|_| invalid_expire(command))
     } else {
         Ok(Expiry::At(millis as u64))
     }
@@ -150,7 +147,7 @@ pub(crate) fn any_expiry(
         .checked_add(base)
         .ok_or_else(|| invalid_expire(command))?;
     Ok(if relative && millis > 0 {
-        Expiry::AfterMillis(millis as u64)
+        Expiry::after_millis(millis as u64, now).map_err(|_| invalid_expire(command))?
     } else if at > now as i64 {
         Expiry::At(at as u64)
     } else {
