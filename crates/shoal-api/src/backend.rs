@@ -57,6 +57,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn stats(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// `name:bytes` for INFO's memory section: the budget, its parts, what they hold.
+    fn memory(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 impl Backend for Node {
@@ -135,6 +139,28 @@ impl Backend for Node {
             ("shoal_disk_free_bytes", s.disk_free_bytes),
             ("shoal_disk_reserve_bytes", s.disk_reserve_bytes),
             ("shoal_disk_refused", s.disk_refused),
+        ]
+    }
+
+    fn memory(&self) -> Vec<(&'static str, u64)> {
+        let m = Node::memory(self);
+        let b = m.budget;
+        // Redis's used_memory is what its allocator holds; the resident set is the figure
+        // the budget bounds here, so both report it.
+        let rss = m.rss_bytes.unwrap_or(0);
+        vec![
+            ("used_memory", rss),
+            ("used_memory_rss", rss),
+            ("maxmemory", b.total_bytes),
+            ("shoal_memory_budget_block_cache", b.block_cache_bytes),
+            ("shoal_memory_budget_write_buffers", b.write_buffer_bytes),
+            ("shoal_memory_budget_record_cache", b.record_cache_bytes),
+            ("shoal_memory_budget_raft_log_cache", b.raft_log_cache_bytes),
+            ("shoal_memory_budget_reserve", b.reserve_bytes),
+            ("shoal_memory_block_cache", m.block_cache_bytes),
+            ("shoal_memory_write_buffers", m.write_buffer_bytes),
+            ("shoal_memory_record_cache", m.record_cache_bytes),
+            ("shoal_memory_raft_log_cache", m.raft_log_cache_bytes),
         ]
     }
 }

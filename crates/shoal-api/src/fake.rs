@@ -330,6 +330,7 @@ impl Backend for FakeNode {
                 info,
                 up: true,
                 disk: None,
+                memory: None,
             }],
             shards: self
                 .layout

@@ -82,3 +82,69 @@ async fn wait_until_serving(node: &Node) {
 }
 
 resp_suite!(start);
+
+/// `INFO memory` reports the resident set, the budget as maxmemory, each part of the
+/// budget (adding up to it) and what the measurable parts hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_memory_reports_the_budget_and_its_parts() {
+    let server = start(Options::default()).await;
+    let client = redis::Client::open(format!("redis://{}", server.addr)).expect("client");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let value = "v".repeat(1000);
+    let _: () = redis::cmd("SET")
+        .arg("memory-test")
+        .arg(&value)
+        .query_async(&mut con)
+        .await
+        .expect("SET");
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut con)
+        .await
+        .expect("INFO memory");
+    assert!(info.starts_with("# Memory\r\n"), "{info}");
+    let fields: std::collections::HashMap<&str, &str> = info
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .collect();
+    let bytes = |name: &str| -> u64 {
+        fields
+            .get(name)
+            .unwrap_or_else(|| panic!("INFO memory lacks {name}: {info}"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is not a number: {info}"))
+    };
+    let budget = shoal_cluster::MemoryBudget::default();
+    assert_eq!(bytes("maxmemory"), budget.total_bytes);
+    assert_eq!(fields.get("maxmemory_human"), Some(&"1.00G"), "{info}");
+    assert_eq!(fields.get("maxmemory_policy"), Some(&"noeviction"), "{info}");
+    assert!(bytes("used_memory_rss") > 1 << 20, "{info}");
+    assert_eq!(bytes("used_memory"), bytes("used_memory_rss"));
+    let parts: u64 = [
+        "block_cache",
+        "write_buffers",
+        "record_cache",
+        "raft_log_cache",
+        "reserve",
+    ]
+    .iter()
+    .map(|part| bytes(&format!("shoal_memory_budget_{part}")))
+    .sum();
+    assert_eq!(parts, budget.total_bytes, "{info}");
+    assert_eq!(
+        bytes("shoal_memory_budget_record_cache"),
+        budget.record_cache_bytes
+    );
+    // The write is in a memtable, in the record cache and in the Raft log cache.
+    assert!(bytes("shoal_memory_write_buffers") >= 1000, "{info}");
+    assert!(bytes("shoal_memory_record_cache") >= 1000, "{info}");
+    assert!(bytes("shoal_memory_raft_log_cache") >= 1000, "{info}");
+    let _ = bytes("shoal_memory_block_cache");
+    // The default INFO includes the section.
+    let all: String = redis::cmd("INFO").query_async(&mut con).await.expect("INFO");
+    assert!(all.contains("# Memory\r\nused_memory:"), "{all}");
+    let _ = server.stop.send(());
+}

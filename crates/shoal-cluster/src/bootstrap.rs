@@ -39,6 +39,7 @@ pub(crate) async fn open_group(
     config: &Arc<Config>,
     limits: Limits,
     tuning: &Tuning,
+    (recent_log_bytes, recent_log_total): (usize, Arc<AtomicU64>),
     founders: Option<Vec<(u64, String)>>,
     router: PeerRouter,
 ) -> Result<Group, Error> {
@@ -46,7 +47,8 @@ pub(crate) async fn open_group(
     let (max_pending, max_inflight) = (tuning.max_pending_per_shard, tuning.max_inflight_entries);
     let disk = engine.disk().clone();
     let start = async move {
-        let log = LogStore::open(engine.clone(), id).map_err(storage_err)?;
+        let log = LogStore::open_with_cache(engine.clone(), id, recent_log_bytes, recent_log_total)
+            .map_err(storage_err)?;
         let key_count = Arc::new(AtomicU64::new(0));
         let sm =
             ShardStateMachine::open(engine, id, limits, key_count.clone()).map_err(storage_err)?;

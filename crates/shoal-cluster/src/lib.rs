@@ -12,6 +12,7 @@ mod disk_guard;
 mod group;
 mod leadership;
 mod local;
+pub mod memory;
 mod node;
 mod peers;
 mod reaper;
@@ -20,7 +21,9 @@ mod status;
 pub mod topology;
 
 pub use clock::now_ms;
+pub use memory::MemoryBudget;
 pub use node::{
-    ClusterConfig, Node, NodeConfig, NodeStats, Tuning, available_cores, default_raft_threads,
+    ClusterConfig, MemoryReport, Node, NodeConfig, NodeStats, Tuning, available_cores,
+    default_raft_threads,
 };
 pub use shoal_raft::transport::{Faults, TransportOptions};

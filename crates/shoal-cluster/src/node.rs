@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{Config, SnapshotPolicy};
-use shoal_core::map::{ClusterView, NodeInfo, NodeStatus, NodeView, ReplicaStatus, ShardView};
+use shoal_core::map::{
+    ClusterView, MemoryStatus, NodeInfo, NodeStatus, NodeView, ReplicaStatus, ShardView,
+};
 use shoal_core::shard::META_GROUP;
 use shoal_core::{Command, Consistency, Error, Limits, Reply, ShardId, ShardLayout};
 use shoal_raft::Raft;
@@ -23,6 +25,7 @@ use tokio::sync::watch;
 use crate::bootstrap::{META_LIMITS, open_group, publish_map, wait_leader};
 use crate::catch_up::{self, CatchingUp};
 use crate::group::Group;
+use crate::memory::{MemoryBudget, process_rss_bytes};
 use crate::peers::Peers;
 use crate::topology::{Identity, Topology, check_identity};
 
@@ -88,8 +91,9 @@ pub struct Tuning {
     pub scan_budget: usize,
     /// How long to wait for a single node's shards to elect themselves at start.
     pub startup_timeout: Duration,
-    /// Bytes of records cached in memory in front of the storage engine (0 disables).
-    pub record_cache_bytes: u64,
+    /// The node's memory budget (`--memory-budget-mib`) split into the block cache, write
+    /// buffers, record cache (`--record-cache-mib`), Raft log cache and a reserve.
+    pub memory: MemoryBudget,
     /// Worker threads of the runtime that runs the Raft groups.
     pub raft_threads: usize,
     /// Longest time a group-commit round waits for busy Raft threads to finish appending
@@ -140,7 +144,7 @@ impl Default for Tuning {
             reap_batch: 1_000,
             scan_budget: 100_000,
             startup_timeout: Duration::from_secs(30),
-            record_cache_bytes: EngineOptions::default().record_cache_bytes,
+            memory: MemoryBudget::default(),
             raft_threads: default_raft_threads(),
             group_commit_wait: Duration::from_millis(1),
             route_timeout: Duration::from_secs(5),
@@ -192,6 +196,8 @@ pub(crate) struct Inner {
     pub(crate) commands: AtomicU64,
     /// Leader transfers this node started to give groups back to their preferred leader.
     pub(crate) leader_transfers: AtomicU64,
+    /// Bytes in every group's cache of recent log entries.
+    raft_log_cache: Arc<AtomicU64>,
 }
 
 pub(crate) fn storage_err(e: impl std::fmt::Display) -> Error {
@@ -206,6 +212,7 @@ struct Handler {
     catching_up: Arc<CatchingUp>,
     node: OnceLock<Weak<Inner>>,
     info: NodeInfo,
+    memory_budget_bytes: u64,
 }
 
 impl Handler {
@@ -264,6 +271,10 @@ impl PeerHandler for Handler {
                 info: self.info.clone(),
                 replicas: Vec::new(),
                 disk: self.disk.status(),
+                memory: MemoryStatus {
+                    rss_bytes: process_rss_bytes().unwrap_or(0),
+                    budget_bytes: self.memory_budget_bytes,
+                },
             },
         }
     }
@@ -310,10 +321,11 @@ impl Node {
             ))
         });
         let engine_options = EngineOptions {
-            record_cache_bytes: tuning.record_cache_bytes,
+            cache_bytes: tuning.memory.block_cache_bytes,
+            write_buffer_bytes: tuning.memory.write_buffer_bytes,
+            record_cache_bytes: tuning.memory.record_cache_bytes,
             writer_activity: writer_activity.clone(),
             min_free_bytes: tuning.min_free_disk_bytes,
-            ..EngineOptions::default()
         };
         let engine = Engine::open(&config.data_dir, &engine_options).map_err(storage_err)?;
         let raft_config = Arc::new(
@@ -390,6 +402,7 @@ impl Node {
                 resp_addr: config.resp_addr.clone(),
                 http_addr: config.http_addr.clone(),
             },
+            memory_budget_bytes: tuning.memory.total_bytes,
         });
         let (stop_peer_server, stop_rx) = watch::channel(false);
         tokio::spawn(crate::disk_guard::sample(
@@ -457,6 +470,10 @@ impl Node {
             .chain(topology.map.shards.iter().map(|s| s.id))
             .filter(|g| topology.replicas(*g).contains(&me))
             .collect();
+        // The Raft log cache's share of the budget, split evenly over the groups here.
+        let raft_log_cache = Arc::new(AtomicU64::new(0));
+        let recent_per_group =
+            (tuning.memory.raft_log_cache_bytes / hosted.len().max(1) as u64) as usize;
         for group_id in hosted {
             let replicas = topology.replicas(group_id);
             // Exactly one node initialises each group: its first replica in placement
@@ -484,6 +501,7 @@ impl Node {
                 &raft_config,
                 limits,
                 &tuning,
+                (recent_per_group, raft_log_cache.clone()),
                 founders,
                 router.clone(),
             )
@@ -529,6 +547,7 @@ impl Node {
                 started: Instant::now(),
                 commands: AtomicU64::new(0),
                 leader_transfers: AtomicU64::new(0),
+                raft_log_cache,
             }),
         };
         let _ = handler.node.set(Arc::downgrade(&node.inner));
@@ -641,6 +660,19 @@ impl Node {
         }
     }
 
+    /// The memory budget, its parts, and what each holds now where it can be measured.
+    pub fn memory(&self) -> MemoryReport {
+        let engine = self.inner.engine.memory();
+        MemoryReport {
+            budget: self.inner.tuning.memory,
+            rss_bytes: process_rss_bytes(),
+            block_cache_bytes: engine.block_cache_bytes,
+            write_buffer_bytes: engine.write_buffer_bytes,
+            record_cache_bytes: engine.record_cache_bytes,
+            raft_log_cache_bytes: self.inner.raft_log_cache.load(Ordering::Relaxed),
+        }
+    }
+
     /// This node's replicas of data shards.
     pub(crate) fn data_groups(&self) -> impl Iterator<Item = &Group> {
         self.inner.groups.iter().skip(1).flatten()
@@ -699,6 +731,14 @@ impl Node {
                 })
                 .collect(),
             disk: self.inner.engine.disk().status(),
+            memory: self.memory_status(),
+        }
+    }
+
+    fn memory_status(&self) -> MemoryStatus {
+        MemoryStatus {
+            rss_bytes: process_rss_bytes().unwrap_or(0),
+            budget_bytes: self.inner.tuning.memory.total_bytes,
         }
     }
 
@@ -760,12 +800,14 @@ impl Node {
                         info: self.info(),
                         up: true,
                         disk: Some(self.inner.engine.disk().status()),
+                        memory: Some(self.memory_status()),
                     }
                 } else {
                     NodeView {
                         info: self.inner.peers.info(n.id).unwrap_or_else(|| n.clone()),
                         up: self.inner.peers.is_up(n.id),
                         disk: self.inner.peers.disk(n.id),
+                        memory: self.inner.peers.memory(n.id),
                     }
                 }
             })
@@ -827,6 +869,18 @@ pub struct NodeStats {
     pub disk_free_bytes: u64,
     pub disk_reserve_bytes: u64,
     pub disk_refused: u64,
+}
+
+/// The memory budget and what its measurable parts hold now, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryReport {
+    pub budget: MemoryBudget,
+    /// The process's resident set (None where /proc is not available).
+    pub rss_bytes: Option<u64>,
+    pub block_cache_bytes: u64,
+    pub write_buffer_bytes: u64,
+    pub record_cache_bytes: u64,
+    pub raft_log_cache_bytes: u64,
 }
 
 impl Drop for Inner {

@@ -93,6 +93,12 @@ impl Peers {
         Some(table.get(&node)?.status.as_ref()?.disk)
     }
 
+    /// `node`'s resident memory and budget by its last report.
+    pub fn memory(&self, node: u64) -> Option<shoal_core::map::MemoryStatus> {
+        let table = self.table.read().expect("peers lock");
+        Some(table.get(&node)?.status.as_ref()?.memory)
+    }
+
     /// The last report about `shard` from `node`'s replica.
     pub fn replica(&self, node: u64, shard: ShardId) -> Option<shoal_core::map::ReplicaStatus> {
         let table = self.table.read().expect("peers lock");

@@ -58,6 +58,18 @@ pub struct NodeView {
     /// Free space under its data directory, from its last status report (none yet: absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskStatus>,
+    /// Its resident memory and memory budget, from its last status report (none yet:
+    /// absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryStatus>,
+}
+
+/// A node's resident set size (0 where the platform does not say) and its memory budget
+/// (`--memory-budget-mib`), in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryStatus {
+    pub rss_bytes: u64,
+    pub budget_bytes: u64,
 }
 
 /// Free space under a node's data directory and the reserve it keeps, in bytes.
@@ -133,4 +145,5 @@ pub struct NodeStatus {
     pub info: NodeInfo,
     pub replicas: Vec<ReplicaStatus>,
     pub disk: DiskStatus,
+    pub memory: MemoryStatus,
 }

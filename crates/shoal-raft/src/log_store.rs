@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
@@ -24,20 +25,54 @@ pub struct LogStore {
     recent: Arc<Mutex<RecentEntries>>,
 }
 
-/// Most entries, and most encoded bytes, kept in the recent-entry cache per group. The
-/// cache only has to cover entries between append and apply (a few in flight per group);
-/// the newest entry is kept even when it alone is larger.
+/// Most entries, and by default most encoded bytes, kept in the recent-entry cache per
+/// group. The cache only has to cover entries between append and apply (a few in flight
+/// per group) and what followers fetch soon after; the newest entry is kept even when it
+/// alone is larger.
 const RECENT_ENTRIES: usize = 1024;
-const RECENT_BYTES: usize = 8 * 1024 * 1024;
+pub const RECENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// A contiguous run of the newest log entries, with their encoded sizes.
-#[derive(Default)]
 struct RecentEntries {
     entries: VecDeque<(Entry, usize)>,
     bytes: usize,
+    max_bytes: usize,
+    /// Bytes held by every group's cache together (the node reports it).
+    total: Arc<AtomicU64>,
+}
+
+impl Default for RecentEntries {
+    fn default() -> Self {
+        Self::new(RECENT_BYTES, Arc::default())
+    }
+}
+
+impl Drop for RecentEntries {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes as u64, Ordering::Relaxed);
+    }
 }
 
 impl RecentEntries {
+    fn new(max_bytes: usize, total: Arc<AtomicU64>) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            bytes: 0,
+            max_bytes,
+            total,
+        }
+    }
+
+    fn add_bytes(&mut self, size: usize) {
+        self.bytes += size;
+        self.total.fetch_add(size as u64, Ordering::Relaxed);
+    }
+
+    fn sub_bytes(&mut self, size: usize) {
+        self.bytes -= size;
+        self.total.fetch_sub(size as u64, Ordering::Relaxed);
+    }
+
     fn first_index(&self) -> Option<u64> {
         self.entries.front().map(|(e, _)| e.log_id.index)
     }
@@ -50,12 +85,12 @@ impl RecentEntries {
         if !contiguous {
             // Appends after a truncation restart the run.
             self.entries.clear();
-            self.bytes = 0;
+            self.sub_bytes(self.bytes);
         }
         self.entries.push_back((entry, size));
-        self.bytes += size;
+        self.add_bytes(size);
         while self.entries.len() > 1
-            && (self.entries.len() > RECENT_ENTRIES || self.bytes > RECENT_BYTES)
+            && (self.entries.len() > RECENT_ENTRIES || self.bytes > self.max_bytes)
         {
             self.pop_front();
         }
@@ -63,7 +98,7 @@ impl RecentEntries {
 
     fn pop_front(&mut self) {
         if let Some((_, size)) = self.entries.pop_front() {
-            self.bytes -= size;
+            self.sub_bytes(size);
         }
     }
 
@@ -89,7 +124,8 @@ impl RecentEntries {
             if e.log_id.index < index {
                 break;
             }
-            self.bytes -= *size;
+            let size = *size;
+            self.sub_bytes(size);
             self.entries.pop_back();
         }
     }
@@ -110,10 +146,21 @@ impl LogStore {
     /// contiguous from the purge point. A damaged log is an error naming the group and
     /// index, never silently skipped.
     pub fn open(engine: Engine, group: GroupId) -> Result<Self, StorageError> {
+        Self::open_with_cache(engine, group, RECENT_BYTES, Arc::default())
+    }
+
+    /// Like `open`, keeping at most `recent_bytes` of recent entries (and always the
+    /// newest), counted into `recent_total` with every other group's.
+    pub fn open_with_cache(
+        engine: Engine,
+        group: GroupId,
+        recent_bytes: usize,
+        recent_total: Arc<AtomicU64>,
+    ) -> Result<Self, StorageError> {
         let store = LogStore {
             engine,
             group,
-            recent: Arc::default(),
+            recent: Arc::new(Mutex::new(RecentEntries::new(recent_bytes, recent_total))),
         };
         let purged = store
             .purged()
@@ -413,6 +460,7 @@ mod tests {
         recent.purge_upto(5);
         assert_eq!(recent.get(6, 7).unwrap().len(), 1);
         assert_eq!(recent.bytes, 10);
+        assert_eq!(recent.total.load(Ordering::Relaxed), 10);
     }
 
     #[test]

@@ -25,8 +25,9 @@ const STRIPES: usize = 64;
 const ENTRY_OVERHEAD: u64 = 64;
 /// Values up to this size are copied into the key's allocation. A hit then touches one
 /// block of memory for key and value (GET -P 16 spent a third of its time on cache misses
-/// walking key, refcount and value in three places); larger values stay shared, since
-/// copying them on every write would cost more than the misses save.
+/// walking key, refcount and value in three places); larger values get an allocation of
+/// their own (see `pack`), since copying them twice on a hit would cost more than the
+/// misses save.
 pub(crate) const MAX_PACKED_VALUE: usize = 1024;
 
 /// A cached key: `packed[..key_len]` is the key; a small value follows it in the same
@@ -159,7 +160,10 @@ fn pack(
                 start: key_len,
             }
         } else {
-            CachedValue::Shared(r.value.clone())
+            // Copied: a value straight from a request is a view into the connection's
+            // read buffer, which the cache would otherwise keep whole while charging
+            // only the value's length.
+            CachedValue::Shared(Bytes::copy_from_slice(&r.value))
         },
     });
     let cache_key = CacheKey {
@@ -220,6 +224,11 @@ impl RecordCache {
         {
             cache.insert(key, value);
         }
+    }
+
+    /// Bytes the cached entries are charged (see `RecordWeight`).
+    pub(crate) fn weight(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |cache| cache.weight())
     }
 
     /// Forgets everything (after a flush or a snapshot install replaced a whole group).

@@ -12,17 +12,57 @@ use crate::keys::{self, GroupId};
 use crate::syncer::{SyncCallback, Syncer, WriterActivity};
 use crate::{Result, StorageError};
 
-/// Memtable of the shard records, the one keyspace written at random keys (every apply).
-/// fjall's default of 64 MiB makes each insert a deep, cache-missing skiplist search:
-/// 19% of a single node's CPU under pipelined SETs. 16 MiB measured +30% SET -P 16 on one
-/// node and -17% CPU per write on 3 nodes; 8 MiB flushed too often to gain more.
+/// Largest memtable of the shard records, the one keyspace written at random keys (every
+/// apply). fjall's default of 64 MiB makes each insert a deep, cache-missing skiplist
+/// search: 19% of a single node's CPU under pipelined SETs. 16 MiB measured +30% SET -P 16
+/// on one node and -17% CPU per write on 3 nodes; 8 MiB flushed too often to gain more.
 const DATA_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Memtable of the per-group bookkeeping (vote, applied position, purge point): a handful
-/// of keys, one of which every apply rewrites, so a big memtable holds hundreds of
+/// Largest memtable of the per-group bookkeeping (vote, applied position, purge point): a
+/// handful of keys, one of which every apply rewrites, so a big memtable holds hundreds of
 /// thousands of dead versions to search past. 1 MiB measured SET -P 1 on one node
 /// 27.9-31.0k -> 30.8-32.5k /s against 64 MiB.
 const META_MEMTABLE_BYTES: u64 = 1024 * 1024;
+
+/// Largest memtables of the Raft log (appended in order, so size costs no CPU) and of the
+/// expiry index (written only by keys with a TTL).
+const LOG_MEMTABLE_BYTES: u64 = 32 * 1024 * 1024;
+const EXPIRY_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// fjall refuses a journal limit below this.
+const MIN_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Memtable size limits per keyspace, from the write-buffer budget. fjall keeps, per
+/// keyspace, one active memtable and the sealed ones waiting for a flush (it halts writes
+/// at four), so the sizes add up to half the budget: the active memtables plus as much
+/// again being flushed. Each is the measured best size above, or its share of that half
+/// when the budget is smaller (log 40%, data 40%, expiry 15%, bookkeeping 5%), never
+/// under 1 MiB. fjall stores a keyspace's options when it creates it, so these apply to
+/// data directories created from now on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemtableSizes {
+    pub log: u64,
+    pub data: u64,
+    pub expiry: u64,
+    pub meta: u64,
+}
+
+impl MemtableSizes {
+    pub fn for_write_buffers(write_buffer_bytes: u64) -> Self {
+        let half = write_buffer_bytes / 2;
+        let share = |percent: u64, best: u64| (half / 100 * percent).clamp(1 << 20, best);
+        Self {
+            log: share(40, LOG_MEMTABLE_BYTES),
+            data: share(40, DATA_MEMTABLE_BYTES),
+            expiry: share(15, EXPIRY_MEMTABLE_BYTES),
+            meta: share(5, META_MEMTABLE_BYTES),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.log + self.data + self.expiry + self.meta
+    }
+}
 
 /// Default free-space reserve: room for what lands after writes are acknowledged (a
 /// memtable flush per keyspace, the compactions they trigger, the journal until flushed);
@@ -34,6 +74,10 @@ pub const DEFAULT_MIN_FREE_BYTES: u64 = 1024 * 1024 * 1024;
 pub struct EngineOptions {
     /// Block cache size in bytes.
     pub cache_bytes: u64,
+    /// Memory for memtables across keyspaces (see `MemtableSizes`); it also sets the
+    /// journal's limit, half of it and at least 64 MiB, past which fjall flushes the
+    /// memtables holding the oldest journal so it can delete it.
+    pub write_buffer_bytes: u64,
     /// Record cache size in bytes (0 disables it).
     pub record_cache_bytes: u64,
     /// The threads that append to the log, which group commit waits for (see `syncer`);
@@ -47,7 +91,8 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
-            cache_bytes: 256 * 1024 * 1024,
+            cache_bytes: 128 * 1024 * 1024,
+            write_buffer_bytes: 192 * 1024 * 1024,
             record_cache_bytes: 128 * 1024 * 1024,
             writer_activity: None,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
@@ -60,6 +105,17 @@ impl Default for EngineOptions {
 pub struct LogBounds {
     pub first: Option<u64>,
     pub last: Option<u64>,
+}
+
+/// Memory the engine holds now, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineMemory {
+    /// Blocks in fjall's block cache.
+    pub block_cache_bytes: u64,
+    /// fjall's memtables, active and sealed, across keyspaces.
+    pub write_buffer_bytes: u64,
+    /// The record cache, as it charges entries (key, value and bookkeeping).
+    pub record_cache_bytes: u64,
 }
 
 /// Counters that show group commit at work.
@@ -117,6 +173,7 @@ impl Engine {
         let db_dir = dir.join("db");
         let builder = Database::builder(&db_dir)
             .cache_size(options.cache_bytes)
+            .max_journaling_size((options.write_buffer_bytes / 2).max(MIN_JOURNAL_BYTES))
             .manual_journal_persist(true);
         // fjall asserts some journal invariants while decoding (debug builds), so damaged
         // bytes can panic instead of erroring: that is a corrupt journal too, not a bug
@@ -139,15 +196,16 @@ impl Engine {
             ),
             other => other.into(),
         })?;
-        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
-        let log = open("raft_log")?;
-        let meta = db.keyspace("raft_meta", || {
-            KeyspaceCreateOptions::default().max_memtable_size(META_MEMTABLE_BYTES)
-        })?;
-        let data = db.keyspace("shard_data", || {
-            KeyspaceCreateOptions::default().max_memtable_size(DATA_MEMTABLE_BYTES)
-        })?;
-        let expiry = open("shard_expiry")?;
+        let sizes = MemtableSizes::for_write_buffers(options.write_buffer_bytes);
+        let open = |name: &str, memtable: u64| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+            })
+        };
+        let log = open("raft_log", sizes.log)?;
+        let meta = open("raft_meta", sizes.meta)?;
+        let data = open("shard_data", sizes.data)?;
+        let expiry = open("shard_expiry", sizes.expiry)?;
         let syncer = Syncer::start(db.clone(), db_dir, options.writer_activity.clone())?;
         let counters = syncer.counters.clone();
         Ok(Engine {
@@ -195,6 +253,15 @@ impl Engine {
         StorageStats {
             fsyncs: self.inner.counters.fsyncs.load(Ordering::Relaxed),
             sync_requests: self.inner.counters.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Memory the engine holds now (the parts of the node's memory budget it can measure).
+    pub fn memory(&self) -> EngineMemory {
+        EngineMemory {
+            block_cache_bytes: self.inner.db.cache_size(),
+            write_buffer_bytes: self.inner.db.write_buffer_size(),
+            record_cache_bytes: self.inner.records.weight(),
         }
     }
 
@@ -408,6 +475,36 @@ mod tests {
         engine.sync(Box::new(move |r| tx.send(r.is_ok()).unwrap()));
         assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap());
         assert!(started.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[test]
+    fn memtables_take_half_the_write_buffers_up_to_their_best_sizes() {
+        const MIB: u64 = 1 << 20;
+        let big = MemtableSizes::for_write_buffers(192 * MIB);
+        assert_eq!((big.log, big.data, big.meta), (32 * MIB, 16 * MIB, MIB));
+        assert_eq!(big.expiry, 96 * MIB / 100 * 15);
+        assert!(big.total() <= 96 * MIB);
+        let small = MemtableSizes::for_write_buffers(16 * MIB);
+        // Half of 16 MiB, give or take the bookkeeping memtable's 1 MiB floor.
+        assert!(small.total() <= 9 * MIB, "{small:?}");
+        assert!(small.data < 4 * MIB && small.log < 4 * MIB, "{small:?}");
+        assert_eq!(small.meta, MIB);
+        assert_eq!(MemtableSizes::for_write_buffers(0).total(), 4 * MIB);
+    }
+
+    #[test]
+    fn memory_reports_what_the_caches_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
+        let before = engine.memory();
+        engine
+            .append_log(1, (1..=100).map(|i| (i, vec![7u8; 1000])))
+            .unwrap();
+        let after = engine.memory();
+        assert!(
+            after.write_buffer_bytes >= before.write_buffer_bytes + 100_000,
+            "{before:?} -> {after:?}"
+        );
     }
 
     #[test]

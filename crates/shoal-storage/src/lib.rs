@@ -15,7 +15,10 @@ mod snapshot;
 mod syncer;
 
 pub use disk::{DiskLow, DiskSpace, DiskUse};
-pub use engine::{DEFAULT_MIN_FREE_BYTES, Engine, EngineOptions, LogBounds, StorageStats};
+pub use engine::{
+    DEFAULT_MIN_FREE_BYTES, Engine, EngineMemory, EngineOptions, LogBounds, MemtableSizes,
+    StorageStats,
+};
 pub use keys::GroupId;
 pub use shard_data::{DataChange, ScanPage};
 pub use snapshot::SNAPSHOT_MAGIC;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use shoal_core::map::{ClusterView, DiskStatus};
+use shoal_core::map::{ClusterView, DiskStatus, MemoryStatus};
 
 use crate::client::{Format, base_url};
 
@@ -115,6 +115,16 @@ fn disk_free(disk: DiskStatus) -> String {
     }
 }
 
+/// "412 of 1024 MiB": the resident set against the budget (`--memory-budget-mib`).
+fn memory_use(memory: MemoryStatus) -> String {
+    let mib = |bytes: u64| bytes >> 20;
+    format!(
+        "{} of {} MiB",
+        mib(memory.rss_bytes),
+        mib(memory.budget_bytes)
+    )
+}
+
 pub(crate) fn render(view: &ClusterView) -> String {
     let up = view.nodes.iter().filter(|n| n.up).count();
     let led = view.shards.iter().filter(|s| s.leader.is_some()).count();
@@ -154,6 +164,7 @@ pub(crate) fn render(view: &ClusterView) -> String {
             "PEER",
             "LEADS",
             "DISK FREE",
+            "MEMORY",
         ],
         view.nodes
             .iter()
@@ -171,6 +182,7 @@ pub(crate) fn render(view: &ClusterView) -> String {
                     dash(&n.info.peer_addr),
                     leads.to_string(),
                     n.disk.map_or("-".to_string(), disk_free),
+                    n.memory.map_or("-".to_string(), memory_use),
                 ]
             })
             .collect(),
@@ -218,6 +230,10 @@ mod tests {
                 free_bytes: 10 << 20,
                 reserve_bytes: 1 << 30,
             }),
+            memory: up.then_some(MemoryStatus {
+                rss_bytes: 412 << 20,
+                budget_bytes: 1 << 30,
+            }),
         };
         let view = ClusterView {
             cluster_id: "abc".into(),
@@ -253,7 +269,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("1      10 MiB, LOW (reserve 1024 MiB): writes refused"),
+            text.contains(
+                "1      10 MiB, LOW (reserve 1024 MiB): writes refused  412 of 1024 MiB\n"
+            ),
             "{text}"
         );
         assert!(

@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Run a shoal node (the data lives in --data-dir).
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Start a local cluster of N nodes, print its addresses, stop it on Ctrl-C.
     Demo(demo::DemoArgs),
     /// Measure a running cluster: N connections of PUTs or GETs for a while, with latencies.
@@ -64,7 +64,7 @@ fn main() -> std::process::ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Commands::Server(args) => server::run(args).await,
+            Commands::Server(args) => server::run(*args).await,
             Commands::Kv(cmd) => client::run(cmd).await,
             Commands::Demo(args) => demo::run(args).await,
             Commands::Cluster(cmd) => cluster_cmd::run(cmd).await,

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use shoal_api::http::{self, HttpConfig};
 use shoal_api::resp::{self, RespConfig};
 use shoal_cluster::topology::parse_initial_cluster;
-use shoal_cluster::{ClusterConfig, Node, NodeConfig, Tuning};
+use shoal_cluster::{ClusterConfig, MemoryBudget, Node, NodeConfig, Tuning};
 use shoal_core::Limits;
 use shoal_core::limits::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
 use tokio::net::TcpListener;
@@ -97,9 +97,16 @@ pub struct ServerArgs {
     /// Queued requests per shard before clients get a retryable "overloaded" error.
     #[arg(long, default_value_t = Tuning::default().max_pending_per_shard, help_heading = "Tuning")]
     max_pending_per_shard: usize,
-    /// Memory for caching records in front of the storage engine, in MiB (0 disables).
-    #[arg(long, default_value_t = Tuning::default().record_cache_bytes >> 20, help_heading = "Tuning")]
-    record_cache_mib: u64,
+    /// Memory the node plans for, in MiB: split into the storage engine's block cache
+    /// (1/8), its write buffers (3/16), the record cache (1/8), the Raft log cache (1/16)
+    /// and a reserve for connections, requests in flight and the process itself (the
+    /// rest). `INFO memory` shows the split and what each part holds.
+    #[arg(long, default_value_t = shoal_cluster::memory::DEFAULT_MEMORY_BUDGET_BYTES >> 20, env = "SHOAL_MEMORY_BUDGET_MIB")]
+    memory_budget_mib: u64,
+    /// Memory for caching records in front of the storage engine, in MiB (0 disables), out
+    /// of --memory-budget-mib. Default: an eighth of the budget.
+    #[arg(long, help_heading = "Tuning")]
+    record_cache_mib: Option<u64>,
     /// Threads serving client connections (RESP and HTTP). Default: the cores left after
     /// the Raft threads, at least 1. On 2 cores one I/O thread measured best for
     /// unpipelined clients; more threads help heavily pipelined reads.
@@ -244,7 +251,10 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         max_inflight_entries: args.max_inflight_entries,
         max_pending_per_shard: args.max_pending_per_shard,
         snapshot_every: args.snapshot_every,
-        record_cache_bytes: args.record_cache_mib << 20,
+        memory: MemoryBudget::split(
+            args.memory_budget_mib.saturating_mul(1 << 20),
+            args.record_cache_mib.map(|mib| mib.saturating_mul(1 << 20)),
+        )?,
         raft_threads: args.raft_threads,
         group_commit_wait: std::time::Duration::from_micros(args.group_commit_wait_us),
         leader_balance_interval: std::time::Duration::from_millis(args.leader_balance_interval_ms),

@@ -46,6 +46,10 @@ impl PeerHandler for StatusOnly {
                 free_bytes: u64::MAX,
                 reserve_bytes: 0,
             },
+            memory: shoal_core::map::MemoryStatus {
+                rss_bytes: 0,
+                budget_bytes: 0,
+            },
         }
     }
 }

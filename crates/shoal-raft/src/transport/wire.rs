@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::types::{SnapshotMeta, TypeConfig, Vote};
 
 /// Bumped on any incompatible change to these messages.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest frame either side accepts. An AppendEntries carries at most
 /// `MAX_PAYLOAD_ENTRIES` entries of at most one 8 MiB value each (or 4 MiB of batched

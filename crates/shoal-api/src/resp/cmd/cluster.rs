@@ -266,6 +266,7 @@ mod tests {
             },
             up: true,
             disk: None,
+            memory: None,
         };
         let shard = |id, start, end, leader| ShardView {
             id,

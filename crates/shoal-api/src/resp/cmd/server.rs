@@ -174,9 +174,11 @@ pub(super) fn dbsize(ctx: &Ctx, session: &mut Session, _: &[Bytes]) -> Result<Ou
     )
 }
 
-const INFO_SECTIONS: &[&str] = &["server", "clients", "stats", "cluster", "keyspace"];
+const INFO_SECTIONS: &[&str] = &[
+    "server", "clients", "memory", "stats", "cluster", "keyspace",
+];
 
-/// `INFO [section ...]`: server, clients, cluster and keyspace. The keyspace section needs
+/// `INFO [section ...]`: server, clients, memory, stats, cluster and keyspace. The keyspace section needs
 /// the key count from the node; the others are answered at once.
 pub(super) fn info(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     let asked: Vec<String> = args[1..]
@@ -240,6 +242,20 @@ fn info_text(ctx: &Ctx, sections: &[&str]) -> String {
                 ctx.config.max_connections,
             )),
             "cluster" => text.push_str("# Cluster\r\ncluster_enabled:1\r\n\r\n"),
+            "memory" => {
+                text.push_str("# Memory\r\n");
+                for (name, bytes) in ctx.node.memory() {
+                    text.push_str(&format!("{name}:{bytes}\r\n"));
+                    if matches!(name, "used_memory" | "used_memory_rss" | "maxmemory") {
+                        text.push_str(&format!("{name}_human:{}\r\n", human_bytes(bytes)));
+                    }
+                    if name == "maxmemory" {
+                        // Writes are never refused for memory: the budget sizes caches.
+                        text.push_str("maxmemory_policy:noeviction\r\n");
+                    }
+                }
+                text.push_str("\r\n");
+            }
             "stats" => {
                 text.push_str("# Stats\r\n");
                 for (name, value) in ctx.node.stats() {
@@ -251,6 +267,20 @@ fn info_text(ctx: &Ctx, sections: &[&str]) -> String {
         }
     }
     text
+}
+
+/// Bytes as Redis's `*_human` fields write them: 1.50M, 512.00K, 100B.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10), ("B", 1)];
+    let (unit, size) = UNITS
+        .into_iter()
+        .find(|(_, size)| bytes >= *size)
+        .unwrap_or(("B", 1));
+    if size == 1 {
+        format!("{bytes}B")
+    } else {
+        format!("{:.2}{unit}", bytes as f64 / size as f64)
+    }
 }
 
 /// `FLUSHALL [ASYNC|SYNC]`, only on nodes started with `--allow-flush`.
@@ -282,6 +312,14 @@ fn flush(ctx: &Ctx, session: &Session, args: &[Bytes], name: &str) -> Result<Out
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_bytes_reads_like_redis() {
+        assert_eq!(human_bytes(0), "0B");
+        assert_eq!(human_bytes(100), "100B");
+        assert_eq!(human_bytes(1536), "1.50K");
+        assert_eq!(human_bytes(1024 << 20), "1.00G");
+    }
 
     #[test]
     fn command_entries_have_redis7_shape() {
