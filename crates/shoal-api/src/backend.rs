@@ -9,7 +9,7 @@
 use futures_util::future::BoxFuture;
 use shoal_cluster::Node;
 use shoal_core::map::ClusterView;
-use shoal_core::{Command, Consistency, Error, Limits, Reply, ShardLayout};
+use shoal_core::{Command, Consistency, Error, Limits, Reply, ShardId, ShardLayout};
 
 pub(crate) trait Backend: Send + Sync + 'static {
     /// Orders `command` now (before the future is polled) and resolves to its result.
@@ -57,6 +57,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn stats(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// Shards (Raft groups) stopped on this node for good, with why (`/health`).
+    fn failed_groups(&self) -> Vec<(ShardId, Error)> {
+        Vec::new()
+    }
     /// `name:bytes` for INFO's memory section: the budget, its parts, what they hold.
     fn memory(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
@@ -64,6 +68,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
 }
 
 impl Backend for Node {
+    fn failed_groups(&self) -> Vec<(ShardId, Error)> {
+        Node::failed_groups(self)
+    }
+
     fn execute(
         &self,
         command: Command,

@@ -18,7 +18,8 @@ use shoal_core::apply::{Change, KeyView, apply};
 use shoal_core::command::ScanCursor;
 use shoal_core::map::{ClusterView, NodeInfo, NodeView, ShardView};
 use shoal_core::{
-    Command, Consistency, Error, Limits, Record, Reply, ShardLayout, UnixMillis, WriteOp, key_slot,
+    Command, Consistency, Error, Limits, Record, Reply, ShardId, ShardLayout, UnixMillis, WriteOp,
+    key_slot,
 };
 
 use crate::backend::Backend;
@@ -69,6 +70,8 @@ struct State {
     slow: HashMap<Bytes, Duration>,
     /// Every consistency level requested, to check the front end passes it through.
     consistencies: Vec<Consistency>,
+    /// Groups reported as stopped on this node.
+    failed_groups: Vec<(ShardId, Error)>,
 }
 
 struct View<'a>(&'a BTreeMap<(u16, Bytes), Record>);
@@ -116,6 +119,11 @@ impl FakeNode {
         self.state()
             .failures
             .insert(Bytes::copy_from_slice(key.as_bytes()), err);
+    }
+
+    /// Reports `shard` as stopped on this node for `err` (a storage failure).
+    pub fn fail_group(&self, shard: ShardId, err: Error) {
+        self.state().failed_groups.push((shard, err));
     }
 
     /// Every command touching `key` takes `delay` to answer.
@@ -292,6 +300,10 @@ impl Backend for FakeNode {
             }
             result
         })
+    }
+
+    fn failed_groups(&self) -> Vec<(ShardId, Error)> {
+        self.state().failed_groups.clone()
     }
 
     fn id(&self) -> u64 {

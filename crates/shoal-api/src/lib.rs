@@ -3,7 +3,10 @@
 //! consensus logic lives here.
 
 mod backend;
+pub mod connections;
 #[cfg(test)]
 mod fake;
 pub mod http;
 pub mod resp;
+
+pub use connections::{ConnectionLimit, ConnectionPermit};

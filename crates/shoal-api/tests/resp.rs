@@ -41,7 +41,7 @@ async fn start(options: Options) -> Server {
     .expect("node starts");
     wait_until_serving(&node).await;
     let config = RespConfig {
-        max_connections: options.max_connections,
+        connections: shoal_api::ConnectionLimit::new(options.max_connections),
         ..RespConfig::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();
@@ -120,7 +120,11 @@ async fn info_memory_reports_the_budget_and_its_parts() {
     let budget = shoal_cluster::MemoryBudget::default();
     assert_eq!(bytes("maxmemory"), budget.total_bytes);
     assert_eq!(fields.get("maxmemory_human"), Some(&"1.00G"), "{info}");
-    assert_eq!(fields.get("maxmemory_policy"), Some(&"noeviction"), "{info}");
+    assert_eq!(
+        fields.get("maxmemory_policy"),
+        Some(&"noeviction"),
+        "{info}"
+    );
     assert!(bytes("used_memory_rss") > 1 << 20, "{info}");
     assert_eq!(bytes("used_memory"), bytes("used_memory_rss"));
     let parts: u64 = [
@@ -144,7 +148,10 @@ async fn info_memory_reports_the_budget_and_its_parts() {
     assert!(bytes("shoal_memory_raft_log_cache") >= 1000, "{info}");
     let _ = bytes("shoal_memory_block_cache");
     // The default INFO includes the section.
-    let all: String = redis::cmd("INFO").query_async(&mut con).await.expect("INFO");
+    let all: String = redis::cmd("INFO")
+        .query_async(&mut con)
+        .await
+        .expect("INFO");
     assert!(all.contains("# Memory\r\nused_memory:"), "{all}");
     let _ = server.stop.send(());
 }

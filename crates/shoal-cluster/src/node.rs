@@ -120,6 +120,9 @@ pub struct Tuning {
     /// Free space kept in reserve under the data directory (`--min-free-disk-mib`): writes
     /// are refused as free space falls into it, before the disk fills (see `disk_guard`).
     pub min_free_disk_bytes: u64,
+    /// Table files the storage engine keeps open at once (fjall's descriptor cache); the
+    /// binary sizes it from the process's open-file limit, beside the client connections.
+    pub storage_open_files: usize,
 }
 
 impl Tuning {
@@ -154,6 +157,7 @@ impl Default for Tuning {
             unsafe_unconfirmed_reads: false,
             transport: TransportOptions::default(),
             min_free_disk_bytes: shoal_storage::DEFAULT_MIN_FREE_BYTES,
+            storage_open_files: shoal_storage::DEFAULT_OPEN_FILES,
         }
     }
 }
@@ -326,6 +330,7 @@ impl Node {
             record_cache_bytes: tuning.memory.record_cache_bytes,
             writer_activity: writer_activity.clone(),
             min_free_bytes: tuning.min_free_disk_bytes,
+            open_files: tuning.storage_open_files,
         };
         let engine = Engine::open(&config.data_dir, &engine_options).map_err(storage_err)?;
         let raft_config = Arc::new(
@@ -676,6 +681,14 @@ impl Node {
     /// This node's replicas of data shards.
     pub(crate) fn data_groups(&self) -> impl Iterator<Item = &Group> {
         self.inner.groups.iter().skip(1).flatten()
+    }
+
+    /// Groups Raft stopped on this node for good (a storage failure, a panic), with why: they
+    /// serve nothing until the node restarts, and `/health` reports them.
+    pub fn failed_groups(&self) -> Vec<(ShardId, Error)> {
+        self.all_groups()
+            .filter_map(|g| Some((g.id, g.failure()?)))
+            .collect()
     }
 
     /// This node's replicas of every group, the metadata group first.

@@ -86,7 +86,15 @@ pub struct EngineOptions {
     /// Free space kept in reserve under the data directory; writes are refused as free
     /// space falls into it (see `disk`). 0 turns the guard off.
     pub min_free_bytes: u64,
+    /// Table files kept open at once (fjall's descriptor cache; more are opened per read).
+    /// Journals and files being written come on top. At least [`MIN_OPEN_FILES`].
+    pub open_files: usize,
 }
+
+/// fjall's own default for its descriptor cache.
+pub const DEFAULT_OPEN_FILES: usize = 900;
+/// The fewest the descriptor cache works with (fjall asserts at least 10).
+pub const MIN_OPEN_FILES: usize = 16;
 
 impl Default for EngineOptions {
     fn default() -> Self {
@@ -96,6 +104,7 @@ impl Default for EngineOptions {
             record_cache_bytes: 128 * 1024 * 1024,
             writer_activity: None,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            open_files: DEFAULT_OPEN_FILES,
         }
     }
 }
@@ -173,6 +182,7 @@ impl Engine {
         let db_dir = dir.join("db");
         let builder = Database::builder(&db_dir)
             .cache_size(options.cache_bytes)
+            .max_cached_files(Some(options.open_files.max(MIN_OPEN_FILES)))
             .max_journaling_size((options.write_buffer_bytes / 2).max(MIN_JOURNAL_BYTES))
             .manual_journal_persist(true);
         // fjall asserts some journal invariants while decoding (debug builds), so damaged

@@ -16,8 +16,8 @@ mod syncer;
 
 pub use disk::{DiskLow, DiskSpace, DiskUse};
 pub use engine::{
-    DEFAULT_MIN_FREE_BYTES, Engine, EngineMemory, EngineOptions, LogBounds, MemtableSizes,
-    StorageStats,
+    DEFAULT_MIN_FREE_BYTES, DEFAULT_OPEN_FILES, Engine, EngineMemory, EngineOptions, LogBounds,
+    MIN_OPEN_FILES, MemtableSizes, StorageStats,
 };
 pub use keys::GroupId;
 pub use shard_data::{DataChange, ScanPage};

@@ -8,6 +8,7 @@ mod bench;
 mod client;
 mod cluster_cmd;
 mod demo;
+mod fds;
 mod server;
 
 use clap::{Parser, Subcommand};

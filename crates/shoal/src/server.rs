@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
+use shoal_api::ConnectionLimit;
 use shoal_api::http::{self, HttpConfig};
 use shoal_api::resp::{self, RespConfig};
 use shoal_cluster::topology::parse_initial_cluster;
@@ -81,7 +82,10 @@ pub struct ServerArgs {
     /// writes resume by themselves once space is freed. 0 turns the guard off.
     #[arg(long, default_value_t = Tuning::default().min_free_disk_bytes >> 20, env = "SHOAL_MIN_FREE_DISK_MIB")]
     min_free_disk_mib: u64,
-    /// Most simultaneous RESP client connections.
+    /// Most simultaneous client connections, RESP and HTTP together. Lowered at start, with a
+    /// warning, to what the open-file limit leaves once the storage engine's files and a
+    /// reserve for peers and snapshots are set aside (the node first raises its soft limit to
+    /// the hard one).
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
     /// Most keys one KEYS command may return (use SCAN for more).
@@ -153,8 +157,11 @@ fn init_logging(args: &ServerArgs) -> Result<(), String> {
             args.log_level
         )
     })?;
+    use std::io::IsTerminal;
+    // Colour codes only for a person watching a terminal, never in a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),
@@ -224,6 +231,28 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         }
     }
     let election_timeout_ms = parse_range(&args.election_timeout_ms)?;
+    let fd_limit = crate::fds::raise_open_file_limit();
+    let fd_plan = crate::fds::plan(fd_limit.soft, args.max_connections)?;
+    tracing::info!(
+        open_file_limit = fd_limit.soft,
+        raised_from = fd_limit.before,
+        storage_files = fd_plan.storage_files,
+        reserved = crate::fds::RESERVED_FDS,
+        max_connections = fd_plan.clients,
+        "file descriptors"
+    );
+    if fd_plan.clients < args.max_connections {
+        let warning = format!(
+            "--max-connections {} lowered to {} to fit the open-file limit of {} ({} for storage files, {} in reserve); raise the limit (ulimit -n, LimitNOFILE=) to allow more",
+            args.max_connections,
+            fd_plan.clients,
+            fd_limit.soft,
+            fd_plan.storage_files,
+            crate::fds::RESERVED_FDS
+        );
+        tracing::warn!("{warning}");
+        eprintln!("warning: {warning}");
+    }
     let config = NodeConfig {
         id: args.id,
         data_dir: args.data_dir.clone(),
@@ -259,6 +288,7 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         group_commit_wait: std::time::Duration::from_micros(args.group_commit_wait_us),
         leader_balance_interval: std::time::Duration::from_millis(args.leader_balance_interval_ms),
         min_free_disk_bytes: args.min_free_disk_mib.saturating_mul(1 << 20),
+        storage_open_files: fd_plan.storage_files,
         ..Tuning::default()
     };
     let node = Node::start_with(config, tuning).await.map_err(|e| {
@@ -272,8 +302,10 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // One limit for both front ends: every client connection costs a descriptor alike.
+    let connections = ConnectionLimit::new(fd_plan.clients);
     let resp_config = RespConfig {
-        max_connections: args.max_connections,
+        connections: connections.clone(),
         ..RespConfig::default()
     };
     let resp_task = tokio::spawn(resp::serve(
@@ -285,7 +317,10 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
     let http_task = tokio::spawn(http::serve(
         http_listener,
         node.clone(),
-        HttpConfig::default(),
+        HttpConfig {
+            connections,
+            ..HttpConfig::default()
+        },
         stopped(stop_rx),
     ));
     tracing::info!(%resp_addr, %http_addr, data_dir = %args.data_dir.display(), "serving");

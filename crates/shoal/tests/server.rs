@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+#[path = "server/descriptors.rs"]
+mod descriptors;
 #[path = "server/full_disk.rs"]
 mod full_disk;
 
@@ -120,6 +122,8 @@ struct Node {
     starts: u32,
     /// Flags added to every start.
     extra_args: Vec<String>,
+    /// The open-file limit, soft and hard, the server starts under (None: this process's).
+    open_file_limit: Option<u64>,
 }
 
 impl Node {
@@ -131,6 +135,7 @@ impl Node {
             http_port,
             starts: 0,
             extra_args: Vec::new(),
+            open_file_limit: None,
         }
     }
 
@@ -158,6 +163,20 @@ impl Node {
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("log file"));
+        if let Some(limit) = self.open_file_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is one system call, safe between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    use rustix::process::{Resource, Rlimit, setrlimit};
+                    let limit = Rlimit {
+                        current: Some(limit),
+                        maximum: Some(limit),
+                    };
+                    setrlimit(Resource::Nofile, limit).map_err(std::io::Error::from)
+                });
+            }
+        }
         let mut server = Server {
             child: KillOnDrop(cmd.spawn().expect("spawn shoal server")),
             resp_port: self.resp_port,

@@ -64,7 +64,7 @@ impl ApiError {
             "unknown_route",
             format!(
                 "no such endpoint: {method} {path}; endpoints are /v1/kv/{{key}}, /v1/kv, \
-                 /v1/cluster and /health"
+                 /v1/txn, /v1/cluster and /health"
             ),
         )
     }

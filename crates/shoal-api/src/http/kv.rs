@@ -96,7 +96,13 @@ pub(super) fn body_error(
     headers: &HeaderMap,
     state: &AppState,
 ) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if let Some(timed_out) = find_source::<super::server::BodyTimedOut>(&rejection) {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            timed_out.to_string(),
+        )
+    } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         let content_length = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -108,6 +114,20 @@ pub(super) fn body_error(
             rejection.body_text()
         ))
     }
+}
+
+/// The first error of type `T` in `err`'s chain of sources.
+fn find_source<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        next = err.source();
+    }
+    None
 }
 
 pub(crate) async fn delete_key(

@@ -24,6 +24,7 @@ pub mod error;
 mod kv;
 mod list;
 pub mod params;
+mod server;
 mod txn;
 
 #[doc(hidden)]
@@ -33,10 +34,13 @@ pub use txn::parse_txn_body;
 #[macro_use]
 mod suite;
 #[cfg(test)]
+mod listener_tests;
+#[cfg(test)]
 mod tests;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -49,12 +53,24 @@ use shoal_core::Limits;
 use shoal_core::map::ClusterView;
 
 use crate::backend::Backend;
+use crate::connections::ConnectionLimit;
 pub use error::ApiError;
 pub use kv::{EXPIRE_AT_HEADER, VERSION_HEADER};
 
 /// Tunables of the HTTP front end. Size limits come from the node (`Node::limits`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
+    /// Client connections open at once, shared with RESP when the node passes both the same
+    /// limit; over it a connection gets a JSON 503 and is closed.
+    pub connections: ConnectionLimit,
+    /// Longest wait for a request's line and headers, counted from the moment the connection
+    /// is ready for a request: it also closes keep-alive connections idle this long.
+    pub header_read_timeout: Duration,
+    /// Longest wait for a request's whole body once its headers arrived; then a 408.
+    pub body_read_timeout: Duration,
+    /// A connection that moves no bytes either way this long is closed (a client that stops
+    /// reading its response). Longer than any request the node runs.
+    pub idle_timeout: Duration,
     /// Page size of a listing when the request gives no `limit`.
     pub default_list_limit: usize,
     /// Largest `limit` a listing accepts; more is a 400 (page with the cursor instead).
@@ -67,6 +83,10 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
+            connections: ConnectionLimit::new(crate::resp::DEFAULT_MAX_CONNECTIONS),
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
             default_list_limit: 100,
             max_list_limit: 1000,
             max_scan_calls: 8,
@@ -106,13 +126,13 @@ pub(crate) async fn serve_backend(
     config: HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router_for(backend, config))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let router = router_for(backend, config.clone());
+    server::serve_router(listener, router, &config, shutdown).await
 }
 
 pub(crate) fn router_for(backend: Arc<dyn Backend>, config: HttpConfig) -> Router {
     let limits = backend.limits();
+    let body_read_timeout = config.body_read_timeout;
     let state = AppState {
         backend,
         limits,
@@ -134,6 +154,10 @@ pub(crate) fn router_for(backend: Arc<dyn Backend>, config: HttpConfig) -> Route
         // Enforced while reading the body, so an oversized value is refused before it is
         // buffered; the handler turns the rejection into a JSON 413.
         .layer(DefaultBodyLimit::max(limits.max_value_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            body_read_timeout,
+            server::body_deadline,
+        ))
         .with_state(state)
 }
 
@@ -144,8 +168,28 @@ fn key_routes() -> MethodRouter<AppState> {
         .delete(kv::delete_key)
 }
 
-async fn health(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "status": "ok", "node_id": state.backend.id() }))
+/// 200 while every shard this node hosts can serve; 503 naming each shard Raft stopped
+/// here (after a storage failure), since such a node answers every request for it with an
+/// error until restarted, and a load balancer or orchestrator must see that.
+async fn health(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let failed = state.backend.failed_groups();
+    if failed.is_empty() {
+        return Json(json!({ "status": "ok", "node_id": state.backend.id() })).into_response();
+    }
+    let shards: Vec<Value> = failed
+        .iter()
+        .map(|(shard, err)| json!({ "shard": shard, "error": err.to_string() }))
+        .collect();
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "status": "unhealthy",
+            "node_id": state.backend.id(),
+            "failed_shards": shards,
+        })),
+    )
+        .into_response()
 }
 
 async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {

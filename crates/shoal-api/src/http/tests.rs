@@ -60,6 +60,31 @@ async fn listing_pages_are_cut_short_by_the_scan_bound() {
 }
 
 #[tokio::test]
+async fn health_names_a_shard_stopped_on_this_node() {
+    let (s, node) = start_fake().await;
+    assert_eq!(s.get("/health").await.status(), StatusCode::OK);
+    node.fail_group(
+        3,
+        Error::Storage(
+            "shard 3 stopped on this node after a storage failure (Too many open files)".into(),
+        ),
+    );
+    let response = s.get("/health").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "unhealthy");
+    assert_eq!(body["failed_shards"][0]["shard"], 3);
+    assert!(
+        body["failed_shards"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("Too many open files"),
+        "{body}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn consistency_is_passed_through() {
     let (s, node) = start_fake().await;
     s.put_ok("/v1/kv/k", "v").await;

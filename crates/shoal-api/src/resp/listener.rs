@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use shoal_cluster::Node;
 use tokio::net::TcpListener;
@@ -15,13 +14,10 @@ use super::RespConfig;
 use super::cmd::Ctx;
 use super::connection;
 use crate::backend::Backend;
+use crate::connections::ACCEPT_BACKOFF;
 
 /// The line a client over the limit receives before it is closed (Redis's wording).
 const TOO_MANY_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
-
-/// How long to pause after a failed accept (e.g. out of file descriptors) so the loop
-/// does not spin while the condition lasts.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves RESP on `listener` until `shutdown` completes.
 ///

@@ -27,19 +27,23 @@ mod tests;
 pub use frame::{Frame, Protocol};
 pub use listener::serve;
 
+use crate::connections::ConnectionLimit;
+
 /// Settings of the RESP listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RespConfig {
-    /// Most clients connected at once; the next one gets
-    /// `-ERR max number of clients reached` and is closed. Redis's default `maxclients`.
-    pub max_connections: usize,
+    /// Most clients connected at once, shared with the HTTP front end when the node passes
+    /// both the same limit; the next one gets `-ERR max number of clients reached` and is
+    /// closed. Redis's default `maxclients` unless the node lowers it to fit its file
+    /// descriptor limit.
+    pub connections: ConnectionLimit,
     /// Most bytes one incomplete request may occupy in a connection's input buffer (an MSET
     /// of many large values can legitimately be big; a client that never finishes its
     /// request must not hold memory without bound). Over it: a protocol error and close.
     pub max_request_bytes: usize,
 }
 
-/// Default [`RespConfig::max_connections`].
+/// Default size of [`RespConfig::connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default [`RespConfig::max_request_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -47,7 +51,7 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 impl Default for RespConfig {
     fn default() -> Self {
         Self {
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            connections: ConnectionLimit::new(DEFAULT_MAX_CONNECTIONS),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
         }
     }

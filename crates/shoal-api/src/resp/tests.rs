@@ -32,7 +32,7 @@ async fn start(options: Options) -> Server {
         jitter: true,
     });
     let config = RespConfig {
-        max_connections: options.max_connections,
+        connections: crate::ConnectionLimit::new(options.max_connections),
         ..RespConfig::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();

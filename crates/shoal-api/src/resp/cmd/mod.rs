@@ -82,13 +82,10 @@ impl Ctx {
 
     /// Admits one more client if under the limit. The guard keeps it counted until dropped.
     pub fn admit(&self) -> Option<ClientGuard> {
-        let max = self.config.max_connections;
-        self.clients
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()?;
+        let permit = self.config.connections.try_admit()?;
+        self.clients.fetch_add(1, Ordering::AcqRel);
         Some(ClientGuard {
+            _permit: permit,
             clients: self.clients.clone(),
             id: self.next_client_id.fetch_add(1, Ordering::Relaxed),
         })
@@ -189,6 +186,8 @@ impl Ctx {
 
 /// Keeps one client counted in [`Ctx::connected_clients`] while alive.
 pub(crate) struct ClientGuard {
+    /// Holds the connection's place under the node's connection limit.
+    _permit: crate::connections::ConnectionPermit,
     clients: Arc<AtomicUsize>,
     id: u64,
 }

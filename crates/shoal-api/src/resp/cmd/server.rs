@@ -113,7 +113,7 @@ fn config_params(ctx: &Ctx) -> Vec<(&'static str, String)> {
         ("appendonly", "no".to_string()),
         ("cluster-enabled", "yes".to_string()),
         ("databases", "1".to_string()),
-        ("maxclients", ctx.config.max_connections.to_string()),
+        ("maxclients", ctx.config.connections.max().to_string()),
         ("port", ctx.local_addr.port().to_string()),
         ("proto-max-bulk-len", ctx.max_bulk.to_string()),
         ("save", String::new()),
@@ -239,7 +239,7 @@ fn info_text(ctx: &Ctx, sections: &[&str]) -> String {
             "clients" => text.push_str(&format!(
                 "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
                 ctx.connected_clients(),
-                ctx.config.max_connections,
+                ctx.config.connections.max(),
             )),
             "cluster" => text.push_str("# Cluster\r\ncluster_enabled:1\r\n\r\n"),
             "memory" => {
