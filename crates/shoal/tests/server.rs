@@ -22,6 +22,8 @@ use tempfile::TempDir;
 mod descriptors;
 #[path = "server/full_disk.rs"]
 mod full_disk;
+#[path = "server/peer_flood.rs"]
+mod peer_flood;
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 /// Longest a node may take from spawn to answering PING.

@@ -21,8 +21,8 @@ use super::connection::{
 use super::faults::Faults;
 use super::server::Responder;
 use super::wire::{
-    Frame, Hello, HelloReply, PROTOCOL_VERSION, Request, RequestFrame, Response, decode, encode,
-    read_frame, write_frame,
+    Frame, Hello, HelloReply, MAX_HELLO_BYTES, PROTOCOL_VERSION, Request, RequestFrame, Response,
+    decode, encode, read_frame_within, write_frame,
 };
 
 /// Limits and timings of the peer transport.
@@ -553,7 +553,7 @@ async fn connect(addr: &str, hello: &Hello, timeout: Duration) -> Result<Dialed,
         write_frame(&mut stream, &encode(hello)?)
             .await
             .map_err(|e| format!("handshake with {addr} failed: {e}"))?;
-        let reply = read_frame(&mut stream)
+        let reply = read_frame_within(&mut stream, MAX_HELLO_BYTES)
             .await
             .map_err(|e| format!("handshake with {addr} failed: {e}"))?
             .ok_or_else(|| format!("{addr} closed the connection during the handshake"))?;
@@ -594,6 +594,7 @@ async fn answer(offer: Offer, reply: HelloReply) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::wire::read_frame;
     use tokio::net::TcpListener;
 
     /// A peer that completes the handshake, then reads everything and answers nothing, as

@@ -19,8 +19,8 @@ use super::client::{HELLO_TIMEOUT, PeerRouter, refuse};
 use super::connection::Offer;
 use super::faults::Faults;
 use super::wire::{
-    Frame, Hello, PROTOCOL_VERSION, Request, RequestFrame, Response, ResponseFrame, SnapshotChunk,
-    decode, encode, read_frame,
+    Frame, Hello, MAX_HELLO_BYTES, PROTOCOL_VERSION, Request, RequestFrame, Response,
+    ResponseFrame, SnapshotChunk, decode, encode, read_frame_within,
 };
 use crate::{Raft, SnapshotFile};
 
@@ -74,6 +74,10 @@ struct Incoming {
     file: std::fs::File,
     next_offset: u64,
 }
+
+/// Most peer connections accepted at once that have not finished their hello. Real peers
+/// open one or two connections each, once; the rest wait a few hundred milliseconds.
+const MAX_UNINTRODUCED: usize = 64;
 
 /// Answers the peers' requests on this node; shared by every connection.
 pub struct Responder {
@@ -158,15 +162,28 @@ pub fn serve(
         incoming: Mutex::new(HashMap::new()),
         stopped: shutdown.clone(),
     }));
+    // Connections that have not said who they are yet: each may hold a task, a socket and up
+    // to MAX_HELLO_BYTES for HELLO_TIMEOUT, so anyone who can reach the port is bounded.
+    let unintroduced = Arc::new(tokio::sync::Semaphore::new(MAX_UNINTRODUCED));
     async move {
+        let mut last_warning: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = until_stopped(&mut shutdown) => return,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, addr)) => {
+                        let Ok(permit) = unintroduced.clone().try_acquire_owned() else {
+                            if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                                last_warning = Some(std::time::Instant::now());
+                                tracing::warn!(%addr, "{MAX_UNINTRODUCED} peer connections are already waiting for their hello; closing new ones until they finish (a flood on the peer port?)");
+                            }
+                            continue;
+                        };
                         let router = router.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = introduce(stream, &router).await {
+                            let introduced = introduce(stream, &router).await;
+                            drop(permit);
+                            if let Err(e) = introduced {
                                 tracing::debug!(%addr, error = %e, "refused a peer connection");
                             }
                         });
@@ -186,11 +203,14 @@ pub fn serve(
 /// the peer that opened it.
 async fn introduce(mut stream: TcpStream, router: &PeerRouter) -> Result<(), String> {
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut stream))
-        .await
-        .map_err(|_| format!("no hello within {} s", HELLO_TIMEOUT.as_secs()))?
-        .map_err(|e| e.to_string())?
-        .ok_or("closed before hello")?;
+    let hello = tokio::time::timeout(
+        HELLO_TIMEOUT,
+        read_frame_within(&mut stream, MAX_HELLO_BYTES),
+    )
+    .await
+    .map_err(|_| format!("no hello within {} s", HELLO_TIMEOUT.as_secs()))?
+    .map_err(|e| e.to_string())?
+    .ok_or("closed before hello")?;
     let hello: Hello = decode(&hello)?;
     let me = router.me();
     let refusal = if hello.version != PROTOCOL_VERSION {

@@ -27,6 +27,13 @@ pub const PROTOCOL_VERSION: u32 = 4;
 /// writes), so this bounds the worst case with room for keys and framing.
 pub const MAX_FRAME_BYTES: usize = 288 * 1024 * 1024;
 
+/// Largest hello or hello reply: a caller that has not yet said who it is gets no more.
+pub const MAX_HELLO_BYTES: usize = 4 * 1024;
+
+/// Bytes set aside for a frame before its bytes arrive; the buffer grows as they do, so a
+/// length prefix alone (a caller that sends 4 bytes and stalls) costs this, not the length.
+const FRAME_START_CAPACITY: usize = 64 * 1024;
+
 /// Entries per AppendEntries (openraft's `max_payload_entries`), chosen with
 /// `MAX_FRAME_BYTES`.
 pub const MAX_PAYLOAD_ENTRIES: u64 = 32;
@@ -148,8 +155,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 /// Read buffer of a peer connection: frames that arrive together are read with one call.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Reads one frame's payload. `Ok(None)` at a clean end of stream.
+/// Reads one frame's payload, of at most [`MAX_FRAME_BYTES`]. `Ok(None)` at a clean end of
+/// stream.
 pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    read_frame_within(reader, MAX_FRAME_BYTES).await
+}
+
+/// Reads one frame's payload of at most `max` bytes (the hello's is [`MAX_HELLO_BYTES`]).
+/// Memory follows the bytes that actually arrive, not the length the sender announced.
+pub async fn read_frame_within<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(_) => {}
@@ -157,14 +174,23 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result
         Err(e) => return Err(e),
     }
     let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME_BYTES {
+    if len > max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("peer frame of {len} bytes is over the {MAX_FRAME_BYTES}-byte limit"),
+            format!("peer frame of {len} bytes is over the {max}-byte limit"),
         ));
     }
-    let mut buf = vec![0u8; len];
-    reader.read_exact(&mut buf).await?;
+    let mut buf = Vec::with_capacity(len.min(FRAME_START_CAPACITY));
+    let read = (&mut *reader)
+        .take(len as u64)
+        .read_to_end(&mut buf)
+        .await?;
+    if read < len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the peer closed the connection {read} bytes into a {len}-byte frame"),
+        ));
+    }
     Ok(Some(buf))
 }
 
@@ -256,6 +282,43 @@ mod tests {
         bytes.extend_from_slice(&[0; 16]);
         let err = read_frame(&mut bytes.as_slice()).await.unwrap_err();
         assert!(err.to_string().contains("over the"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_announced_length_costs_only_the_bytes_that_arrive() {
+        // 200 MiB announced, 10 bytes sent: the buffer holds what came, then the read fails.
+        let mut bytes = (200u32 << 20).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[7; 10]);
+        let err = read_frame(&mut bytes.as_slice()).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(
+            err.to_string()
+                .contains("10 bytes into a 209715200-byte frame"),
+            "{err}"
+        );
+        // A hello over its own limit is refused from the length alone.
+        let mut hello = ((MAX_HELLO_BYTES + 1) as u32).to_le_bytes().to_vec();
+        hello.extend_from_slice(&[0; 16]);
+        let err = read_frame_within(&mut hello.as_slice(), MAX_HELLO_BYTES)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("over the 4096-byte limit"),
+            "{err}"
+        );
+        // A whole frame arrives whole, however it is split.
+        let frame = encode(&Hello {
+            version: PROTOCOL_VERSION,
+            cluster_id: "c".into(),
+            from: 1,
+            to: 2,
+        })
+        .unwrap();
+        let payload = read_frame_within(&mut frame.as_slice(), MAX_HELLO_BYTES)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode::<Hello>(&payload).unwrap().to, 2);
     }
 
     #[tokio::test]
