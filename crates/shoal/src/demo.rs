@@ -45,6 +45,8 @@ struct DemoNode {
     log: PathBuf,
     child: Child,
     running: bool,
+    /// How the demo started it, for the line that tells how to restart it by hand.
+    command: String,
 }
 
 pub async fn run(args: DemoArgs) -> ExitCode {
@@ -101,18 +103,33 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         let log = root.join(format!("node-{id}.log"));
         let log_file = std::fs::File::create(&log)
             .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let child = Command::new(&exe)
-            .args(["server", "--id", &id.to_string()])
-            .arg("--data-dir")
-            .arg(root.join(format!("d{id}")))
-            .args(["--resp-addr", &format!("127.0.0.1:{resp}")])
-            .args(["--http-addr", &format!("127.0.0.1:{http}")])
-            .args(["--peer-addr", &format!("127.0.0.1:{peer}")])
-            .args(["--initial-cluster", &initial_cluster])
-            .args(["--replication", &args.replication.to_string()])
-            .args(["--shards", &args.shards.to_string()])
+        let server_args: Vec<String> = vec![
+            "server".into(),
+            "--id".into(),
+            id.to_string(),
+            "--data-dir".into(),
+            root.join(format!("d{id}")).display().to_string(),
+            "--resp-addr".into(),
+            format!("127.0.0.1:{resp}"),
+            "--http-addr".into(),
+            format!("127.0.0.1:{http}"),
+            "--peer-addr".into(),
+            format!("127.0.0.1:{peer}"),
+            "--initial-cluster".into(),
+            initial_cluster.clone(),
+            "--replication".into(),
+            args.replication.to_string(),
+            "--shards".into(),
+            args.shards.to_string(),
             // Each node shares the machine with the others.
-            .args(["--raft-threads", "1", "--io-threads", "1"])
+            "--raft-threads".into(),
+            "1".into(),
+            "--io-threads".into(),
+            "1".into(),
+        ];
+        let command = format!("{} {}", exe.display(), server_args.join(" "));
+        let child = Command::new(&exe)
+            .args(&server_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -126,6 +143,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
             log,
             child,
             running: true,
+            command,
         });
     }
 
@@ -272,14 +290,32 @@ async fn watch(nodes: &mut [DemoNode]) -> Result<(), String> {
                     if let Ok(Some(status)) = node.child.try_wait() {
                         node.running = false;
                         break_with_log(node, &format!("node {} exited ({status})", node.id));
+                        eprintln!(
+                            "restart it by hand with the same flags and data directory (it catches up):\n  {} 2>>{}",
+                            node.command,
+                            node.log.display()
+                        );
                     }
                 }
-                if nodes.iter().all(|n| !n.running) {
-                    return Err("every node has exited".into());
+                // A node restarted by hand is not the demo's child but still serves: the demo
+                // ends only once no node of its cluster answers at all.
+                if nodes.iter().all(|n| !n.running) && !any_answers(nodes).await {
+                    return Err("every node has exited and none answers on its RESP address".into());
                 }
             }
         }
     }
+}
+
+/// Whether any node accepts a connection on its RESP address (started by hand, say).
+async fn any_answers(nodes: &[DemoNode]) -> bool {
+    for node in nodes {
+        let connect = tokio::net::TcpStream::connect(&node.resp);
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            return true;
+        }
+    }
+    false
 }
 
 /// SIGTERM to every node, then waits; a node that does not stop in time is killed.

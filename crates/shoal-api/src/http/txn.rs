@@ -16,7 +16,7 @@
 //! {...}}` for an op that failed alone (an incr of text), which, as in Redis, undoes
 //! nothing else. Keys and values are JSON strings (UTF-8); a value read back that is not
 //! UTF-8 comes as `value_base64`. Every key must be in one shard (a `{hash tag}` does
-//! that), else 400 `cross_shard`.
+//! that), else 400 `cross_slot`.
 
 use axum::Json;
 use axum::body::Bytes;
