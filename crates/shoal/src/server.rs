@@ -233,14 +233,6 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
     let election_timeout_ms = parse_range(&args.election_timeout_ms)?;
     let fd_limit = crate::fds::raise_open_file_limit();
     let fd_plan = crate::fds::plan(fd_limit.soft, args.max_connections)?;
-    tracing::info!(
-        open_file_limit = fd_limit.soft,
-        raised_from = fd_limit.before,
-        storage_files = fd_plan.storage_files,
-        reserved = crate::fds::RESERVED_FDS,
-        max_connections = fd_plan.clients,
-        "file descriptors"
-    );
     if fd_plan.clients < args.max_connections {
         let warning = format!(
             "--max-connections {} lowered to {} to fit the open-file limit of {} ({} for storage files, {} in reserve); raise the limit (ulimit -n, LimitNOFILE=) to allow more",
@@ -298,6 +290,15 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         )
     })?;
 
+    // Logged once the node is up, so a start that fails says only why.
+    tracing::info!(
+        open_file_limit = fd_limit.soft,
+        raised_from = fd_limit.before,
+        storage_files = fd_plan.storage_files,
+        reserved = crate::fds::RESERVED_FDS,
+        max_connections = fd_plan.clients,
+        "file descriptors"
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
