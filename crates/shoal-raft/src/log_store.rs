@@ -347,26 +347,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let encoded = entries
-            .into_iter()
-            .map(|e| postcard::to_allocvec(&e).map(|b| (e.log_id.index, b)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(io_err)?;
-        // The cache keeps entries decoded afresh from their encoding rather than the ones
-        // appended: those carry views into the buffers requests were read into (16 KiB
-        // and more per connection), and caching them kept whole buffers alive for a few
-        // bytes each; measured, that was most of a loaded node's memory beyond its caches.
-        let cached = encoded
             .iter()
-            .map(|(_, bytes)| postcard::from_bytes::<Entry>(bytes).map(|e| (e, bytes.len())))
+            .map(|e| postcard::to_allocvec(e).map(|b| (e.log_id.index, b)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(io_err)?;
+        let sizes: Vec<usize> = encoded.iter().map(|(_, bytes)| bytes.len()).collect();
         self.engine
             .append_log(self.group, encoded)
             .map_err(io::Error::from)?;
         {
             let mut recent = self.recent.lock().expect("recent entries lock");
-            for (entry, size) in cached {
+            for (entry, size) in entries.into_iter().zip(sizes) {
                 recent.push(entry, size);
             }
         }
