@@ -10,6 +10,7 @@ pub mod error;
 pub mod limits;
 pub mod map;
 pub mod placement;
+pub mod rebalance;
 pub mod record;
 pub mod shard;
 pub mod slot;
