@@ -14,7 +14,7 @@ use shoal_core::map::DiskStatus;
 use shoal_core::shard::META_GROUP;
 use shoal_core::{Error, ShardId, WriteOp};
 use shoal_storage::{DiskLow, DiskSpace, DiskUse};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::node::Node;
 
@@ -189,52 +189,62 @@ pub(crate) fn check_quorums(node: &Node) {
     }
 }
 
-/// Samples free space until `stop` turns true, logging each change between "enough"
-/// and "low" once, not on every sample.
-pub(crate) async fn sample(disk: Arc<DiskSpace>, node: u64, mut stop: watch::Receiver<bool>) {
-    let reserve_mib = disk.reserve_bytes() / MIB;
-    if reserve_mib > 0 && reserve_mib < SMALL_RESERVE_MIB {
-        tracing::warn!(
-            node,
-            reserve_mib,
-            "--min-free-disk-mib is under {SMALL_RESERVE_MIB}: a memtable flush and the compaction after it may not fit, and a write failing for lack of space stops this node's shards until it restarts"
-        );
-    }
-    let mut was_low = false;
-    let mut failing = false;
-    loop {
-        match disk.refresh() {
-            Ok(_) => failing = false,
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(node, error = %e, "cannot read free disk space; using the last sample");
-            }
-            Err(_) => {}
+/// The service that samples free space, logging each change between "enough" and "low"
+/// once, not on every sample.
+pub(crate) struct DiskSampler {
+    pub disk: Arc<DiskSpace>,
+    /// This node's id, for the log.
+    pub node: u64,
+}
+
+impl DiskSampler {
+    /// Samples until `cancel` is cancelled.
+    pub(crate) async fn run(self, cancel: CancellationToken) {
+        let Self { disk, node } = self;
+        let reserve_mib = disk.reserve_bytes() / MIB;
+        if reserve_mib > 0 && reserve_mib < SMALL_RESERVE_MIB {
+            tracing::warn!(
+                node,
+                reserve_mib,
+                "--min-free-disk-mib is under {SMALL_RESERVE_MIB}: a memtable flush and the compaction after it may not fit, and a write failing for lack of space stops this node's shards until it restarts"
+            );
         }
-        let low = disk.is_low();
-        if low != was_low {
-            let free_mib = disk.free_bytes() / MIB;
-            let reserve_mib = disk.reserve_bytes() / MIB;
-            if low {
-                tracing::warn!(
-                    node,
-                    free_mib,
-                    reserve_mib,
-                    "disk low: refusing writes that add data until space is freed (--min-free-disk-mib)"
-                );
-            } else {
-                tracing::info!(
-                    node,
-                    free_mib,
-                    reserve_mib,
-                    "disk space back above the reserve: accepting writes"
-                );
+        let mut was_low = false;
+        let mut failing = false;
+        loop {
+            match disk.refresh() {
+                Ok(_) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(node, error = %e, "cannot read free disk space; using the last sample");
+                }
+                Err(_) => {}
             }
-            was_low = low;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(SAMPLE_INTERVAL) => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
+            let low = disk.is_low();
+            if low != was_low {
+                let free_mib = disk.free_bytes() / MIB;
+                let reserve_mib = disk.reserve_bytes() / MIB;
+                if low {
+                    tracing::warn!(
+                        node,
+                        free_mib,
+                        reserve_mib,
+                        "disk low: refusing writes that add data until space is freed (--min-free-disk-mib)"
+                    );
+                } else {
+                    tracing::info!(
+                        node,
+                        free_mib,
+                        reserve_mib,
+                        "disk space back above the reserve: accepting writes"
+                    );
+                }
+                was_low = low;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SAMPLE_INTERVAL) => {}
+                _ = cancel.cancelled() => return,
+            }
         }
     }
 }

@@ -18,8 +18,9 @@ mod peers;
 mod reaper;
 mod router;
 mod status;
-#[allow(dead_code)] // the node starts its services from it in the next commit
 mod supervisor;
+#[cfg(test)]
+mod tests;
 pub mod topology;
 
 pub use clock::now_ms;

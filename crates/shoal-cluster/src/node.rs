@@ -27,6 +27,7 @@ use crate::catch_up::{self, CatchingUp};
 use crate::group::Group;
 use crate::memory::{MemoryBudget, process_rss_bytes};
 use crate::peers::Peers;
+use crate::supervisor::{STOP_DEADLINE, Supervisor};
 use crate::topology::{Identity, Topology, check_identity};
 
 /// Everything a node needs to start.
@@ -194,7 +195,10 @@ pub(crate) struct Inner {
     /// runtime: storage calls that block (fjall holds its journal lock through a journal
     /// rotation) then stall writes only, while reads keep being served.
     raft_runtime: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
+    /// Stops the peer server (the background services stop through `services`).
     stop_peer_server: watch::Sender<bool>,
+    /// The background services, on the front ends' runtime.
+    pub(crate) services: Supervisor,
     stopped: AtomicBool,
     started: Instant,
     pub(crate) commands: AtomicU64,
@@ -409,12 +413,14 @@ impl Node {
             },
             memory_budget_bytes: tuning.memory.total_bytes,
         });
+        // Dropped on a start error, which stops what it started.
+        let services = Supervisor::new(tokio::runtime::Handle::current());
+        let sampler = crate::disk_guard::DiskSampler {
+            disk: engine.disk().clone(),
+            node: me,
+        };
+        services.start("disk-sampler", |cancel| sampler.run(cancel));
         let (stop_peer_server, stop_rx) = watch::channel(false);
-        tokio::spawn(crate::disk_guard::sample(
-            engine.disk().clone(),
-            me,
-            stop_peer_server.subscribe(),
-        ));
         // Listen before opening groups: peers may need this node's vote to elect leaders.
         if let Some(addr) = &cluster.peer_addr {
             let listener = {
@@ -548,6 +554,7 @@ impl Node {
                 faults,
                 raft_runtime: std::sync::Mutex::new(Some(raft_runtime)),
                 stop_peer_server,
+                services,
                 stopped: AtomicBool::new(false),
                 started: Instant::now(),
                 commands: AtomicU64::new(0),
@@ -839,6 +846,7 @@ impl Node {
         if self.inner.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.inner.services.shutdown(STOP_DEADLINE).await;
         let _ = self.inner.stop_peer_server.send(true);
         self.inner.router.shutdown();
         for group in self.inner.groups.iter().flatten() {
