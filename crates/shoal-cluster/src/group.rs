@@ -61,6 +61,31 @@ pub struct Group {
     pub(crate) quorum_disk: disk_guard::QuorumDisk,
 }
 
+/// This node's replicas, indexed by group id (0 is the metadata group; `None` where this
+/// node holds no replica). Shared by the node and its background services.
+pub(crate) struct Groups(Vec<Option<Group>>);
+
+impl Groups {
+    pub(crate) fn new(groups: Vec<Option<Group>>) -> Self {
+        Self(groups)
+    }
+
+    /// This node's replica of `group`, if it holds one.
+    pub(crate) fn get(&self, group: ShardId) -> Option<&Group> {
+        self.0.get(group as usize).and_then(Option::as_ref)
+    }
+
+    /// This node's replicas of every group, the metadata group first.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Group> {
+        self.0.iter().flatten()
+    }
+
+    /// This node's replicas of data shards.
+    pub(crate) fn data(&self) -> impl Iterator<Item = &Group> {
+        self.0.iter().skip(1).flatten()
+    }
+}
+
 /// What the proposer did, for INFO and tuning: ops per entry shows batching at work.
 #[derive(Debug, Default)]
 pub struct GroupCounters {

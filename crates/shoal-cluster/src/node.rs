@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::bootstrap::{META_LIMITS, open_group, publish_map, wait_leader};
 use crate::catch_up::{self, CatchingUp};
-use crate::group::Group;
+use crate::group::{Group, Groups};
 use crate::memory::{MemoryBudget, process_rss_bytes};
 use crate::peers::Peers;
 use crate::supervisor::{STOP_DEADLINE, Supervisor};
@@ -185,11 +185,10 @@ pub(crate) struct Inner {
     pub(crate) tuning: Tuning,
     pub(crate) engine: Engine,
     pub(crate) layout: ShardLayout,
-    pub(crate) topology: Topology,
-    /// Indexed by group id (0 is the metadata group); `None` where this node holds no replica.
-    pub(crate) groups: Vec<Option<Group>>,
+    pub(crate) topology: Arc<Topology>,
+    pub(crate) groups: Arc<Groups>,
     pub(crate) router: PeerRouter,
-    pub(crate) peers: Peers,
+    pub(crate) peers: Arc<Peers>,
     pub(crate) faults: Faults,
     /// Runs every group's Raft tasks and the peer transport, apart from the front ends'
     /// runtime: storage calls that block (fjall holds its journal lock through a journal
@@ -203,7 +202,7 @@ pub(crate) struct Inner {
     started: Instant,
     pub(crate) commands: AtomicU64,
     /// Leader transfers this node started to give groups back to their preferred leader.
-    pub(crate) leader_transfers: AtomicU64,
+    pub(crate) leader_transfers: Arc<AtomicU64>,
     /// Bytes in every group's cache of recent log entries.
     raft_log_cache: Arc<AtomicU64>,
 }
@@ -543,13 +542,13 @@ impl Node {
         );
         let node = Node {
             inner: Arc::new(Inner {
-                peers: Peers::new(&topology.map.nodes),
+                peers: Arc::new(Peers::new(&topology.map.nodes)),
                 config,
                 tuning,
                 engine,
                 layout,
-                topology,
-                groups,
+                topology: Arc::new(topology),
+                groups: Arc::new(Groups::new(groups)),
                 router,
                 faults,
                 raft_runtime: std::sync::Mutex::new(Some(raft_runtime)),
@@ -558,7 +557,7 @@ impl Node {
                 stopped: AtomicBool::new(false),
                 started: Instant::now(),
                 commands: AtomicU64::new(0),
-                leader_transfers: AtomicU64::new(0),
+                leader_transfers: Arc::new(AtomicU64::new(0)),
                 raft_log_cache,
             }),
         };
@@ -567,7 +566,7 @@ impl Node {
             // A lone node elects itself at once; wait for that, so the first command does
             // not see "no leader", and apply everything committed before a restart, which
             // local reads (`Group::local_reads_ok`) rely on.
-            for group in node.inner.groups.iter().flatten() {
+            for group in node.all_groups() {
                 wait_leader(group, me, node.inner.tuning.startup_timeout).await?;
                 group
                     .read_barrier()?
@@ -599,7 +598,7 @@ impl Node {
         tracing::info!(
             node = node.id(),
             shards = node.inner.layout.len(),
-            hosted = node.inner.groups.iter().flatten().count(),
+            hosted = node.all_groups().count(),
             cluster = %node.inner.topology.map.cluster_id,
             "node ready"
         );
@@ -687,7 +686,7 @@ impl Node {
 
     /// This node's replicas of data shards.
     pub(crate) fn data_groups(&self) -> impl Iterator<Item = &Group> {
-        self.inner.groups.iter().skip(1).flatten()
+        self.inner.groups.data()
     }
 
     /// Groups Raft stopped on this node for good (a storage failure, a panic), with why: they
@@ -700,7 +699,7 @@ impl Node {
 
     /// This node's replicas of every group, the metadata group first.
     pub(crate) fn all_groups(&self) -> impl Iterator<Item = &Group> {
-        self.inner.groups.iter().flatten()
+        self.inner.groups.all()
     }
 
     /// The node placement lists first for `group`: it led the group at bootstrap, and
@@ -710,10 +709,7 @@ impl Node {
     }
 
     pub(crate) fn local_group(&self, group: ShardId) -> Option<&Group> {
-        self.inner
-            .groups
-            .get(group as usize)
-            .and_then(Option::as_ref)
+        self.inner.groups.get(group)
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -849,7 +845,7 @@ impl Node {
         self.inner.services.shutdown(STOP_DEADLINE).await;
         let _ = self.inner.stop_peer_server.send(true);
         self.inner.router.shutdown();
-        for group in self.inner.groups.iter().flatten() {
+        for group in self.all_groups() {
             if let Err(e) = group.raft.shutdown().await {
                 tracing::warn!(group = group.id, error = %e, "group did not stop cleanly");
             }
