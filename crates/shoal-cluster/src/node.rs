@@ -27,6 +27,7 @@ use crate::catch_up::{self, CatchingUp};
 use crate::group::{Group, Groups};
 use crate::memory::{MemoryBudget, process_rss_bytes};
 use crate::peers::Peers;
+use crate::reaper::Reaper;
 use crate::supervisor::{STOP_DEADLINE, Supervisor};
 use crate::topology::{Identity, Topology, check_identity};
 
@@ -585,7 +586,9 @@ impl Node {
                 tokio::spawn(crate::bootstrap::publish_map_until_done(node.clone()));
             }
         }
-        tokio::spawn(crate::reaper::run(node.clone()));
+        let inner = &node.inner;
+        let reaper = Reaper::new(inner.groups.clone(), inner.engine.clone(), &inner.tuning);
+        inner.services.start("reaper", |cancel| reaper.run(cancel));
         if members.len() > 1 && !node.tuning().leader_balance_interval.is_zero() {
             tokio::spawn(crate::leadership::run(
                 node.clone(),

@@ -22,8 +22,27 @@ fn lone_node(dir: &std::path::Path) -> NodeConfig {
 async fn shutdown_stops_and_awaits_the_background_services() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(lone_node(dir.path())).await.unwrap();
-    // At least the disk sampler.
-    assert!(node.inner.services.running() >= 1);
+    // The disk sampler and the TTL reaper.
+    assert_eq!(node.inner.services.running(), 2);
     node.shutdown().await;
     assert_eq!(node.inner.services.running(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_lone_node_without_shutdown_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(lone_node(dir.path())).await.unwrap();
+    let inner = std::sync::Arc::downgrade(&node.inner);
+    let groups = std::sync::Arc::downgrade(&node.inner.groups);
+    drop(node);
+    // No background service holds the node, so it is gone at once ...
+    assert!(inner.upgrade().is_none());
+    // ... and the supervisor's drop cancelled the reaper, which lets go of the groups.
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while groups.upgrade().is_some() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the reaper stopped");
 }
