@@ -16,7 +16,8 @@ use shoal_core::{Error, ShardId, WriteOp};
 use shoal_storage::{DiskLow, DiskSpace, DiskUse};
 use tokio_util::sync::CancellationToken;
 
-use crate::node::Node;
+use crate::group::Groups;
+use crate::peers::Peers;
 
 /// How often free space is sampled.
 pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
@@ -132,12 +133,11 @@ impl QuorumDisk {
     }
 }
 
-/// Re-evaluates, for every data shard this node leads, whether a majority of its voters
-/// refuse entries for lack of disk. Called after each round of peer status reports.
-pub(crate) fn check_quorums(node: &Node) {
-    let me = node.id();
-    let own = node.inner.engine.disk().status();
-    for group in node.data_groups() {
+/// Re-evaluates, for every data shard this node (`me`, with `own` free space) leads,
+/// whether a majority of its voters refuse entries for lack of disk, by the peers' last
+/// status reports. Called after each round of them.
+pub(crate) fn check_quorums(me: u64, own: DiskStatus, groups: &Groups, peers: &Peers) {
+    for group in groups.data() {
         let voters: Vec<u64> = {
             let metrics = group.raft.metrics();
             let m = metrics.borrow_watched();
@@ -147,46 +147,55 @@ pub(crate) fn check_quorums(node: &Node) {
                 m.membership_config.membership().voter_ids().collect()
             }
         };
-        if voters.is_empty() {
-            group.quorum_disk.set(None);
-            continue;
-        }
-        let refusing: Vec<(u64, DiskStatus)> = voters
-            .iter()
-            .filter_map(|&id| {
-                let disk = if id == me {
-                    Some(own)
-                } else if node.inner.peers.is_up(id) {
-                    node.inner.peers.disk(id)
-                } else {
-                    None
-                };
-                disk.filter(DiskStatus::refuses_entries).map(|d| (id, d))
-            })
-            .collect();
-        let error = (refusing.len() * 2 > voters.len()).then(|| {
-            let (fullest, disk) = *refusing
-                .iter()
-                .min_by_key(|(_, d)| d.free_bytes)
-                .expect("a majority is not empty");
-            let ids: Vec<String> = refusing.iter().map(|(id, _)| id.to_string()).collect();
-            let low = DiskLow {
-                free_bytes: disk.free_bytes,
-                reserve_bytes: disk.reserve_bytes,
-                threshold_bytes: DiskUse::Replicate.threshold(disk.reserve_bytes),
-            };
-            disk_full(
-                fullest,
-                low,
-                format!(
-                    "nodes {} (a majority of shard {}'s replicas) take no log entries, so writes to the shard are",
-                    ids.join(", "),
-                    group.id
-                ),
-            )
+        let error = quorum_refusal(group.id, &voters, |id| {
+            if id == me {
+                Some(own)
+            } else if peers.is_up(id) {
+                peers.disk(id)
+            } else {
+                None
+            }
         });
         group.quorum_disk.set(error);
     }
+}
+
+/// Why writes to `shard` are refused, when a majority of its `voters` take no log entries
+/// for lack of disk. `disk_of` gives a voter's free space as last known (None: unknown or
+/// down, which never counts as refusing). None without voters (this node does not lead).
+fn quorum_refusal(
+    shard: ShardId,
+    voters: &[u64],
+    disk_of: impl Fn(u64) -> Option<DiskStatus>,
+) -> Option<Error> {
+    let refusing: Vec<(u64, DiskStatus)> = voters
+        .iter()
+        .filter_map(|&id| {
+            disk_of(id)
+                .filter(DiskStatus::refuses_entries)
+                .map(|d| (id, d))
+        })
+        .collect();
+    (refusing.len() * 2 > voters.len()).then(|| {
+        let (fullest, disk) = *refusing
+            .iter()
+            .min_by_key(|(_, d)| d.free_bytes)
+            .expect("a majority is not empty");
+        let ids: Vec<String> = refusing.iter().map(|(id, _)| id.to_string()).collect();
+        let low = DiskLow {
+            free_bytes: disk.free_bytes,
+            reserve_bytes: disk.reserve_bytes,
+            threshold_bytes: DiskUse::Replicate.threshold(disk.reserve_bytes),
+        };
+        disk_full(
+            fullest,
+            low,
+            format!(
+                "nodes {} (a majority of shard {shard}'s replicas) take no log entries, so writes to the shard are",
+                ids.join(", "),
+            ),
+        )
+    })
 }
 
 /// The service that samples free space, logging each change between "enough" and "low"
@@ -295,6 +304,60 @@ mod tests {
         let why = refuses_entries(&disk, 3, 1).unwrap();
         assert!(why.contains("replication"), "{why}");
         assert_eq!(refuses_entries(&disk, 3, META_GROUP), None);
+    }
+
+    /// Free space of a node with a 512 MiB reserve: under 128 MiB it takes no entries.
+    fn disk(free_mib: u64) -> Option<DiskStatus> {
+        Some(DiskStatus {
+            free_bytes: free_mib * MIB,
+            reserve_bytes: 512 * MIB,
+        })
+    }
+
+    #[test]
+    fn a_majority_of_voters_out_of_disk_refuses_the_shard() {
+        let disk_of = |id| match id {
+            1 => disk(1000),
+            2 => disk(100),
+            3 => disk(50),
+            _ => None,
+        };
+        let err = quorum_refusal(7, &[1, 2, 3], disk_of).unwrap();
+        assert_eq!(err.code(), "disk_full");
+        let message = err.to_string();
+        // Named after the fullest node, listing every refusing one.
+        assert!(message.contains("disk full on node 3"), "{message}");
+        assert!(
+            message.contains("nodes 2, 3 (a majority of shard 7's replicas)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_minority_out_of_disk_refuses_nothing() {
+        let disk_of = |id| if id == 3 { disk(50) } else { disk(1000) };
+        assert_eq!(quorum_refusal(7, &[1, 2, 3], disk_of), None);
+        // Half is not a majority.
+        assert_eq!(
+            quorum_refusal(7, &[3, 4], |id| if id == 3 { disk(50) } else { disk(1000) }),
+            None
+        );
+    }
+
+    #[test]
+    fn a_voter_that_is_down_never_counts_as_refusing() {
+        // 2 is down (its last report said full): 3 alone is no majority of three.
+        let disk_of = |id| match id {
+            1 => disk(1000),
+            3 => disk(50),
+            _ => None,
+        };
+        assert_eq!(quorum_refusal(7, &[1, 2, 3], disk_of), None);
+    }
+
+    #[test]
+    fn no_voters_refuses_nothing() {
+        assert_eq!(quorum_refusal(7, &[], |_| disk(0)), None);
     }
 
     #[test]

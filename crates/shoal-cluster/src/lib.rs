@@ -24,9 +24,8 @@ mod tests;
 pub mod topology;
 
 pub use clock::now_ms;
-pub use memory::MemoryBudget;
+pub use memory::{MemoryBudget, MemoryReport};
 pub use node::{
-    ClusterConfig, MemoryReport, Node, NodeConfig, NodeStats, Tuning, available_cores,
-    default_raft_threads,
+    ClusterConfig, Node, NodeConfig, NodeStats, Tuning, available_cores, default_raft_threads,
 };
 pub use shoal_raft::transport::{Faults, TransportOptions};

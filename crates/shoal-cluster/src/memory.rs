@@ -37,6 +37,18 @@ pub struct MemoryBudget {
     pub reserve_bytes: u64,
 }
 
+/// The memory budget and what its measurable parts hold now, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryReport {
+    pub budget: MemoryBudget,
+    /// The process's resident set (None where /proc is not available).
+    pub rss_bytes: Option<u64>,
+    pub block_cache_bytes: u64,
+    pub write_buffer_bytes: u64,
+    pub record_cache_bytes: u64,
+    pub raft_log_cache_bytes: u64,
+}
+
 impl Default for MemoryBudget {
     fn default() -> Self {
         Self::split(DEFAULT_MEMORY_BUDGET_BYTES, None).expect("the default budget splits")

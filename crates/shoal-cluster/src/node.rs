@@ -25,9 +25,10 @@ use tokio::sync::watch;
 use crate::bootstrap::{META_LIMITS, open_group, publish_map, wait_leader};
 use crate::catch_up::{self, CatchingUp};
 use crate::group::{Group, Groups};
-use crate::memory::{MemoryBudget, process_rss_bytes};
+use crate::memory::{MemoryBudget, MemoryReport, process_rss_bytes};
 use crate::peers::Peers;
 use crate::reaper::Reaper;
+use crate::status::StatusPoll;
 use crate::supervisor::{STOP_DEADLINE, Supervisor};
 use crate::topology::{Identity, Topology, check_identity};
 
@@ -596,7 +597,19 @@ impl Node {
             ));
         }
         if members.len() > 1 {
-            tokio::spawn(crate::status::run(node.clone()));
+            let nodes = &inner.topology.map.nodes;
+            let poll = StatusPoll {
+                me,
+                peer_ids: nodes.iter().map(|n| n.id).filter(|id| *id != me).collect(),
+                router: inner.router.clone(),
+                peers: inner.peers.clone(),
+                groups: inner.groups.clone(),
+                disk: inner.engine.disk().clone(),
+                interval: inner.tuning.status_interval,
+            };
+            inner
+                .services
+                .start("status-poll", |cancel| poll.run(cancel));
         }
         tracing::info!(
             node = node.id(),
@@ -889,18 +902,6 @@ pub struct NodeStats {
     pub disk_free_bytes: u64,
     pub disk_reserve_bytes: u64,
     pub disk_refused: u64,
-}
-
-/// The memory budget and what its measurable parts hold now, in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemoryReport {
-    pub budget: MemoryBudget,
-    /// The process's resident set (None where /proc is not available).
-    pub rss_bytes: Option<u64>,
-    pub block_cache_bytes: u64,
-    pub write_buffer_bytes: u64,
-    pub record_cache_bytes: u64,
-    pub raft_log_cache_bytes: u64,
 }
 
 impl Drop for Inner {
