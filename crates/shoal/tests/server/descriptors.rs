@@ -128,4 +128,6 @@ fn a_connection_flood_under_a_low_open_file_limit_leaves_storage_its_descriptors
     assert_eq!(status, 200, "{body}");
     let log = server.log();
     assert!(!log.contains("Too many open files"), "{log}");
+    // The log is a file, not a terminal: no colour codes in it.
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in a log file: {log}");
 }
