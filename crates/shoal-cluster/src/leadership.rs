@@ -11,12 +11,16 @@
 //! asks the target to campaign. A target that turns out unable to win (it refuses while its
 //! rejoin guard is up) costs one election timeout, after which any voter may lead again.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
+use shoal_raft::TypeConfig;
+use tokio_util::sync::CancellationToken;
 
-use crate::group::Group;
-use crate::node::Node;
+use crate::group::{Group, Groups};
+use crate::topology::Topology;
 
 /// Most transfers one node starts per round: each makes its shard briefly refuse
 /// requests, so they are spread out rather than done all at once.
@@ -27,87 +31,224 @@ const MAX_TRANSFERS_PER_ROUND: usize = 1;
 /// rejoin guards) before it takes on leader work.
 const ROUNDS_CAUGHT_UP: u32 = 2;
 
-pub async fn run(node: Node, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Per group: consecutive rounds its preferred leader was caught up.
-    let mut caught_up_rounds: Vec<u32> = Vec::new();
-    loop {
-        ticker.tick().await;
-        if node.is_stopped() {
-            return;
-        }
-        let mut started = 0;
-        for group in node.all_groups() {
-            let slot = group.id as usize;
-            if caught_up_rounds.len() <= slot {
-                caught_up_rounds.resize(slot + 1, 0);
+/// The service that hands each group this node leads back to its preferred leader.
+pub(crate) struct LeaderBalancer {
+    pub me: u64,
+    pub groups: Arc<Groups>,
+    /// Where the preferred leaders come from (the first replica of each group).
+    pub topology: Arc<Topology>,
+    /// Counts the transfers started (`NodeStats::leader_transfers`).
+    pub transfers: Arc<AtomicU64>,
+    pub interval: Duration,
+}
+
+impl LeaderBalancer {
+    pub(crate) async fn run(self, cancel: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Per group: consecutive rounds its preferred leader was caught up.
+        let mut caught_up_rounds: Vec<u32> = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
             }
-            let Some(target) = handover_target(&node, group) else {
+            let mut started = 0;
+            for group in self.groups.all() {
+                let slot = group.id as usize;
+                if caught_up_rounds.len() <= slot {
+                    caught_up_rounds.resize(slot + 1, 0);
+                }
+                let Some(target) = self.target(group) else {
+                    caught_up_rounds[slot] = 0;
+                    continue;
+                };
+                caught_up_rounds[slot] += 1;
+                if caught_up_rounds[slot] < ROUNDS_CAUGHT_UP || started >= MAX_TRANSFERS_PER_ROUND {
+                    continue;
+                }
                 caught_up_rounds[slot] = 0;
-                continue;
-            };
-            caught_up_rounds[slot] += 1;
-            if caught_up_rounds[slot] < ROUNDS_CAUGHT_UP || started >= MAX_TRANSFERS_PER_ROUND {
-                continue;
-            }
-            caught_up_rounds[slot] = 0;
-            started += 1;
-            tracing::info!(
-                shard = group.id,
-                from = node.id(),
-                to = target,
-                "handing leadership back to the shard's preferred leader"
-            );
-            match group.raft.trigger().transfer_leader(target).await {
-                Ok(()) => {
-                    node.inner
-                        .leader_transfers
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::warn!(shard = group.id, error = %e, "leader transfer failed to start")
+                started += 1;
+                tracing::info!(
+                    shard = group.id,
+                    from = self.me,
+                    to = target,
+                    "handing leadership back to the shard's preferred leader"
+                );
+                let trigger = group.raft.trigger();
+                match cancel
+                    .run_until_cancelled(trigger.transfer_leader(target))
+                    .await
+                {
+                    None => return,
+                    Some(Ok(())) => {
+                        self.transfers.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(shard = group.id, error = %e, "leader transfer failed to start")
+                    }
                 }
             }
         }
+    }
+
+    /// The node this leader should hand `group` to now, if any.
+    fn target(&self, group: &Group) -> Option<u64> {
+        let preferred = self.topology.replicas(group.id).first().copied();
+        let facts = {
+            let metrics = group.raft.metrics();
+            let m = metrics.borrow_watched();
+            HandoverFacts::read(&m, preferred?)?
+        };
+        handover_target(self.me, preferred, facts)
     }
 }
 
-/// The node this leader should hand `group` to now, if any: its preferred leader, when
-/// that is another node, a voter, and has every committed entry.
-fn handover_target(node: &Node, group: &Group) -> Option<u64> {
-    let me = node.id();
-    let preferred = *node.preferred_leader(group.id)?;
-    if preferred == me {
+/// What the leader's metrics say about the preferred leader (read under one metrics borrow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HandoverFacts {
+    /// The group's leader as this node knows it.
+    pub leader: Option<u64>,
+    /// The preferred leader is a voter of the effective membership, and of the committed one
+    /// (both differ during a joint change).
+    pub voter: bool,
+    pub committed_voter: bool,
+    /// The group's commit index, and the last index the leader knows the preferred leader
+    /// has (None if it has none yet).
+    pub committed: u64,
+    pub matched: Option<u64>,
+}
+
+impl HandoverFacts {
+    /// `None` when the metrics hold no replication state (this node does not lead), or none
+    /// for `preferred`.
+    fn read(m: &openraft::RaftMetrics<TypeConfig>, preferred: u64) -> Option<Self> {
+        let voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == preferred);
+        let committed_voter = m
+            .committed_membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == preferred);
+        let matched = m
+            .replication
+            .as_ref()?
+            .get(&preferred)?
+            .as_ref()
+            .map(|log_id| log_id.index);
+        Some(Self {
+            leader: m.current_leader,
+            voter,
+            committed_voter,
+            committed: m.cluster_committed.as_ref().map_or(0, |id| id.index),
+            matched,
+        })
+    }
+}
+
+/// The node leader `me` should hand its group to now, if any: the group's preferred leader,
+/// when that is another node, a voter (of the committed membership too), and has every
+/// committed entry.
+pub(crate) fn handover_target(
+    me: u64,
+    preferred: Option<u64>,
+    facts: HandoverFacts,
+) -> Option<u64> {
+    let preferred = preferred?;
+    if preferred == me || facts.leader != Some(me) {
         return None;
     }
-    let metrics = group.raft.metrics();
-    let m = metrics.borrow_watched();
-    if m.current_leader != Some(me) {
-        return None;
-    }
-    let is_voter = m
-        .membership_config
-        .membership()
-        .voter_ids()
-        .any(|id| id == preferred);
-    let is_voter_committed = m
-        .committed_membership_config
-        .membership()
-        .voter_ids()
-        .any(|id| id == preferred);
-    if !is_voter || !is_voter_committed {
+    if !facts.voter || !facts.committed_voter {
         return None;
     }
     // Everything committed, not merely close: a restarted replica keeps its rejoin guard
     // (and refuses the transfer, leaving the group leaderless for an election timeout)
     // until its log reaches the commit index.
-    let committed = m.cluster_committed.as_ref().map_or(0, |id| id.index);
-    let matched = m
-        .replication
-        .as_ref()?
-        .get(&preferred)?
-        .as_ref()
-        .map(|log_id| log_id.index)?;
-    (matched >= committed).then_some(preferred)
+    (facts.matched? >= facts.committed).then_some(preferred)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Node 1 leads; node 2, the preferred leader, is a caught-up voter.
+    const READY: HandoverFacts = HandoverFacts {
+        leader: Some(1),
+        voter: true,
+        committed_voter: true,
+        committed: 10,
+        matched: Some(10),
+    };
+
+    #[test]
+    fn a_caught_up_voter_gets_the_group() {
+        assert_eq!(handover_target(1, Some(2), READY), Some(2));
+        let ahead = HandoverFacts {
+            matched: Some(11),
+            ..READY
+        };
+        assert_eq!(handover_target(1, Some(2), ahead), Some(2));
+    }
+
+    #[test]
+    fn no_preferred_leader_or_it_is_me() {
+        assert_eq!(handover_target(1, None, READY), None);
+        assert_eq!(handover_target(1, Some(1), READY), None);
+    }
+
+    #[test]
+    fn only_the_leader_hands_over() {
+        for leader in [None, Some(2), Some(3)] {
+            let facts = HandoverFacts { leader, ..READY };
+            assert_eq!(handover_target(1, Some(2), facts), None, "{leader:?}");
+        }
+    }
+
+    #[test]
+    fn not_to_a_non_voter() {
+        let facts = HandoverFacts {
+            voter: false,
+            committed_voter: false,
+            ..READY
+        };
+        assert_eq!(handover_target(1, Some(2), facts), None);
+    }
+
+    #[test]
+    fn not_during_a_joint_change_that_has_not_committed_it() {
+        let joint = HandoverFacts {
+            committed_voter: false,
+            ..READY
+        };
+        assert_eq!(handover_target(1, Some(2), joint), None);
+        let leaving = HandoverFacts {
+            voter: false,
+            ..READY
+        };
+        assert_eq!(handover_target(1, Some(2), leaving), None);
+    }
+
+    #[test]
+    fn not_before_it_has_every_committed_entry() {
+        let behind = HandoverFacts {
+            matched: Some(9),
+            ..READY
+        };
+        assert_eq!(handover_target(1, Some(2), behind), None);
+        let empty = HandoverFacts {
+            matched: None,
+            ..READY
+        };
+        assert_eq!(handover_target(1, Some(2), empty), None);
+    }
+
+    #[test]
+    fn no_replication_metrics_no_facts() {
+        let m = openraft::RaftMetrics::<TypeConfig>::new_initial(1);
+        assert_eq!(HandoverFacts::read(&m, 2), None);
+    }
 }

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use crate::bootstrap::{META_LIMITS, open_group, publish_map, wait_leader};
 use crate::catch_up::{self, CatchingUp};
 use crate::group::{Group, Groups};
+use crate::leadership::LeaderBalancer;
 use crate::memory::{MemoryBudget, MemoryReport, process_rss_bytes};
 use crate::peers::Peers;
 use crate::reaper::Reaper;
@@ -590,11 +591,17 @@ impl Node {
         let inner = &node.inner;
         let reaper = Reaper::new(inner.groups.clone(), inner.engine.clone(), &inner.tuning);
         inner.services.start("reaper", |cancel| reaper.run(cancel));
-        if members.len() > 1 && !node.tuning().leader_balance_interval.is_zero() {
-            tokio::spawn(crate::leadership::run(
-                node.clone(),
-                node.tuning().leader_balance_interval,
-            ));
+        if members.len() > 1 && !inner.tuning.leader_balance_interval.is_zero() {
+            let balancer = LeaderBalancer {
+                me,
+                groups: inner.groups.clone(),
+                topology: inner.topology.clone(),
+                transfers: inner.leader_transfers.clone(),
+                interval: inner.tuning.leader_balance_interval,
+            };
+            inner
+                .services
+                .start("leader-balancer", |cancel| balancer.run(cancel));
         }
         if members.len() > 1 {
             let nodes = &inner.topology.map.nodes;
@@ -716,12 +723,6 @@ impl Node {
     /// This node's replicas of every group, the metadata group first.
     pub(crate) fn all_groups(&self) -> impl Iterator<Item = &Group> {
         self.inner.groups.all()
-    }
-
-    /// The node placement lists first for `group`: it led the group at bootstrap, and
-    /// leadership returns to it when it is a caught-up voter.
-    pub(crate) fn preferred_leader(&self, group: ShardId) -> Option<&u64> {
-        self.inner.topology.replicas(group).first()
     }
 
     pub(crate) fn local_group(&self, group: ShardId) -> Option<&Group> {
