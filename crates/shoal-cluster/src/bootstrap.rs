@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::{BasicNode, Config};
+use shoal_core::map::ClusterMap;
 use shoal_core::shard::META_GROUP;
 use shoal_core::{Error, Limits, ShardId, WriteOp};
 use shoal_raft::transport::PeerRouter;
 use shoal_raft::{LogStore, NetworkFactory, Raft, ShardStateMachine};
 use shoal_storage::Engine;
+use tokio_util::sync::CancellationToken;
 
-use crate::group::Group;
-use crate::node::{Node, Tuning, storage_err};
+use crate::group::{Group, Groups};
+use crate::node::{Tuning, storage_err};
 
 /// The key under which the metadata group stores the cluster map.
 pub(crate) const CLUSTER_MAP_KEY: &[u8] = b"shoal/cluster-map";
@@ -101,16 +103,17 @@ pub(crate) async fn wait_leader(
         .map_err(|e| Error::Internal(format!("group {} did not elect a leader: {e}", group.id)))
 }
 
-/// Makes sure the metadata group holds the bootstrap cluster map. Every node computes the
-/// same map, so whichever replica leads first stores it, with a compare-and-set so it is
-/// stored once. `Ok(true)` once it is stored; `Ok(false)` when this node cannot tell yet
-/// (it does not lead the metadata group and has not applied the map).
-pub(crate) async fn publish_map(node: &Node) -> Result<bool, Error> {
-    let Some(meta) = node.local_group(META_GROUP) else {
-        return Ok(true);
-    };
-    if node
-        .engine()
+/// Makes sure the metadata group holds the bootstrap cluster map, through this node's
+/// replica `meta` of it. Every node computes the same map, so whichever replica leads first
+/// stores it, with a compare-and-set so it is stored once. `Ok(true)` once it is stored;
+/// `Ok(false)` when this node cannot tell yet (it does not lead the metadata group and has
+/// not applied the map).
+pub(crate) async fn publish_map(
+    meta: &Group,
+    engine: &Engine,
+    map: &ClusterMap,
+) -> Result<bool, Error> {
+    if engine
         .get_record(META_GROUP, CLUSTER_MAP_KEY)
         .map_err(storage_err)?
         .is_some()
@@ -120,7 +123,6 @@ pub(crate) async fn publish_map(node: &Node) -> Result<bool, Error> {
     if !meta.is_leader() {
         return Ok(false);
     }
-    let map = &node.inner.topology.map;
     let value = serde_json::to_vec(map).map_err(|e| Error::Internal(e.to_string()))?;
     let op = WriteOp::Put {
         key: Bytes::from_static(CLUSTER_MAP_KEY),
@@ -136,18 +138,38 @@ pub(crate) async fn publish_map(node: &Node) -> Result<bool, Error> {
     }
 }
 
-/// Retries `publish_map` in the background until the map is stored or the node stops.
-pub(crate) async fn publish_map_until_done(node: Node) {
-    let mut ticker = tokio::time::interval(Duration::from_millis(500));
-    while !node.is_stopped() {
-        ticker.tick().await;
-        match publish_map(&node).await {
-            Ok(true) => {
-                tracing::info!("the cluster map is stored in the metadata group");
-                return;
+/// The service that stores the bootstrap cluster map on a node of a multi-node cluster
+/// with a metadata replica: it retries `publish_map` every 500 ms until the map is stored.
+pub(crate) struct MapPublisher {
+    pub groups: Arc<Groups>,
+    pub engine: Engine,
+    pub map: ClusterMap,
+}
+
+impl MapPublisher {
+    pub(crate) async fn run(self, cancel: CancellationToken) {
+        let Some(meta) = self.groups.get(META_GROUP) else {
+            return;
+        };
+        let mut ticker = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
             }
-            Ok(false) => {}
-            Err(e) => tracing::debug!(error = %e, "storing the cluster map failed; will retry"),
+            let publish = publish_map(meta, &self.engine, &self.map);
+            match cancel.run_until_cancelled(publish).await {
+                None => return,
+                Some(Ok(true)) => {
+                    tracing::info!("the cluster map is stored in the metadata group");
+                    return;
+                }
+                Some(Ok(false)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "storing the cluster map failed; will retry")
+                }
+            }
         }
     }
 }

@@ -22,7 +22,7 @@ use shoal_raft::transport::{
 use shoal_storage::{Engine, EngineOptions};
 use tokio::sync::watch;
 
-use crate::bootstrap::{META_LIMITS, open_group, publish_map, wait_leader};
+use crate::bootstrap::{META_LIMITS, MapPublisher, open_group, publish_map, wait_leader};
 use crate::catch_up::{self, CatchingUp};
 use crate::group::{Group, Groups};
 use crate::leadership::LeaderBalancer;
@@ -577,18 +577,25 @@ impl Node {
                     .map_err(|_| Error::ShuttingDown)??;
             }
         }
-        if node.local_group(META_GROUP).is_some() {
+        let inner = &node.inner;
+        if let Some(meta) = inner.groups.get(META_GROUP) {
             if members.len() == 1 {
-                if !publish_map(&node).await? {
+                if !publish_map(meta, &inner.engine, &inner.topology.map).await? {
                     return Err(Error::Internal(
                         "the cluster map could not be stored".into(),
                     ));
                 }
             } else {
-                tokio::spawn(crate::bootstrap::publish_map_until_done(node.clone()));
+                let publisher = MapPublisher {
+                    groups: inner.groups.clone(),
+                    engine: inner.engine.clone(),
+                    map: inner.topology.map.clone(),
+                };
+                inner
+                    .services
+                    .start("map-publisher", |cancel| publisher.run(cancel));
             }
         }
-        let inner = &node.inner;
         let reaper = Reaper::new(inner.groups.clone(), inner.engine.clone(), &inner.tuning);
         inner.services.start("reaper", |cancel| reaper.run(cancel));
         if members.len() > 1 && !inner.tuning.leader_balance_interval.is_zero() {

@@ -46,3 +46,23 @@ async fn dropping_a_lone_node_without_shutdown_stops_it() {
     .await
     .expect("the reaper stopped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_lone_node_starts_cleanly_and_stops_its_services_each_time() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3 {
+        let node = Node::start(lone_node(dir.path())).await.unwrap();
+        // The disk sampler and the TTL reaper; a lone node stores the map inline.
+        assert_eq!(node.inner.services.running(), 2, "round {round}");
+        let map = node
+            .engine()
+            .get_record(
+                shoal_core::shard::META_GROUP,
+                crate::bootstrap::CLUSTER_MAP_KEY,
+            )
+            .unwrap();
+        assert!(map.is_some(), "round {round}: the cluster map is stored");
+        node.shutdown().await;
+        assert_eq!(node.inner.services.running(), 0, "round {round}");
+    }
+}
