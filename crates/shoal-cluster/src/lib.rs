@@ -8,6 +8,7 @@
 mod bootstrap;
 mod catch_up;
 mod clock;
+mod cluster_map;
 mod disk_guard;
 mod group;
 mod leadership;
@@ -24,6 +25,7 @@ mod tests;
 pub mod topology;
 
 pub use clock::now_ms;
+pub use cluster_map::MapRx;
 pub use memory::{MemoryBudget, MemoryReport};
 pub use node::{
     ClusterConfig, Node, NodeConfig, NodeStats, Tuning, available_cores, default_raft_threads,

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{Config, SnapshotPolicy};
-use shoal_core::map::{
-    ClusterView, MemoryStatus, NodeInfo, NodeStatus, NodeView, ReplicaStatus, ShardView,
-};
+use shoal_core::map::{MemoryStatus, NodeInfo, NodeStatus, ReplicaStatus};
 use shoal_core::shard::META_GROUP;
 use shoal_core::{Command, Consistency, Error, Limits, Reply, ShardId, ShardLayout};
 use shoal_raft::Raft;
@@ -24,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::bootstrap::{META_LIMITS, MapPublisher, open_group, publish_map, wait_leader};
 use crate::catch_up::{self, CatchingUp};
+use crate::cluster_map::MapCell;
 use crate::group::{Group, Groups};
 use crate::leadership::LeaderBalancer;
 use crate::memory::{MemoryBudget, MemoryReport, process_rss_bytes};
@@ -189,6 +188,8 @@ pub(crate) struct Inner {
     pub(crate) engine: Engine,
     pub(crate) layout: ShardLayout,
     pub(crate) topology: Arc<Topology>,
+    /// This node's latest known cluster map (`cluster_map.rs`).
+    pub(crate) map: Arc<MapCell>,
     pub(crate) groups: Arc<Groups>,
     pub(crate) router: PeerRouter,
     pub(crate) peers: Arc<Peers>,
@@ -550,6 +551,7 @@ impl Node {
                 tuning,
                 engine,
                 layout,
+                map: Arc::new(MapCell::new(topology.map.clone())),
                 topology: Arc::new(topology),
                 groups: Arc::new(Groups::new(groups)),
                 router,
@@ -748,11 +750,6 @@ impl Node {
         self.inner.stopped.load(Ordering::Relaxed)
     }
 
-    /// Replicas of `shard` by the cluster map.
-    pub(crate) fn replicas(&self, shard: ShardId) -> &[u64] {
-        self.inner.topology.replicas(shard)
-    }
-
     /// What this node tells its peers about itself.
     pub(crate) fn status(&self) -> NodeStatus {
         NodeStatus {
@@ -775,14 +772,14 @@ impl Node {
         }
     }
 
-    fn memory_status(&self) -> MemoryStatus {
+    pub(crate) fn memory_status(&self) -> MemoryStatus {
         MemoryStatus {
             rss_bytes: process_rss_bytes().unwrap_or(0),
             budget_bytes: self.inner.tuning.memory.total_bytes,
         }
     }
 
-    fn info(&self) -> NodeInfo {
+    pub(crate) fn info(&self) -> NodeInfo {
         NodeInfo {
             id: self.id(),
             peer_addr: self
@@ -794,70 +791,6 @@ impl Node {
                 .unwrap_or_default(),
             resp_addr: self.inner.config.resp_addr.clone(),
             http_addr: self.inner.config.http_addr.clone(),
-        }
-    }
-
-    /// The node's view of the cluster: every node (up or not, with the client addresses
-    /// it reported), every shard with its replicas and its current leader.
-    pub fn cluster_view(&self) -> ClusterView {
-        let me = self.id();
-        let map = &self.inner.topology.map;
-        let shards = map
-            .shards
-            .iter()
-            .map(|s| {
-                let local = self.local_group(s.id);
-                let last_applied = match local {
-                    Some(g) => g
-                        .raft
-                        .metrics()
-                        .borrow_watched()
-                        .last_applied
-                        .map_or(0, |id| id.index),
-                    None => s
-                        .replicas
-                        .iter()
-                        .filter_map(|r| self.inner.peers.replica(*r, s.id))
-                        .map(|r| r.last_applied)
-                        .max()
-                        .unwrap_or(0),
-                };
-                ShardView {
-                    id: s.id,
-                    range: s.range,
-                    replicas: s.replicas.clone(),
-                    leader: self.leader_of(s.id),
-                    last_applied,
-                }
-            })
-            .collect();
-        let nodes = map
-            .nodes
-            .iter()
-            .map(|n| {
-                if n.id == me {
-                    NodeView {
-                        info: self.info(),
-                        up: true,
-                        disk: Some(self.inner.engine.disk().status()),
-                        memory: Some(self.memory_status()),
-                    }
-                } else {
-                    NodeView {
-                        info: self.inner.peers.info(n.id).unwrap_or_else(|| n.clone()),
-                        up: self.inner.peers.is_up(n.id),
-                        disk: self.inner.peers.disk(n.id),
-                        memory: self.inner.peers.memory(n.id),
-                    }
-                }
-            })
-            .collect();
-        ClusterView {
-            cluster_id: map.cluster_id.clone(),
-            epoch: map.epoch,
-            this_node: me,
-            nodes,
-            shards,
         }
     }
 

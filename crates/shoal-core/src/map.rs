@@ -39,6 +39,18 @@ pub struct ClusterMap {
     pub shards: Vec<ShardInfo>,
 }
 
+impl ClusterMap {
+    /// Shard `id`, if the map has it (data shards only: the metadata group is not in it).
+    pub fn shard(&self, id: ShardId) -> Option<&ShardInfo> {
+        self.shards.iter().find(|s| s.id == id)
+    }
+
+    /// The replicas of shard `id`, preferred leader first; none for a shard it lacks.
+    pub fn replicas(&self, id: ShardId) -> &[u64] {
+        self.shard(id).map_or(&[], |s| s.replicas.as_slice())
+    }
+}
+
 /// A shard as seen right now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardView {
