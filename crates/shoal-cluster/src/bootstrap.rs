@@ -15,11 +15,9 @@ use shoal_raft::{LogStore, NetworkFactory, Raft, ShardStateMachine};
 use shoal_storage::Engine;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster_map::CLUSTER_MAP_KEY;
 use crate::group::{Group, Groups};
 use crate::node::{Tuning, storage_err};
-
-/// The key under which the metadata group stores the cluster map.
-pub(crate) const CLUSTER_MAP_KEY: &[u8] = b"shoal/cluster-map";
 
 /// Size limits of the metadata group's own records.
 pub(crate) const META_LIMITS: Limits = Limits {

@@ -8,16 +8,98 @@
 //!
 //! The metadata group's voters are not in `ClusterMap` (adding them would change the stored
 //! JSON): they stay in `Topology::meta_replicas`.
+//!
+//! A node with a metadata replica reads the stored map at start (`read_stored`) and offers
+//! it, so a restarted node resumes from the newest map it had applied, not the seed.
 
 use std::sync::Arc;
 
 use openraft::async_runtime::WatchReceiver;
-use shoal_core::ShardId;
 use shoal_core::map::{ClusterMap, ClusterView, NodeView, ShardView};
 use shoal_core::shard::META_GROUP;
+use shoal_core::{Error, ShardId};
+use shoal_storage::Engine;
 use tokio::sync::watch;
 
-use crate::node::Node;
+use crate::bootstrap::{MapPublisher, publish_map};
+use crate::node::{Inner, Node, storage_err};
+
+/// The key under which the metadata group stores the cluster map.
+pub(crate) const CLUSTER_MAP_KEY: &[u8] = b"shoal/cluster-map";
+
+/// The cluster map this node's metadata replica has applied, with its record's version
+/// (the Raft index of the write that stored it: a later map write must be conditional on
+/// it, so that two writers cannot lose each other's update). `None` before it is stored.
+pub(crate) fn read_stored(engine: &Engine) -> Result<Option<(ClusterMap, u64)>, Error> {
+    let Some(record) = engine
+        .get_record(META_GROUP, CLUSTER_MAP_KEY)
+        .map_err(storage_err)?
+    else {
+        return Ok(None);
+    };
+    let map = serde_json::from_slice(&record.value).map_err(|e| {
+        Error::Internal(format!(
+            "the stored cluster map ({}) does not decode: {e}",
+            String::from_utf8_lossy(CLUSTER_MAP_KEY)
+        ))
+    })?;
+    Ok(Some((map, record.version)))
+}
+
+/// Offers the stored map, if any, to `cell`; true when it was adopted. A stored map of
+/// another cluster, or one that differs from the cell's map at the same epoch, means the
+/// flags and the store disagree: it is not adopted, and a warning says so.
+pub(crate) fn adopt_stored(engine: &Engine, cell: &MapCell) -> Result<bool, Error> {
+    let Some((stored, _)) = read_stored(engine)? else {
+        return Ok(false);
+    };
+    let current = cell.current();
+    if stored.cluster_id != current.cluster_id
+        || (stored.epoch == current.epoch && stored != *current)
+    {
+        tracing::warn!(
+            stored_cluster = %stored.cluster_id,
+            stored_epoch = stored.epoch,
+            cluster = %current.cluster_id,
+            epoch = current.epoch,
+            "the stored cluster map disagrees with the one computed from the flags; keeping the latter"
+        );
+        return Ok(false);
+    }
+    Ok(cell.offer(stored))
+}
+
+/// On a node with a metadata replica: adopts the stored map if it is newer than the seed,
+/// and makes sure the bootstrap map is stored (inline on a lone node, else by the
+/// `MapPublisher` service).
+pub(crate) async fn start_meta(inner: &Inner, lone: bool) -> Result<(), Error> {
+    let Some(meta) = inner.groups.get(META_GROUP) else {
+        return Ok(());
+    };
+    if adopt_stored(&inner.engine, &inner.map)? {
+        tracing::info!(
+            epoch = inner.map.current().epoch,
+            "adopted the stored cluster map"
+        );
+    }
+    if lone {
+        if !publish_map(meta, &inner.engine, &inner.topology.map).await? {
+            return Err(Error::Internal(
+                "the cluster map could not be stored".into(),
+            ));
+        }
+    } else {
+        let publisher = MapPublisher {
+            groups: inner.groups.clone(),
+            engine: inner.engine.clone(),
+            map: inner.topology.map.clone(),
+        };
+        inner
+            .services
+            .start("map-publisher", |cancel| publisher.run(cancel));
+    }
+    Ok(())
+}
 
 /// A subscription to this node's cluster map.
 pub type MapRx = watch::Receiver<Arc<ClusterMap>>;
@@ -45,10 +127,6 @@ impl MapCell {
 
     /// Adopts `map` if it is of this cluster and its epoch is newer; true when it did (and
     /// subscribers are woken).
-    #[cfg_attr(
-        not(test),
-        allow(dead_code, reason = "the stored map is offered from the next commits")
-    )]
     pub(crate) fn offer(&self, map: ClusterMap) -> bool {
         self.tx.send_if_modified(|current| {
             if map.cluster_id != current.cluster_id || map.epoch <= current.epoch {

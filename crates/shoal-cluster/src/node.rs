@@ -20,7 +20,7 @@ use shoal_raft::transport::{
 use shoal_storage::{Engine, EngineOptions};
 use tokio::sync::watch;
 
-use crate::bootstrap::{META_LIMITS, MapPublisher, open_group, publish_map, wait_leader};
+use crate::bootstrap::{META_LIMITS, open_group, wait_leader};
 use crate::catch_up::{self, CatchingUp};
 use crate::cluster_map::MapCell;
 use crate::group::{Group, Groups};
@@ -580,24 +580,7 @@ impl Node {
             }
         }
         let inner = &node.inner;
-        if let Some(meta) = inner.groups.get(META_GROUP) {
-            if members.len() == 1 {
-                if !publish_map(meta, &inner.engine, &inner.topology.map).await? {
-                    return Err(Error::Internal(
-                        "the cluster map could not be stored".into(),
-                    ));
-                }
-            } else {
-                let publisher = MapPublisher {
-                    groups: inner.groups.clone(),
-                    engine: inner.engine.clone(),
-                    map: inner.topology.map.clone(),
-                };
-                inner
-                    .services
-                    .start("map-publisher", |cancel| publisher.run(cancel));
-            }
-        }
+        crate::cluster_map::start_meta(inner, members.len() == 1).await?;
         let reaper = Reaper::new(inner.groups.clone(), inner.engine.clone(), &inner.tuning);
         inner.services.start("reaper", |cancel| reaper.run(cancel));
         if members.len() > 1 && !inner.tuning.leader_balance_interval.is_zero() {

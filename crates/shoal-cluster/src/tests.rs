@@ -58,11 +58,68 @@ async fn a_restarted_lone_node_starts_cleanly_and_stops_its_services_each_time()
             .engine()
             .get_record(
                 shoal_core::shard::META_GROUP,
-                crate::bootstrap::CLUSTER_MAP_KEY,
+                crate::cluster_map::CLUSTER_MAP_KEY,
             )
             .unwrap();
         assert!(map.is_some(), "round {round}: the cluster map is stored");
         node.shutdown().await;
         assert_eq!(node.inner.services.running(), 0, "round {round}");
     }
+}
+
+/// Writes `value` under the cluster map's key through the node's metadata replica, if the
+/// record is still at `version`.
+async fn put_map_record(node: &Node, value: Vec<u8>, version: u64) {
+    let op = shoal_core::WriteOp::Put {
+        key: bytes::Bytes::from_static(crate::cluster_map::CLUSTER_MAP_KEY),
+        value: value.into(),
+        condition: shoal_core::Condition::IfVersion(version),
+        expiry: shoal_core::Expiry::Clear,
+        return_old: false,
+    };
+    let meta = node.local_group(shoal_core::shard::META_GROUP).unwrap();
+    meta.propose(op).unwrap().await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_reads_the_stored_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(lone_node(dir.path())).await.unwrap();
+    let (stored, version) = crate::cluster_map::read_stored(node.engine())
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored, **node.cluster_map().borrow());
+    assert_eq!(stored.epoch, 1);
+    // A newer map, stored as a later map update would be (on the record's version).
+    let mut newer = stored.clone();
+    newer.epoch = 2;
+    put_map_record(&node, serde_json::to_vec(&newer).unwrap(), version).await;
+    node.shutdown().await;
+    drop(node);
+
+    let node = Node::start(lone_node(dir.path())).await.unwrap();
+    assert_eq!(**node.cluster_map().borrow(), newer);
+    assert_eq!(node.cluster_view().epoch, 2);
+    let (again, _) = crate::cluster_map::read_stored(node.engine())
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, newer);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_map_that_does_not_decode_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(lone_node(dir.path())).await.unwrap();
+    let (_, version) = crate::cluster_map::read_stored(node.engine())
+        .unwrap()
+        .unwrap();
+    put_map_record(&node, b"not json".to_vec(), version).await;
+    match crate::cluster_map::read_stored(node.engine()) {
+        Err(shoal_core::Error::Internal(msg)) => {
+            assert!(msg.contains("shoal/cluster-map"), "{msg}")
+        }
+        other => panic!("expected Internal, got {other:?}"),
+    }
+    node.shutdown().await;
 }
