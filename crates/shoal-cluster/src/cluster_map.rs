@@ -10,7 +10,8 @@
 //! JSON): they stay in `Topology::meta_replicas`.
 //!
 //! A node with a metadata replica reads the stored map at start (`read_stored`) and offers
-//! it, so a restarted node resumes from the newest map it had applied, not the seed.
+//! it, so a restarted node resumes from the newest map it had applied, not the seed; from
+//! then on its `MapFollower` offers every map the metadata group applies.
 
 use std::sync::Arc;
 
@@ -20,8 +21,10 @@ use shoal_core::shard::META_GROUP;
 use shoal_core::{Error, ShardId};
 use shoal_storage::Engine;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::{MapPublisher, publish_map};
+use crate::group::Groups;
 use crate::node::{Inner, Node, storage_err};
 
 /// The key under which the metadata group stores the cluster map.
@@ -98,7 +101,63 @@ pub(crate) async fn start_meta(inner: &Inner, lone: bool) -> Result<(), Error> {
             .services
             .start("map-publisher", |cancel| publisher.run(cancel));
     }
+    let follower = MapFollower {
+        groups: inner.groups.clone(),
+        engine: inner.engine.clone(),
+        map: inner.map.clone(),
+    };
+    inner
+        .services
+        .start("map-follower", |cancel| follower.run(cancel));
     Ok(())
+}
+
+/// The service that keeps the watch current on a node with a metadata replica: whenever
+/// the metadata group has applied something new, it re-reads the stored map and offers it.
+///
+/// It watches the group's Raft metrics rather than polling: a new map is seen as soon as
+/// it is applied, and an idle group costs nothing but the metrics' own wake-ups. Those
+/// also come with heartbeats and leadership changes, so the map is only re-read when
+/// `last_applied` has moved. A key-change hook in the state machine would be more exact,
+/// but reaches into shoal-raft, and the metadata group applies little besides map writes.
+pub(crate) struct MapFollower {
+    pub groups: Arc<Groups>,
+    pub engine: Engine,
+    pub map: Arc<MapCell>,
+}
+
+impl MapFollower {
+    pub(crate) async fn run(self, cancel: CancellationToken) {
+        let Some(meta) = self.groups.get(META_GROUP) else {
+            return;
+        };
+        let mut metrics = meta.raft.metrics();
+        let mut seen = None;
+        loop {
+            let applied = metrics.borrow_watched().last_applied.map(|id| id.index);
+            if applied != seen {
+                seen = applied;
+                match adopt_stored(&self.engine, &self.map) {
+                    Ok(true) => tracing::info!(
+                        epoch = self.map.current().epoch,
+                        "adopted a newer cluster map"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "reading the stored cluster map failed"),
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                changed = metrics.changed() => {
+                    // The group stopped (the node is shutting down).
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A subscription to this node's cluster map.

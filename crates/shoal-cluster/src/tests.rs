@@ -22,8 +22,8 @@ fn lone_node(dir: &std::path::Path) -> NodeConfig {
 async fn shutdown_stops_and_awaits_the_background_services() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(lone_node(dir.path())).await.unwrap();
-    // The disk sampler and the TTL reaper.
-    assert_eq!(node.inner.services.running(), 2);
+    // The disk sampler, the TTL reaper and the map follower.
+    assert_eq!(node.inner.services.running(), 3);
     node.shutdown().await;
     assert_eq!(node.inner.services.running(), 0);
 }
@@ -37,7 +37,8 @@ async fn dropping_a_lone_node_without_shutdown_stops_it() {
     drop(node);
     // No background service holds the node, so it is gone at once ...
     assert!(inner.upgrade().is_none());
-    // ... and the supervisor's drop cancelled the reaper, which lets go of the groups.
+    // ... and the supervisor's drop cancelled the reaper and the map follower, which let go
+    // of the groups.
     tokio::time::timeout(std::time::Duration::from_secs(5), async {
         while groups.upgrade().is_some() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -52,8 +53,9 @@ async fn a_restarted_lone_node_starts_cleanly_and_stops_its_services_each_time()
     let dir = tempfile::tempdir().unwrap();
     for round in 0..3 {
         let node = Node::start(lone_node(dir.path())).await.unwrap();
-        // The disk sampler and the TTL reaper; a lone node stores the map inline.
-        assert_eq!(node.inner.services.running(), 2, "round {round}");
+        // The disk sampler, the TTL reaper and the map follower; a lone node stores the
+        // map inline.
+        assert_eq!(node.inner.services.running(), 3, "round {round}");
         let map = node
             .engine()
             .get_record(
@@ -122,4 +124,30 @@ async fn a_stored_map_that_does_not_decode_is_a_clear_error() {
         other => panic!("expected Internal, got {other:?}"),
     }
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_stored_map_wakes_the_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(lone_node(dir.path())).await.unwrap();
+    let mut rx = node.cluster_map();
+    assert_eq!(rx.borrow_and_update().epoch, 1);
+    let (stored, version) = crate::cluster_map::read_stored(node.engine())
+        .unwrap()
+        .unwrap();
+    let mut newer = stored;
+    newer.epoch = 2;
+    put_map_record(&node, serde_json::to_vec(&newer).unwrap(), version).await;
+    // A hang guard, not a wait: the follower offers the map once the group applies it.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        rx.wait_for(|m| m.epoch == 2),
+    )
+    .await
+    .expect("the watch saw epoch 2")
+    .unwrap();
+    assert_eq!(**node.cluster_map().borrow(), newer);
+    assert_eq!(node.cluster_view().epoch, 2);
+    node.shutdown().await;
+    assert_eq!(node.inner.services.running(), 0);
 }
