@@ -16,11 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
+use shoal_core::ShardId;
+use shoal_core::map::ClusterMap;
+use shoal_core::shard::META_GROUP;
 use shoal_raft::TypeConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster_map::MapRx;
 use crate::group::{Group, Groups};
-use crate::topology::Topology;
 
 /// Most transfers one node starts per round: each makes its shard briefly refuse
 /// requests, so they are spread out rather than done all at once.
@@ -35,8 +38,11 @@ const ROUNDS_CAUGHT_UP: u32 = 2;
 pub(crate) struct LeaderBalancer {
     pub me: u64,
     pub groups: Arc<Groups>,
-    /// Where the preferred leaders come from (the first replica of each group).
-    pub topology: Arc<Topology>,
+    /// Where the shards' preferred leaders come from (the first replica of each shard),
+    /// read afresh each round.
+    pub map: MapRx,
+    /// The metadata group's preferred leader (its voters are not in the cluster map).
+    pub meta_preferred: Option<u64>,
     /// Counts the transfers started (`NodeStats::leader_transfers`).
     pub transfers: Arc<AtomicU64>,
     pub interval: Duration,
@@ -95,7 +101,7 @@ impl LeaderBalancer {
 
     /// The node this leader should hand `group` to now, if any.
     fn target(&self, group: &Group) -> Option<u64> {
-        let preferred = self.topology.replicas(group.id).first().copied();
+        let preferred = preferred_leader(&self.map.borrow(), self.meta_preferred, group.id);
         let facts = {
             let metrics = group.raft.metrics();
             let m = metrics.borrow_watched();
@@ -103,6 +109,19 @@ impl LeaderBalancer {
         };
         handover_target(self.me, preferred, facts)
     }
+}
+
+/// The preferred leader of `group`: the first replica the map gives a shard, or
+/// `meta_preferred` for the metadata group.
+pub(crate) fn preferred_leader(
+    map: &ClusterMap,
+    meta_preferred: Option<u64>,
+    group: ShardId,
+) -> Option<u64> {
+    if group == META_GROUP {
+        return meta_preferred;
+    }
+    map.replicas(group).first().copied()
 }
 
 /// What the leader's metrics say about the preferred leader (read under one metrics borrow).
@@ -244,6 +263,43 @@ mod tests {
             ..READY
         };
         assert_eq!(handover_target(1, Some(2), empty), None);
+    }
+
+    fn three_nodes() -> ClusterMap {
+        let members: Vec<(u64, String)> = (1..=3).map(|id| (id, format!("n{id}:1"))).collect();
+        crate::topology::Topology::new(1, &members, 3, 3)
+            .unwrap()
+            .map
+    }
+
+    #[test]
+    fn preferred_leaders_come_from_the_map_but_the_metadata_groups_from_its_own() {
+        let map = three_nodes();
+        for shard in &map.shards {
+            assert_eq!(
+                preferred_leader(&map, Some(9), shard.id),
+                shard.replicas.first().copied()
+            );
+        }
+        assert_eq!(preferred_leader(&map, Some(9), META_GROUP), Some(9));
+        assert_eq!(preferred_leader(&map, None, META_GROUP), None);
+        assert_eq!(preferred_leader(&map, Some(9), 99), None, "no such shard");
+    }
+
+    #[test]
+    fn a_newer_map_moves_the_preferred_leader() {
+        let seed = three_nodes();
+        let cell = crate::cluster_map::MapCell::new(seed.clone());
+        let rx = cell.subscribe();
+        let shard = seed.shards[0].id;
+        let before = preferred_leader(&rx.borrow(), None, shard).unwrap();
+        let mut newer = seed;
+        newer.epoch += 1;
+        newer.shards[0].replicas.rotate_left(1);
+        assert!(cell.offer(newer.clone()));
+        let after = preferred_leader(&rx.borrow(), None, shard).unwrap();
+        assert_eq!(after, newer.shards[0].replicas[0]);
+        assert_ne!(after, before);
     }
 
     #[test]

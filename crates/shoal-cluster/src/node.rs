@@ -587,7 +587,8 @@ impl Node {
             let balancer = LeaderBalancer {
                 me,
                 groups: inner.groups.clone(),
-                topology: inner.topology.clone(),
+                map: inner.map.subscribe(),
+                meta_preferred: inner.topology.meta_replicas.first().copied(),
                 transfers: inner.leader_transfers.clone(),
                 interval: inner.tuning.leader_balance_interval,
             };
@@ -596,10 +597,9 @@ impl Node {
                 .start("leader-balancer", |cancel| balancer.run(cancel));
         }
         if members.len() > 1 {
-            let nodes = &inner.topology.map.nodes;
             let poll = StatusPoll {
                 me,
-                peer_ids: nodes.iter().map(|n| n.id).filter(|id| *id != me).collect(),
+                map: inner.map.subscribe(),
                 router: inner.router.clone(),
                 peers: inner.peers.clone(),
                 groups: inner.groups.clone(),

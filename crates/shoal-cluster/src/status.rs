@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use shoal_core::map::ClusterMap;
 use shoal_raft::transport::PeerRouter;
 use shoal_raft::transport::wire::{Request, Response};
 use shoal_storage::DiskSpace;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster_map::MapRx;
 use crate::group::Groups;
 use crate::peers::Peers;
 
@@ -17,8 +19,8 @@ use crate::peers::Peers;
 /// have a majority of voters too low on disk to take entries (`disk_guard::check_quorums`).
 pub(crate) struct StatusPoll {
     pub me: u64,
-    /// Every other node of the cluster.
-    pub peer_ids: Vec<u64>,
+    /// The cluster map: every other node in it is polled (read afresh each round).
+    pub map: MapRx,
     pub router: PeerRouter,
     pub peers: Arc<Peers>,
     pub groups: Arc<Groups>,
@@ -49,7 +51,8 @@ impl StatusPoll {
     }
 
     async fn round(&self, timeout: Duration) {
-        let calls = self.peer_ids.iter().map(|&peer| {
+        let peer_ids = peer_ids(&self.map.borrow(), self.me);
+        let calls = peer_ids.into_iter().map(|peer| {
             let call = self.router.call(peer, Request::Status, timeout);
             async move { (peer, call.await) }
         });
@@ -59,5 +62,43 @@ impl StatusPoll {
             }
         }
         crate::disk_guard::check_quorums(self.me, self.disk.status(), &self.groups, &self.peers);
+    }
+}
+
+/// Every node of `map` but `me`.
+fn peer_ids(map: &ClusterMap, me: u64) -> Vec<u64> {
+    map.nodes
+        .iter()
+        .map(|n| n.id)
+        .filter(|id| *id != me)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_core::map::NodeInfo;
+
+    use super::*;
+    use crate::cluster_map::MapCell;
+
+    #[test]
+    fn every_node_of_the_map_but_me_and_a_newer_map_adds_its_nodes() {
+        let members: Vec<(u64, String)> = (1..=3).map(|id| (id, format!("n{id}:1"))).collect();
+        let seed = crate::topology::Topology::new(2, &members, 3, 3)
+            .unwrap()
+            .map;
+        let cell = MapCell::new(seed.clone());
+        let rx = cell.subscribe();
+        assert_eq!(peer_ids(&rx.borrow(), 2), vec![1, 3]);
+        let mut newer = seed;
+        newer.epoch += 1;
+        newer.nodes.push(NodeInfo {
+            id: 4,
+            peer_addr: "n4:1".into(),
+            resp_addr: String::new(),
+            http_addr: String::new(),
+        });
+        assert!(cell.offer(newer));
+        assert_eq!(peer_ids(&rx.borrow(), 2), vec![1, 3, 4]);
     }
 }
