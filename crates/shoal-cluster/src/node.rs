@@ -28,7 +28,6 @@ use crate::leadership::LeaderBalancer;
 use crate::memory::{MemoryBudget, MemoryReport, process_rss_bytes};
 use crate::peers::Peers;
 use crate::reaper::Reaper;
-use crate::status::StatusPoll;
 use crate::supervisor::{STOP_DEADLINE, Supervisor};
 use crate::topology::{Identity, Topology, check_identity};
 
@@ -596,20 +595,7 @@ impl Node {
                 .services
                 .start("leader-balancer", |cancel| balancer.run(cancel));
         }
-        if members.len() > 1 {
-            let poll = StatusPoll {
-                me,
-                map: inner.map.subscribe(),
-                router: inner.router.clone(),
-                peers: inner.peers.clone(),
-                groups: inner.groups.clone(),
-                disk: inner.engine.disk().clone(),
-                interval: inner.tuning.status_interval,
-            };
-            inner
-                .services
-                .start("status-poll", |cancel| poll.run(cancel));
-        }
+        crate::status::start(inner, members.len() > 1);
         tracing::info!(
             node = node.id(),
             shards = node.inner.layout.len(),

@@ -4,11 +4,15 @@
 //! Raft decides who leads, and a stale hint costs one redirected hop.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use shoal_core::ShardId;
-use shoal_core::map::{NodeInfo, NodeStatus};
+use shoal_core::map::{ClusterMap, NodeInfo, NodeStatus};
+use shoal_raft::transport::PeerRouter;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster_map::MapRx;
 
 /// A peer is "down" once it has not answered a status request for this long.
 pub const DOWN_AFTER: Duration = Duration::from_millis(1500);
@@ -45,6 +49,20 @@ impl Peers {
         }
     }
 
+    /// Starts tracking the nodes of `nodes` it did not know. Known nodes keep what was
+    /// learned of them, and nodes missing from `nodes` stay (removal comes with draining).
+    pub fn sync(&self, nodes: &[NodeInfo]) {
+        let mut table = self.table.write().expect("peers lock");
+        for n in nodes {
+            table.entry(n.id).or_insert_with(|| PeerEntry {
+                info: n.clone(),
+                status: None,
+                last_answer: None,
+            });
+        }
+    }
+
+    /// Records `status` from `node`; ignored for a node not in the map (yet).
     pub fn record(&self, node: u64, status: NodeStatus) {
         let mut table = self.table.write().expect("peers lock");
         if let Some(entry) = table.get_mut(&node) {
@@ -110,5 +128,160 @@ impl Peers {
             .iter()
             .find(|r| r.shard == shard)
             .cloned()
+    }
+}
+
+/// The service that keeps this node's address book current with the cluster map: on every
+/// map it sees (the current one at start, then each newer one), the transport learns the
+/// peer address of every node new to it, and `Peers` starts tracking new nodes, so a node
+/// that joins later can be called, may call in, and has its status recorded.
+///
+/// Addresses are only added: a node keeps the address it was first known by (a join that
+/// reuses an id with another address is refused before it reaches the map).
+pub(crate) struct PeerBook {
+    pub me: u64,
+    pub map: MapRx,
+    pub router: PeerRouter,
+    pub peers: Arc<Peers>,
+}
+
+impl PeerBook {
+    pub(crate) async fn run(mut self, cancel: CancellationToken) {
+        loop {
+            let map = self.map.borrow_and_update().clone();
+            self.learn(&map);
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                changed = self.map.changed() => {
+                    // The map's owner is gone (the node is shutting down).
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn learn(&self, map: &ClusterMap) {
+        for n in &map.nodes {
+            if n.id != self.me
+                && !n.peer_addr.is_empty()
+                && self.router.learn_addr(n.id, &n.peer_addr)
+            {
+                tracing::info!(node = n.id, addr = %n.peer_addr, epoch = map.epoch, "learned a new peer");
+            }
+        }
+        self.peers.sync(&map.nodes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_core::map::{DiskStatus, MemoryStatus};
+
+    use super::*;
+    use crate::cluster_map::MapCell;
+    use crate::topology::Topology;
+
+    fn status(id: u64) -> NodeStatus {
+        NodeStatus {
+            info: NodeInfo {
+                id,
+                peer_addr: String::new(),
+                resp_addr: format!("n{id}:6379"),
+                http_addr: String::new(),
+            },
+            replicas: Vec::new(),
+            disk: DiskStatus {
+                free_bytes: u64::MAX,
+                reserve_bytes: 0,
+            },
+            memory: MemoryStatus {
+                rss_bytes: 0,
+                budget_bytes: 0,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_newer_map_with_an_extra_node_teaches_its_address_and_tracks_its_status() {
+        let members: Vec<(u64, String)> = (1..=3).map(|id| (id, format!("n{id}:1"))).collect();
+        let seed = Topology::new(1, &members, 3, 3).unwrap().map;
+        let cell = MapCell::new(seed.clone());
+        let router = PeerRouter::new(
+            1,
+            seed.cluster_id.clone(),
+            Default::default(),
+            Default::default(),
+            tokio::runtime::Handle::current(),
+        );
+        // As the node does at start, from its flags.
+        router.set_addr(2, "n2:1".into());
+        let peers = Arc::new(Peers::new(&seed.nodes));
+        peers.record(4, status(4));
+        assert!(!peers.is_up(4), "a node outside the map is ignored");
+
+        let cancel = CancellationToken::new();
+        let book = PeerBook {
+            me: 1,
+            map: cell.subscribe(),
+            router: router.clone(),
+            peers: peers.clone(),
+        };
+        let task = tokio::spawn(book.run(cancel.clone()));
+        // The current map is learned at start: node 3, which the flags did not give the
+        // router here, is learned; node 2 keeps its address, and this node is not added.
+        wait_for(|| router.addr(3).is_some()).await;
+        assert_eq!(router.addr(3).as_deref(), Some("n3:1"));
+        assert_eq!(router.addr(2).as_deref(), Some("n2:1"));
+        assert_eq!(router.addr(1), None);
+
+        let mut newer = seed;
+        newer.epoch += 1;
+        newer.nodes.push(NodeInfo {
+            id: 4,
+            peer_addr: "n4:1".into(),
+            resp_addr: String::new(),
+            http_addr: String::new(),
+        });
+        assert!(cell.offer(newer));
+        wait_for(|| router.addr(4).is_some()).await;
+        assert_eq!(router.addr(4).as_deref(), Some("n4:1"));
+        peers.record(4, status(4));
+        assert!(peers.is_up(4));
+        assert_eq!(peers.info(4).unwrap().resp_addr, "n4:6379");
+
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("stops when cancelled")
+            .unwrap();
+        router.shutdown();
+    }
+
+    #[test]
+    fn sync_keeps_what_was_learned_of_known_nodes() {
+        let node = |id: u64| NodeInfo {
+            id,
+            peer_addr: format!("n{id}:1"),
+            resp_addr: String::new(),
+            http_addr: String::new(),
+        };
+        let peers = Peers::new(&[node(1), node(2)]);
+        peers.record(2, status(2));
+        peers.sync(&[node(1), node(2), node(3)]);
+        assert!(peers.is_up(2));
+        assert_eq!(peers.info(2).unwrap().resp_addr, "n2:6379");
+        assert_eq!(peers.info(3).unwrap().peer_addr, "n3:1");
+        assert!(!peers.is_up(3));
+    }
+
+    async fn wait_for(done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }

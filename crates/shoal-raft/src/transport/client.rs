@@ -190,6 +190,28 @@ impl PeerRouter {
             .insert(node, addr);
     }
 
+    /// Records where `node` listens for peers unless an address is already known for it
+    /// (that one stays); true when it was new. For nodes learned from a newer cluster map:
+    /// from then on this node calls them and takes up the connections they open.
+    pub fn learn_addr(&self, node: u64, addr: &str) -> bool {
+        let mut addrs = self.inner.addrs.write().expect("addrs lock");
+        if addrs.contains_key(&node) {
+            return false;
+        }
+        addrs.insert(node, addr.to_string());
+        true
+    }
+
+    /// Where `node` listens for peers, if known.
+    pub fn addr(&self, node: u64) -> Option<String> {
+        self.inner
+            .addrs
+            .read()
+            .expect("addrs lock")
+            .get(&node)
+            .cloned()
+    }
+
     pub(super) fn knows(&self, node: u64) -> bool {
         self.inner
             .addrs

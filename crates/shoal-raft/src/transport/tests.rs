@@ -192,3 +192,28 @@ async fn a_restarted_peer_is_reached_again_from_either_side() {
     n1.stop().await;
     n2.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_learned_after_start_is_reached_and_may_call_in() {
+    let ((l1, a1), (l2, a2)) = (listener().await, listener().await);
+    let n1 = TestNode::start(1, l1, &[]).await;
+    let n2 = TestNode::start(2, l2, &[(1, a1.clone())]).await;
+    match n1
+        .router
+        .call(2, Request::Status, Duration::from_secs(1))
+        .await
+    {
+        Err(CallError::NotSent(_)) => {}
+        other => panic!("node 1 called a node it does not know: {other:?}"),
+    }
+    assert!(n1.router.learn_addr(2, &a2));
+    assert!(
+        !n1.router.learn_addr(2, "127.0.0.1:1"),
+        "a known address stays"
+    );
+    assert_eq!(n1.router.addr(2), Some(a2));
+    n1.reach(2, 5).await;
+    n2.reach(1, 5).await;
+    n1.stop().await;
+    n2.stop().await;
+}
