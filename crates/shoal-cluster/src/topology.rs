@@ -5,6 +5,18 @@
 //! Every node derives the same map, so no node has to go first: the metadata group and
 //! each shard group are initialised by exactly one node (its first replica in placement
 //! order), whatever order the nodes start in.
+//!
+//! ## The cluster id
+//!
+//! The cluster id is minted once, when the cluster is formed: a hash of the founding flags
+//! (`cluster_id`; the same formula as ever, so existing data directories keep their
+//! identity). From then on it is the cluster's identity, not a function of the flags: every
+//! data directory records it (`identity.json`, `check_identity`), the metadata group
+//! stores it in the cluster map, and a newer map is only adopted if it carries the same id
+//! (`MapCell::offer`), so a map that gains nodes keeps it. A founding member is restarted
+//! with the flags the cluster was formed with, which give the same id. A node that joins
+//! later will take the id from the cluster it joins (the admission reply), record it in its
+//! identity file and use that on restart, never one computed from its own flags.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -250,6 +262,16 @@ mod tests {
         }
         let other = Topology::new(1, &members(5), 16, 5).unwrap();
         assert_ne!(a.map.cluster_id, other.map.cluster_id);
+    }
+
+    /// The id is recorded in every data directory: a change to the formula would make
+    /// every existing node refuse its own directory.
+    #[test]
+    fn the_cluster_id_of_given_flags_never_changes() {
+        let t = Topology::new(1, &members(3), 16, 3).unwrap();
+        assert_eq!(t.map.cluster_id, "f07b0b93b7426032");
+        let lone = Topology::new(1, &[(1, "local".into())], 2, 1).unwrap();
+        assert_eq!(lone.map.cluster_id, "b610a11e501d6655");
     }
 
     #[test]
