@@ -1,12 +1,13 @@
 //! The peer protocol as a remote node (or anything that reaches the peer port) sends it:
-//! the framing (`read_frame`), the `Hello` that opens a connection and the `Frame`s after it.
+//! the framing (`read_frame_within`: the hello under `MAX_HELLO_BYTES`, frames after it
+//! under `MAX_FRAME_BYTES`), the `Hello` that opens a connection and the `Frame`s after it.
 //!
 //! Input layout: byte 0 picks what to decode, byte 1 the number of cuts `n` (mod 16), the
 //! next `n` bytes the size of each read the socket returns, the rest is the bytes.
 //!
 //! Properties: no panic; a message that decodes re-encodes to bytes that decode to the same
 //! message (compared in its encoded form: the wire types have no `PartialEq`); and a stream
-//! read through `read_frame` yields the same frames and the same end (clean, error) whether
+//! read as the server reads it yields the same frames and the same end (clean, error) whether
 //! the socket hands over everything at once or in small reads with `Pending` in between.
 #![no_main]
 
@@ -67,12 +68,21 @@ fn run<F: Future>(future: F) -> F::Output {
     panic!("read_frame made no progress");
 }
 
-/// Every frame payload of a stream, then how it ended.
+/// Every frame payload of a stream, then how it ended: the hello under its own limit, then
+/// frames, as the peer server reads a connection.
 fn read_all<R: AsyncRead + Unpin>(mut reader: R) -> (Vec<Vec<u8>>, Result<(), String>) {
     let mut frames = Vec::new();
     while frames.len() < MAX_FRAMES {
-        match run(wire::read_frame(&mut reader)) {
-            Ok(Some(payload)) => frames.push(payload),
+        let limit = if frames.is_empty() {
+            wire::MAX_HELLO_BYTES
+        } else {
+            wire::MAX_FRAME_BYTES
+        };
+        match run(wire::read_frame_within(&mut reader, limit)) {
+            Ok(Some(payload)) => {
+                assert!(payload.len() <= limit, "a frame over its limit was read");
+                frames.push(payload);
+            }
             Ok(None) => return (frames, Ok(())),
             Err(e) => return (frames, Err(e.kind().to_string())),
         }
