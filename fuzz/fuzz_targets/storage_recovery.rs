@@ -228,14 +228,29 @@ fn mutate(file: &Path, kind: u8, offset: u32) {
     std::fs::write(file, bytes).expect("write file");
 }
 
-/// Opens the damaged copy as a node would and checks everything it serves.
+/// Opens the damaged copy as a node would and checks everything it serves. With
+/// `SHOAL_FUZZ_OUTCOMES` set, prints one line per input saying what happened.
 fn check(dir: &Path, template: &Template) {
-    let Ok(engine) = Engine::open(dir, &options()) else {
-        return;
+    let report = std::env::var_os("SHOAL_FUZZ_OUTCOMES").is_some();
+    let engine = match Engine::open(dir, &options()) {
+        Ok(engine) => engine,
+        Err(e) => {
+            if report {
+                let text = e.to_string();
+                eprintln!("outcome: open refused: {}", &text[..text.len().min(100)]);
+            }
+            return;
+        }
     };
+    let (mut same, mut absent, mut errors) = (0, 0, 0);
     for (key, written) in &template.records {
-        if let Ok(Some(read)) = engine.get_record(GROUP, key) {
-            assert_eq!(&read, written, "record {key:?} came back different");
+        match engine.get_record(GROUP, key) {
+            Ok(Some(read)) => {
+                assert_eq!(&read, written, "record {key:?} came back different");
+                same += 1;
+            }
+            Ok(None) => absent += 1,
+            Err(_) => errors += 1,
         }
     }
     if let Ok(Some(vote)) = engine.get_meta(GROUP, TAG_VOTE) {
@@ -245,21 +260,35 @@ fn check(dir: &Path, template: &Template) {
             "the vote came back different"
         );
     }
-    if LogStore::open(engine.clone(), GROUP).is_ok()
-        && let Ok(entries) = engine.read_log(GROUP, 0, u64::MAX)
-    {
-        for (index, bytes) in entries {
-            let written = template
-                .log
-                .iter()
-                .find(|(i, _)| *i == index)
-                .unwrap_or_else(|| panic!("log entry {index} was never written"));
-            assert_eq!(
-                &bytes[..],
-                &written.1[..],
-                "log entry {index} came back different"
-            );
-        }
+    let log = match LogStore::open(engine.clone(), GROUP) {
+        Err(e) => format!(
+            "log refused ({})",
+            e.to_string().chars().take(60).collect::<String>()
+        ),
+        Ok(_) => match engine.read_log(GROUP, 0, u64::MAX) {
+            Err(_) => "log read error".to_string(),
+            Ok(entries) => {
+                let n = entries.len();
+                for (index, bytes) in entries {
+                    let written = template
+                        .log
+                        .iter()
+                        .find(|(i, _)| *i == index)
+                        .unwrap_or_else(|| panic!("log entry {index} was never written"));
+                    assert_eq!(
+                        &bytes[..],
+                        &written.1[..],
+                        "log entry {index} came back different"
+                    );
+                }
+                format!("log ok, {n} of {} entries", template.log.len())
+            }
+        },
+    };
+    if report {
+        eprintln!(
+            "outcome: opened: records {same} intact, {absent} absent, {errors} errors; {log}"
+        );
     }
     let _ = engine.close();
 }
