@@ -109,6 +109,34 @@ impl Default for EngineOptions {
     }
 }
 
+std::thread_local! {
+    static RECOVERING: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The data directory this thread is opening (recovering) right now, if any. fjall and
+/// lsm-tree assert on some damaged metadata, and the unwinding then aborts the process (a
+/// panic while dropping the half-opened database), so no error can be returned: the binary's
+/// panic hook asks this to tell the operator which directory is damaged and what to do.
+pub fn recovering_dir() -> Option<PathBuf> {
+    RECOVERING.with(|r| r.borrow().clone())
+}
+
+/// Marks this thread as recovering `dir` until dropped.
+struct Recovering;
+
+impl Recovering {
+    fn enter(dir: &Path) -> Self {
+        RECOVERING.with(|r| *r.borrow_mut() = Some(dir.to_path_buf()));
+        Recovering
+    }
+}
+
+impl Drop for Recovering {
+    fn drop(&mut self) {
+        RECOVERING.with(|r| *r.borrow_mut() = None);
+    }
+}
+
 /// First and last index present in a group's log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogBounds {
@@ -188,6 +216,7 @@ impl Engine {
         // fjall asserts some journal invariants while decoding (debug builds), so damaged
         // bytes can panic instead of erroring: that is a corrupt journal too, not a bug
         // to crash on.
+        let recovering = Recovering::enter(dir);
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.open()))
             .map_err(|panic| {
                 let what = panic
@@ -197,6 +226,7 @@ impl Engine {
                     .unwrap_or("a panic");
                 corrupt_journal(dir, format!("decoding it failed ({what})"))
             })?;
+        drop(recovering);
         let db = opened.map_err(|e| match e {
             // A batch written in full (it has its end marker) that fails its check is
             // damage, not a crash: fjall refuses it rather than drop what follows.
@@ -378,6 +408,23 @@ impl Engine {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_directory_being_recovered_is_known_only_during_open() {
+        assert_eq!(recovering_dir(), None);
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let _guard = Recovering::enter(dir.path());
+            assert_eq!(recovering_dir().as_deref(), Some(dir.path()));
+            // Another thread recovers nothing.
+            let elsewhere = std::thread::spawn(recovering_dir).join().unwrap();
+            assert_eq!(elsewhere, None);
+        }
+        assert_eq!(recovering_dir(), None);
+        let engine = Engine::open(dir.path(), &EngineOptions::default()).unwrap();
+        assert_eq!(recovering_dir(), None, "cleared once open returns");
+        drop(engine);
+    }
 
     #[test]
     fn log_append_read_truncate_purge() {

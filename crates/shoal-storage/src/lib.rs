@@ -17,7 +17,7 @@ mod syncer;
 pub use disk::{DiskLow, DiskSpace, DiskUse};
 pub use engine::{
     DEFAULT_MIN_FREE_BYTES, DEFAULT_OPEN_FILES, Engine, EngineMemory, EngineOptions, LogBounds,
-    MIN_OPEN_FILES, MemtableSizes, StorageStats,
+    MIN_OPEN_FILES, MemtableSizes, StorageStats, recovering_dir,
 };
 pub use keys::GroupId;
 pub use shard_data::{DataChange, ScanPage};

@@ -206,8 +206,27 @@ pub async fn run(args: ServerArgs) -> ExitCode {
     }
 }
 
+/// A panic while the storage engine recovers the data directory can abort the process from
+/// inside fjall (an assertion on damaged metadata, then a poisoned lock while unwinding), so
+/// no error ever reaches `serve`: say here which directory is damaged and what to do.
+fn explain_recovery_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Some(dir) = shoal_storage::recovering_dir() {
+            eprintln!(
+                "error: the storage engine failed while recovering {} ({info}): its files are damaged. \
+                 Move that directory aside and start this node again on an empty one with --rejoin, \
+                 so the other nodes copy its replicas back (a single node has no other copy)",
+                dir.display()
+            );
+        }
+        previous(info);
+    }));
+}
+
 async fn serve(args: ServerArgs) -> Result<(), String> {
     init_logging(&args)?;
+    explain_recovery_panics();
     let mut signals = StopSignals::install()?;
     let resp_listener = bind("--resp-addr", args.resp_addr).await?;
     let http_listener = bind("--http-addr", args.http_addr).await?;
