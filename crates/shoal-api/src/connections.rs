@@ -10,7 +10,23 @@ use std::time::Duration;
 
 /// How long an accept loop pauses after a failed accept (out of descriptors, out of memory),
 /// so it does not spin while the condition lasts.
-pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The next connection on `listener`; `None` after a failed accept, logged and waited out
+/// for [`ACCEPT_BACKOFF`]. Cancel-safe, for a `select!` arm.
+pub(crate) async fn accept(
+    listener: &tokio::net::TcpListener,
+    front_end: &str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener.accept().await {
+        Ok(accepted) => Some(accepted),
+        Err(err) => {
+            tracing::warn!(%err, "{front_end} accept failed");
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
+            None
+        }
+    }
+}
 
 /// Counts open client connections against one maximum. Clones share the count.
 #[derive(Clone)]

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -85,11 +85,7 @@ impl KeyView for View<'_> {
     }
 }
 
-fn now_ms() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as UnixMillis)
-}
+use crate::now_ms;
 
 /// The keys `command` names, for rigged failures and delays.
 fn keys_of(command: &Command) -> Vec<&Bytes> {

@@ -10,3 +10,11 @@ pub mod http;
 pub mod resp;
 
 pub use connections::{ConnectionLimit, ConnectionPermit};
+
+/// Milliseconds since the Unix epoch by this node's clock (expiry times are computed from it;
+/// the one copy every front end uses).
+pub(crate) fn now_ms() -> shoal_core::UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as shoal_core::UnixMillis)
+}

@@ -276,6 +276,20 @@ impl Node {
     }
 }
 
+/// `map` one epoch later with node `id` (peer address `peer_addr`) added: what an admission
+/// would publish. For the services' tests.
+#[cfg(test)]
+pub(crate) fn grown(mut map: ClusterMap, id: u64, peer_addr: &str) -> ClusterMap {
+    map.epoch += 1;
+    map.nodes.push(shoal_core::map::NodeInfo {
+        id,
+        peer_addr: peer_addr.into(),
+        resp_addr: String::new(),
+        http_addr: String::new(),
+    });
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use shoal_core::map::{NodeInfo, ShardInfo};

@@ -237,15 +237,7 @@ mod tests {
         assert_eq!(router.addr(2).as_deref(), Some("n2:1"));
         assert_eq!(router.addr(1), None);
 
-        let mut newer = seed;
-        newer.epoch += 1;
-        newer.nodes.push(NodeInfo {
-            id: 4,
-            peer_addr: "n4:1".into(),
-            resp_addr: String::new(),
-            http_addr: String::new(),
-        });
-        assert!(cell.offer(newer));
+        assert!(cell.offer(crate::cluster_map::grown(seed, 4, "n4:1")));
         wait_for(|| router.addr(4).is_some()).await;
         assert_eq!(router.addr(4).as_deref(), Some("n4:1"));
         peers.record(4, status(4));

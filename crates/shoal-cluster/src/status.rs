@@ -106,7 +106,6 @@ fn peer_ids(map: &ClusterMap, me: u64) -> Vec<u64> {
 
 #[cfg(test)]
 mod tests {
-    use shoal_core::map::NodeInfo;
 
     use super::*;
     use crate::cluster_map::MapCell;
@@ -120,15 +119,7 @@ mod tests {
         let cell = MapCell::new(seed.clone());
         let rx = cell.subscribe();
         assert_eq!(peer_ids(&rx.borrow(), 2), vec![1, 3]);
-        let mut newer = seed;
-        newer.epoch += 1;
-        newer.nodes.push(NodeInfo {
-            id: 4,
-            peer_addr: "n4:1".into(),
-            resp_addr: String::new(),
-            http_addr: String::new(),
-        });
-        assert!(cell.offer(newer));
+        assert!(cell.offer(crate::cluster_map::grown(seed, 4, "n4:1")));
         assert_eq!(peer_ids(&rx.borrow(), 2), vec![1, 3, 4]);
     }
 }

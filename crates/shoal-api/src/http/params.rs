@@ -187,18 +187,12 @@ impl PutParams {
 
 /// A ttl of `ms` milliseconds from now, validated as every front end does (`Expiry::after_millis`).
 pub(crate) fn checked_ttl(name: &str, ms: u64) -> Result<Expiry, ApiError> {
-    Expiry::after_millis(ms, now_ms()).map_err(|e| match e {
+    Expiry::after_millis(ms, crate::now_ms()).map_err(|e| match e {
         TtlError::Zero => ApiError::invalid(format!(
             "`{name}` must be positive; to keep a key forever, omit it"
         )),
         TtlError::TooLarge { .. } => ApiError::invalid(format!("`{name}` {e}")),
     })
-}
-
-fn now_ms() -> shoal_core::UnixMillis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as shoal_core::UnixMillis)
 }
 
 /// `DELETE /v1/kv/{key}`.

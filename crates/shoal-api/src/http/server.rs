@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::HttpConfig;
-use crate::connections::{ACCEPT_BACKOFF, ConnectionPermit};
+use crate::connections::{self, ConnectionPermit};
 
 /// Largest request head (request line and headers) read; over it hyper answers 431.
 /// Above hyper's URI limit (64 KiB), so an over-long URI still gets its precise 414.
@@ -58,14 +58,9 @@ pub(crate) async fn serve_router(
         tokio::select! {
             () = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::warn!(%err, "HTTP accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
+            accepted = connections::accept(&listener, "HTTP") => {
+                let Some((stream, peer)) = accepted else {
+                    continue;
                 };
                 let Some(permit) = config.connections.try_admit() else {
                     // Never blocks the accept loop: a fresh socket's send buffer has room.
@@ -179,7 +174,12 @@ fn raw_error(status: u16, reason: &str, code: &str, message: &str) -> Vec<u8> {
 /// parse, if `head` is one. Handlers always answer errors with a JSON body, so an error
 /// head with `content-length: 0` can only come from hyper itself.
 fn rewrite_automatic_error(head: &[u8]) -> Option<Vec<u8>> {
-    if !head.starts_with(b"HTTP/1.") || !head.ends_with(b"\r\n\r\n") || head.len() > 512 {
+    // Every response passes here: reject anything but a small 4xx head before allocating.
+    if head.len() > 512
+        || head.get(9) != Some(&b'4')
+        || !head.starts_with(b"HTTP/1.")
+        || !head.ends_with(b"\r\n\r\n")
+    {
         return None;
     }
     let text = std::str::from_utf8(head).ok()?.to_ascii_lowercase();
@@ -302,11 +302,10 @@ impl AsyncWrite for Watched {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         // An automatic error response is a lone head, written as one slice.
-        let nonempty: Vec<&io::IoSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).collect();
-        if this.replacing.is_some()
-            || (nonempty.len() == 1 && rewrite_automatic_error(nonempty[0]).is_some())
-        {
-            let first = nonempty.first().map_or(&[][..], |b| &b[..]);
+        let mut nonempty = bufs.iter().filter(|b| !b.is_empty());
+        let first = nonempty.next().map_or(&[][..], |b| &b[..]);
+        let lone = nonempty.next().is_none();
+        if this.replacing.is_some() || (lone && rewrite_automatic_error(first).is_some()) {
             return Pin::new(this).poll_write(cx, first);
         }
         let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
@@ -337,6 +336,11 @@ pub(crate) async fn body_deadline(
     request: Request,
     next: Next,
 ) -> Response {
+    use http_body::Body as _;
+    // Most requests (GET, DELETE) carry no body: no timer for them.
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
     next.run(request.map(|body| Body::new(DeadlineBody::new(body, limit))))
         .await
 }

@@ -14,7 +14,7 @@ use super::RespConfig;
 use super::cmd::Ctx;
 use super::connection;
 use crate::backend::Backend;
-use crate::connections::ACCEPT_BACKOFF;
+use crate::connections;
 
 /// The line a client over the limit receives before it is closed (Redis's wording).
 const TOO_MANY_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
@@ -55,14 +55,9 @@ pub(crate) async fn serve_backend(
                     tracing::error!(%err, "RESP connection task failed");
                 }
             }
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::warn!(%err, "RESP accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
+            accepted = connections::accept(&listener, "RESP") => {
+                let Some((stream, peer)) = accepted else {
+                    continue;
                 };
                 let Some(guard) = ctx.admit() else {
                     // Never blocks the accept loop: a fresh socket's send buffer has room

@@ -3,7 +3,6 @@
 //! Every check returns the error frame Redis would send, so handlers just use `?`.
 
 use std::fmt::Display;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use shoal_core::slot::Slot;
@@ -83,12 +82,7 @@ pub(crate) fn float(arg: &[u8]) -> Result<f64, Frame> {
     shoal_core::apply::parse_f64(arg).map_err(|e| error_frame(&e))
 }
 
-/// Milliseconds since the Unix epoch by this node's clock.
-pub(crate) fn now_ms() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as UnixMillis)
-}
+pub(crate) use crate::now_ms;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unit {
