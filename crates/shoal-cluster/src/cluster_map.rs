@@ -23,9 +23,8 @@ use shoal_storage::Engine;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::bootstrap::{MapPublisher, publish_map};
 use crate::group::Groups;
-use crate::node::{Inner, Node, storage_err};
+use crate::node::{Node, storage_err};
 
 /// The key under which the metadata group stores the cluster map.
 pub(crate) const CLUSTER_MAP_KEY: &[u8] = b"shoal/cluster-map";
@@ -70,46 +69,6 @@ pub(crate) fn adopt_stored(engine: &Engine, cell: &MapCell) -> Result<bool, Erro
         return Ok(false);
     }
     Ok(cell.offer(stored))
-}
-
-/// On a node with a metadata replica: adopts the stored map if it is newer than the seed,
-/// and makes sure the bootstrap map is stored (inline on a lone node, else by the
-/// `MapPublisher` service).
-pub(crate) async fn start_meta(inner: &Inner, lone: bool) -> Result<(), Error> {
-    let Some(meta) = inner.groups.get(META_GROUP) else {
-        return Ok(());
-    };
-    if adopt_stored(&inner.engine, &inner.map)? {
-        tracing::info!(
-            epoch = inner.map.current().epoch,
-            "adopted the stored cluster map"
-        );
-    }
-    if lone {
-        if !publish_map(meta, &inner.engine, &inner.topology.map).await? {
-            return Err(Error::Internal(
-                "the cluster map could not be stored".into(),
-            ));
-        }
-    } else {
-        let publisher = MapPublisher {
-            groups: inner.groups.clone(),
-            engine: inner.engine.clone(),
-            map: inner.topology.map.clone(),
-        };
-        inner
-            .services
-            .start("map-publisher", |cancel| publisher.run(cancel));
-    }
-    let follower = MapFollower {
-        groups: inner.groups.clone(),
-        engine: inner.engine.clone(),
-        map: inner.map.clone(),
-    };
-    inner
-        .services
-        .start("map-follower", |cancel| follower.run(cancel));
-    Ok(())
 }
 
 /// The service that keeps the watch current on a node with a metadata replica: whenever

@@ -18,6 +18,7 @@ mod node;
 mod peers;
 mod reaper;
 mod router;
+mod services;
 mod status;
 mod supervisor;
 #[cfg(test)]

@@ -24,10 +24,8 @@ use crate::bootstrap::{META_LIMITS, open_group, wait_leader};
 use crate::catch_up::{self, CatchingUp};
 use crate::cluster_map::MapCell;
 use crate::group::{Group, Groups};
-use crate::leadership::LeaderBalancer;
 use crate::memory::{MemoryBudget, MemoryReport, process_rss_bytes};
 use crate::peers::Peers;
-use crate::reaper::Reaper;
 use crate::supervisor::{STOP_DEADLINE, Supervisor};
 use crate::topology::{Identity, Topology, check_identity};
 
@@ -579,23 +577,7 @@ impl Node {
             }
         }
         let inner = &node.inner;
-        crate::cluster_map::start_meta(inner, members.len() == 1).await?;
-        let reaper = Reaper::new(inner.groups.clone(), inner.engine.clone(), &inner.tuning);
-        inner.services.start("reaper", |cancel| reaper.run(cancel));
-        if members.len() > 1 && !inner.tuning.leader_balance_interval.is_zero() {
-            let balancer = LeaderBalancer {
-                me,
-                groups: inner.groups.clone(),
-                map: inner.map.subscribe(),
-                meta_preferred: inner.topology.meta_replicas.first().copied(),
-                transfers: inner.leader_transfers.clone(),
-                interval: inner.tuning.leader_balance_interval,
-            };
-            inner
-                .services
-                .start("leader-balancer", |cancel| balancer.run(cancel));
-        }
-        crate::status::start(inner, members.len() > 1);
+        crate::services::start(inner, me, members.len()).await?;
         tracing::info!(
             node = node.id(),
             shards = node.inner.layout.len(),

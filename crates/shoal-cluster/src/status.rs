@@ -13,37 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster_map::MapRx;
 use crate::group::Groups;
-use crate::node::Inner;
-use crate::peers::{PeerBook, Peers};
-
-/// Starts the services that keep this node's view of its peers current, the `PeerBook` and
-/// the `StatusPoll`, when the cluster has other nodes (`peers`). A lone node starts
-/// neither: one that grows will need both started when its first peer joins.
-pub(crate) fn start(inner: &Inner, peers: bool) {
-    if !peers {
-        return;
-    }
-    let me = inner.config.id;
-    let book = PeerBook {
-        me,
-        map: inner.map.subscribe(),
-        router: inner.router.clone(),
-        peers: inner.peers.clone(),
-    };
-    inner.services.start("peer-book", |cancel| book.run(cancel));
-    let poll = StatusPoll {
-        me,
-        map: inner.map.subscribe(),
-        router: inner.router.clone(),
-        peers: inner.peers.clone(),
-        groups: inner.groups.clone(),
-        disk: inner.engine.disk().clone(),
-        interval: inner.tuning.status_interval,
-    };
-    inner
-        .services
-        .start("status-poll", |cancel| poll.run(cancel));
-}
+use crate::peers::Peers;
 
 /// The service that polls the peers' status, then re-checks which shards this node leads
 /// have a majority of voters too low on disk to take entries (`disk_guard::check_quorums`).
