@@ -76,7 +76,7 @@ impl ShardStateMachine {
                 "a snapshot install was interrupted by a crash",
             ));
         }
-        let snapshot_dir = engine.dir().join("snapshots");
+        let snapshot_dir = Self::snapshot_dir(&engine);
         std::fs::create_dir_all(&snapshot_dir)?;
         let state: AppliedState = match engine.get_meta(group, TAG_APPLIED)? {
             Some(bytes) => postcard::from_bytes(&bytes).map_err(|e| {
@@ -95,6 +95,33 @@ impl ShardStateMachine {
             scratch: PendingBatch::default(),
             deferral_logged: None,
         })
+    }
+
+    /// Where the groups' state machines keep their snapshot files.
+    pub fn snapshot_dir(engine: &Engine) -> PathBuf {
+        engine.dir().join("snapshots")
+    }
+
+    /// The files in `dir` that belong to `group`: named `group-{group}-...`, as this
+    /// module names the snapshots it builds and installs, and the transport those it
+    /// receives. Lists them for `Engine::delete_group`, from `snapshot_dir` and from the
+    /// transport's incoming directory. A missing directory holds none.
+    pub fn group_snapshot_files(dir: &Path, group: GroupId) -> io::Result<Vec<PathBuf>> {
+        let prefix = format!("group-{group}-");
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                files.push(entry.path());
+            }
+        }
+        files.sort();
+        Ok(files)
     }
 
     /// Why a snapshot should wait, if it should: a snapshot is a full copy of the shard,
@@ -483,5 +510,38 @@ mod tests {
         // Room again: snapshots resume.
         engine.disk().set_override(Some(40 * MIB));
         assert!(sm.try_create_snapshot_builder(false).await.is_some());
+    }
+
+    #[test]
+    fn a_groups_snapshot_files_are_those_named_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "group-1-5-installed.snap",
+            "group-1-building.tmp",
+            "group-1-from-3.snap",
+            "group-10-5-installed.snap",
+            "group-2-5-installed.snap",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let names: Vec<_> = ShardStateMachine::group_snapshot_files(dir.path(), 1)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "group-1-5-installed.snap",
+                "group-1-building.tmp",
+                "group-1-from-3.snap"
+            ]
+        );
+        let missing = dir.path().join("missing");
+        assert!(
+            ShardStateMachine::group_snapshot_files(&missing, 1)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

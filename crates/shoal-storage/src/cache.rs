@@ -226,6 +226,14 @@ impl RecordCache {
         }
     }
 
+    /// Forgets `key`'s state (its group is being deleted). Call under the group's write
+    /// lock, together with the commit that deletes it, like `put`.
+    pub(crate) fn remove(&self, group: GroupId, key: &[u8]) {
+        if let Some(cache) = &self.cache {
+            cache.remove(&KeyRef { group, key });
+        }
+    }
+
     /// Bytes the cached entries are charged (see `RecordWeight`).
     pub(crate) fn weight(&self) -> u64 {
         self.cache.as_ref().map_or(0, |cache| cache.weight())

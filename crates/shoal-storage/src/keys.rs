@@ -34,6 +34,8 @@ pub const TAG_VOTE: u8 = b'v';
 pub const TAG_PURGED: u8 = b'p';
 pub const TAG_APPLIED: u8 = b'a';
 pub const TAG_SNAPSHOT: u8 = b's';
+/// Marks a group being deleted (see `drop_group`): its state is partial, never open it.
+pub const TAG_TOMBSTONE: u8 = b't';
 
 /// Data keyspace: `group | slot | user key`, so a shard's keys sort by slot, which is
 /// what SCAN cursors and future slot migration walk.

@@ -8,6 +8,7 @@
 
 mod cache;
 pub mod disk;
+mod drop_group;
 mod engine;
 pub mod keys;
 mod shard_data;
@@ -15,6 +16,7 @@ mod snapshot;
 mod syncer;
 
 pub use disk::{DiskLow, DiskSpace, DiskUse};
+pub use drop_group::GroupDeletion;
 pub use engine::{
     DEFAULT_MIN_FREE_BYTES, DEFAULT_OPEN_FILES, Engine, EngineMemory, EngineOptions, LogBounds,
     MIN_OPEN_FILES, MemtableSizes, StorageStats, recovering_dir,
