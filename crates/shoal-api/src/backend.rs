@@ -46,6 +46,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> Option<Result<Reply, Error>> {
         None
     }
+    /// Drains node `id` out of the cluster (`cluster remove-node`).
+    fn remove_node(&self, _id: u64) -> BoxFuture<'static, Result<(), Error>> {
+        Box::pin(async { Err(Error::Invalid("this node cannot change the cluster".into())) })
+    }
+    /// Pauses or resumes new replica moves (`cluster rebalance pause|resume`).
+    fn set_rebalance_paused(&self, _paused: bool) -> BoxFuture<'static, Result<(), Error>> {
+        Box::pin(async { Err(Error::Invalid("this node cannot change the cluster".into())) })
+    }
     /// This node's id.
     fn id(&self) -> u64;
     fn limits(&self) -> Limits;
@@ -108,6 +116,16 @@ impl Backend for Node {
         consistency: Consistency,
     ) -> Option<Result<Reply, Error>> {
         Node::try_read_now(self, command, consistency)
+    }
+
+    fn remove_node(&self, id: u64) -> BoxFuture<'static, Result<(), Error>> {
+        let node = self.clone();
+        Box::pin(async move { node.remove_node(id).await })
+    }
+
+    fn set_rebalance_paused(&self, paused: bool) -> BoxFuture<'static, Result<(), Error>> {
+        let node = self.clone();
+        Box::pin(async move { node.set_rebalance_paused(paused).await })
     }
 
     fn id(&self) -> u64 {

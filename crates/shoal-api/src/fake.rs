@@ -337,6 +337,7 @@ impl Backend for FakeNode {
             nodes: vec![NodeView {
                 info,
                 up: true,
+                state: Default::default(),
                 disk: None,
                 memory: None,
             }],
@@ -348,10 +349,17 @@ impl Backend for FakeNode {
                     id: *shard,
                     range: *range,
                     replicas: vec![id],
+                    learners: Vec::new(),
                     leader: Some(id),
                     last_applied: 0,
                 })
                 .collect(),
+            replication: 1,
+            meta: vec![id],
+            meta_learners: Vec::new(),
+            moves: Vec::new(),
+            rebalance_paused: false,
+            moves_pending: 0,
         }
     }
 }

@@ -156,7 +156,7 @@ impl MapPublisher {
                 _ = cancel.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            let publish = publish_map(meta, &self.engine, &self.map);
+            let publish = publish_map(&meta, &self.engine, &self.map);
             match cancel.run_until_cancelled(publish).await {
                 None => return,
                 Some(Ok(true)) => {

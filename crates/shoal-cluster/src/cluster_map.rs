@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use openraft::async_runtime::WatchReceiver;
-use shoal_core::map::{ClusterMap, ClusterView, NodeView, ShardView};
+use shoal_core::map::{ClusterMap, ClusterView, MoveView, NodeView, ShardView};
 use shoal_core::shard::META_GROUP;
 use shoal_core::{Error, ShardId};
 use shoal_storage::Engine;
@@ -87,12 +87,18 @@ pub(crate) struct MapFollower {
 
 impl MapFollower {
     pub(crate) async fn run(self, cancel: CancellationToken) {
-        let Some(meta) = self.groups.get(META_GROUP) else {
-            return;
-        };
-        let mut metrics = meta.raft.metrics();
         let mut seen = None;
         loop {
+            // The metadata replica may open (or close) at runtime: look it up each time.
+            let Some(meta) = self.groups.get(META_GROUP) else {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => continue,
+                }
+            };
+            let mut metrics = meta.raft.metrics();
+            drop(meta);
             let applied = metrics.borrow_watched().last_applied.map(|id| id.index);
             if applied != seen {
                 seen = applied;
@@ -109,9 +115,9 @@ impl MapFollower {
                 biased;
                 _ = cancel.cancelled() => return,
                 changed = metrics.changed() => {
-                    // The group stopped (the node is shutting down).
+                    // The group stopped (shutting down, or the replica was removed).
                     if changed.is_err() {
-                        return;
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     }
                 }
             }
@@ -199,6 +205,7 @@ impl Node {
                     id: s.id,
                     range: s.range,
                     replicas: s.replicas.clone(),
+                    learners: s.learners.clone(),
                     leader: self.leader_of(s.id),
                     last_applied,
                 }
@@ -212,6 +219,7 @@ impl Node {
                     NodeView {
                         info: self.info(),
                         up: true,
+                        state: map.node_state(n.id).unwrap_or_default(),
                         disk: Some(self.inner.engine.disk().status()),
                         memory: Some(self.memory_status()),
                     }
@@ -219,9 +227,37 @@ impl Node {
                     NodeView {
                         info: self.inner.peers.info(n.id).unwrap_or_else(|| n.clone()),
                         up: self.inner.peers.is_up(n.id),
+                        state: map.node_state(n.id).unwrap_or_default(),
                         disk: self.inner.peers.disk(n.id),
                         memory: self.inner.peers.memory(n.id),
                     }
+                }
+            })
+            .collect();
+        let moves = map
+            .moves
+            .iter()
+            .map(|record| {
+                let step = match record.add {
+                    Some(add) if map.learners(record.shard).contains(&add) => "learner",
+                    _ => "voter",
+                };
+                // Progress is known where this node leads the group.
+                let progress = record.add.and_then(|add| {
+                    let group = self.local_group(record.shard).filter(|g| g.is_leader())?;
+                    let m = group.raft.metrics().borrow_watched().clone();
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&add).cloned().flatten())
+                        .map(|id| id.index);
+                    Some((matched, m.last_log_index))
+                });
+                MoveView {
+                    record: record.clone(),
+                    step: step.to_string(),
+                    matched: progress.and_then(|p| p.0),
+                    last_index: progress.and_then(|p| p.1),
                 }
             })
             .collect();
@@ -231,6 +267,12 @@ impl Node {
             this_node: me,
             nodes,
             shards,
+            replication: map.replication,
+            meta: map.meta.clone(),
+            meta_learners: map.meta_learners.clone(),
+            moves,
+            rebalance_paused: map.rebalance_paused,
+            moves_pending: crate::mover::pending_moves(&map) as u64,
         }
     }
 }
@@ -274,7 +316,9 @@ mod tests {
                     end: 16384,
                 },
                 replicas: vec![1],
+                learners: Vec::new(),
             }],
+            ..Default::default()
         }
     }
 

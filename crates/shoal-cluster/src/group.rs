@@ -62,27 +62,59 @@ pub struct Group {
 }
 
 /// This node's replicas, indexed by group id (0 is the metadata group; `None` where this
-/// node holds no replica). Shared by the node and its background services.
-pub(crate) struct Groups(Vec<Option<Group>>);
+/// node holds no replica): the registry groups are opened into and closed from at runtime,
+/// as the cluster map gives this node replicas and takes them away (`replicas.rs`). Shared
+/// by the node, the transport's group lookup and the background services.
+pub(crate) struct Groups(std::sync::RwLock<Vec<Option<Arc<Group>>>>);
 
 impl Groups {
     pub(crate) fn new(groups: Vec<Option<Group>>) -> Self {
-        Self(groups)
+        Self(std::sync::RwLock::new(
+            groups.into_iter().map(|g| g.map(Arc::new)).collect(),
+        ))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Arc<Group>>>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// This node's replica of `group`, if it holds one.
-    pub(crate) fn get(&self, group: ShardId) -> Option<&Group> {
-        self.0.get(group as usize).and_then(Option::as_ref)
+    pub(crate) fn get(&self, group: ShardId) -> Option<Arc<Group>> {
+        self.read().get(group as usize).cloned().flatten()
+    }
+
+    pub(crate) fn contains(&self, group: ShardId) -> bool {
+        self.read().get(group as usize).is_some_and(Option::is_some)
     }
 
     /// This node's replicas of every group, the metadata group first.
-    pub(crate) fn all(&self) -> impl Iterator<Item = &Group> {
-        self.0.iter().flatten()
+    pub(crate) fn all(&self) -> Vec<Arc<Group>> {
+        self.read().iter().flatten().cloned().collect()
     }
 
     /// This node's replicas of data shards.
-    pub(crate) fn data(&self) -> impl Iterator<Item = &Group> {
-        self.0.iter().skip(1).flatten()
+    pub(crate) fn data(&self) -> Vec<Arc<Group>> {
+        self.read().iter().skip(1).flatten().cloned().collect()
+    }
+
+    /// Registers an opened group; false (and nothing changes) if one is open already.
+    pub(crate) fn insert(&self, group: Group) -> bool {
+        let mut slots = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let index = group.id as usize;
+        if slots.len() <= index {
+            slots.resize(index + 1, None);
+        }
+        if slots[index].is_some() {
+            return false;
+        }
+        slots[index] = Some(Arc::new(group));
+        true
+    }
+
+    /// Unregisters `group`: requests and the transport no longer find it.
+    pub(crate) fn remove(&self, group: ShardId) -> Option<Arc<Group>> {
+        let mut slots = self.0.write().unwrap_or_else(|e| e.into_inner());
+        slots.get_mut(group as usize).and_then(Option::take)
     }
 }
 
@@ -222,6 +254,11 @@ impl Group {
 
     pub fn is_leader(&self) -> bool {
         self.raft.is_leader()
+    }
+
+    /// This node's id (the replica's id in the group).
+    pub fn node_id(&self) -> u64 {
+        self.node_id
     }
 }
 

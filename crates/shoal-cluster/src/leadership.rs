@@ -66,7 +66,7 @@ impl LeaderBalancer {
                 if caught_up_rounds.len() <= slot {
                     caught_up_rounds.resize(slot + 1, 0);
                 }
-                let Some(target) = self.target(group) else {
+                let Some(target) = self.target(&group) else {
                     caught_up_rounds[slot] = 0;
                     continue;
                 };

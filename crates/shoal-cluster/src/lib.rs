@@ -5,18 +5,23 @@
 //! client requests, the status exchange with peers, and the TTL reaper. Front ends call
 //! `Node::execute`, which routes each command to the replica that must answer it.
 
+mod admin;
 mod bootstrap;
 mod catch_up;
 mod clock;
 mod cluster_map;
+mod control;
 mod disk_guard;
 mod group;
+mod join;
 mod leadership;
 mod local;
 pub mod memory;
+pub mod mover;
 mod node;
 mod peers;
 mod reaper;
+mod replicas;
 mod router;
 mod services;
 mod status;

@@ -36,7 +36,7 @@ impl Node {
                     .await
                     .map_err(|_| {
                         node.local_group(shard)
-                            .and_then(Group::failure)
+                            .and_then(|g| g.failure())
                             .unwrap_or(Error::ShuttingDown)
                     })?
                     .map(Reply::Write),
@@ -75,9 +75,9 @@ impl Node {
                 let keys = point_read_keys(&command);
                 keys.iter().try_for_each(|k| limits.check_key(k))?;
                 self.check_shard(shard, keys.iter())?;
-                Ok(Submitted::Read(barrier(group, consistency)?, command))
+                Ok(Submitted::Read(barrier(&group, consistency)?, command))
             }
-            Command::Scan { .. } => Ok(Submitted::Read(barrier(group, consistency)?, command)),
+            Command::Scan { .. } => Ok(Submitted::Read(barrier(&group, consistency)?, command)),
             Command::Count | Command::RandomKey => Err(Error::Internal(
                 "a whole-node command was sent to one shard".into(),
             )),

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{Config, SnapshotPolicy};
@@ -20,9 +21,11 @@ use shoal_raft::transport::{
 use shoal_storage::{Engine, EngineOptions};
 use tokio::sync::watch;
 
-use crate::bootstrap::{META_LIMITS, open_group, wait_leader};
+use crate::admin::AdminRequest;
+use crate::bootstrap::wait_leader;
 use crate::catch_up::{self, CatchingUp};
 use crate::cluster_map::MapCell;
+use crate::control::Control;
 use crate::group::{Group, Groups};
 use crate::memory::{MemoryBudget, MemoryReport, process_rss_bytes};
 use crate::peers::Peers;
@@ -59,6 +62,9 @@ pub struct ClusterConfig {
     /// This node is a member the cluster already has, starting on an empty data
     /// directory: it initialises no group and is guarded like a restart (`catch_up`).
     pub rejoin: bool,
+    /// Peer addresses of members of a running cluster to ask for admission (`--join`).
+    /// Empty: found or restart a cluster from `initial_cluster`.
+    pub join: Vec<String>,
 }
 
 impl Default for ClusterConfig {
@@ -69,6 +75,7 @@ impl Default for ClusterConfig {
             replication: 3,
             fault_injection: false,
             rejoin: false,
+            join: Vec::new(),
         }
     }
 }
@@ -94,6 +101,10 @@ pub struct Tuning {
     /// The node's memory budget (`--memory-budget-mib`) split into the block cache, write
     /// buffers, record cache (`--record-cache-mib`), Raft log cache and a reserve.
     pub memory: MemoryBudget,
+    /// The reconciler's limits (moves in flight, per-move timeout).
+    pub moves: crate::mover::MoveLimits,
+    /// How long `--join` keeps asking the given members for admission.
+    pub join_patience: Duration,
     /// Worker threads of the runtime that runs the Raft groups.
     pub raft_threads: usize,
     /// Longest time a group-commit round waits for busy Raft threads to finish appending
@@ -148,6 +159,8 @@ impl Default for Tuning {
             scan_budget: 100_000,
             startup_timeout: Duration::from_secs(30),
             memory: MemoryBudget::default(),
+            moves: crate::mover::MoveLimits::default(),
+            join_patience: Duration::from_secs(30),
             raft_threads: default_raft_threads(),
             group_commit_wait: Duration::from_millis(1),
             route_timeout: Duration::from_secs(5),
@@ -200,6 +213,12 @@ pub(crate) struct Inner {
     /// The background services, on the front ends' runtime.
     pub(crate) services: Supervisor,
     stopped: AtomicBool,
+    /// Set once the cluster map says this node was removed: it serves nothing more.
+    pub(crate) removed: Arc<AtomicBool>,
+    /// Answers and routes administration requests (joins, drains, membership steps).
+    pub(crate) control: Control,
+    /// Opens replicas the cluster map gives this node.
+    pub(crate) opener: crate::replicas::GroupOpener,
     started: Instant,
     pub(crate) commands: AtomicU64,
     /// Leader transfers this node started to give groups back to their preferred leader.
@@ -215,7 +234,7 @@ pub(crate) fn storage_err(e: impl std::fmt::Display) -> Error {
 /// The peer transport's view of this node: groups register as they open, commands are
 /// served once the node is fully started.
 struct Handler {
-    groups: std::sync::RwLock<Vec<Option<Raft>>>,
+    groups: Arc<Groups>,
     disk: Arc<shoal_storage::DiskSpace>,
     catching_up: Arc<CatchingUp>,
     node: OnceLock<Weak<Inner>>,
@@ -234,12 +253,25 @@ impl Handler {
 
 impl PeerHandler for Handler {
     fn group(&self, group: ShardId) -> Option<Raft> {
-        self.groups
-            .read()
-            .expect("handler lock")
-            .get(group as usize)
-            .cloned()
-            .flatten()
+        self.groups.get(group).map(|g| g.raft.clone())
+    }
+
+    fn admin(
+        &self,
+        from: u64,
+        guest: bool,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, String>> {
+        let Some(node) = self.node() else {
+            return Box::pin(async { Err("this node is still starting".to_string()) });
+        };
+        Box::pin(async move {
+            let answer = match crate::admin::decode::<AdminRequest>(&request) {
+                Ok(request) => node.inner.control.answer(from, guest, request).await,
+                Err(e) => Err(e),
+            };
+            Ok(crate::admin::encode(&answer))
+        })
     }
 
     fn forward(
@@ -283,6 +315,7 @@ impl PeerHandler for Handler {
                     rss_bytes: process_rss_bytes().unwrap_or(0),
                     budget_bytes: self.memory_budget_bytes,
                 },
+                map_epoch: 0,
             },
         }
     }
@@ -299,19 +332,14 @@ impl Node {
         }
         let me = config.id;
         let cluster = &config.cluster;
-        let members = if cluster.initial_cluster.is_empty() {
-            // A lone node: its peer address is not part of its identity.
-            vec![(me, "local".to_string())]
-        } else {
-            cluster.initial_cluster.clone()
+        let info = NodeInfo {
+            id: me,
+            peer_addr: cluster.peer_addr.clone().unwrap_or_default(),
+            resp_addr: config.resp_addr.clone(),
+            http_addr: config.http_addr.clone(),
         };
-        if members.len() > 1 && cluster.peer_addr.is_none() {
-            return Err(Error::Invalid(
-                "--initial-cluster lists other nodes, so --peer-addr is required".into(),
-            ));
-        }
-        let topology = Topology::new(me, &members, config.shards, cluster.replication)?;
-        let cluster_id = topology.map.cluster_id.clone();
+        let (mut seed, founding) = crate::join::seed_map(&config, &info, &tuning).await?;
+        let cluster_id = seed.cluster_id.clone();
         let known_dir = check_identity(
             &config.data_dir,
             &Identity {
@@ -319,6 +347,29 @@ impl Node {
                 node_id: me,
             },
         )?;
+        // A member restarting may have been removed, or the cluster changed, while it was
+        // down: ask the others for their map before opening anything.
+        if known_dir && seed.nodes.len() > 1 {
+            let seeds: Vec<String> = if cluster.join.is_empty() {
+                seed.nodes
+                    .iter()
+                    .filter(|n| n.id != me)
+                    .map(|n| n.peer_addr.clone())
+                    .collect()
+            } else {
+                cluster.join.clone()
+            };
+            if let Some(latest) = crate::join::fetch_map(&seeds, me, &cluster_id).await
+                && latest.cluster_id == cluster_id
+                && latest.epoch > seed.epoch
+            {
+                crate::join::save_map(&config.data_dir, &latest)?;
+                seed = latest;
+            }
+        }
+        if seed.removed.contains(&me) {
+            return Err(crate::join::removed_error(me, &cluster_id));
+        }
         // A restart, or a member rebuilding on an empty directory: either may have
         // forgotten what it acknowledged, so its replicas are guarded (`catch_up`).
         let restarted = known_dir || cluster.rejoin;
@@ -394,23 +445,19 @@ impl Node {
             faults.clone(),
             rt.clone(),
         );
-        for (id, addr) in &members {
-            if *id != me {
-                router.set_addr(*id, addr.clone());
+        for node in &seed.nodes {
+            if node.id != me {
+                router.set_addr(node.id, node.peer_addr.clone());
             }
         }
-        let group_count = topology.map.shards.iter().map(|s| s.id).max().unwrap_or(0) as usize + 1;
+        let group_count = seed.shards.iter().map(|s| s.id).max().unwrap_or(0) as usize + 1;
+        let groups = Arc::new(Groups::new((0..group_count).map(|_| None).collect()));
         let handler = Arc::new(Handler {
-            groups: std::sync::RwLock::new(vec![None; group_count]),
+            groups: groups.clone(),
             disk: engine.disk().clone(),
             catching_up: Arc::new(CatchingUp::default()),
             node: OnceLock::new(),
-            info: NodeInfo {
-                id: me,
-                peer_addr: cluster.peer_addr.clone().unwrap_or_default(),
-                resp_addr: config.resp_addr.clone(),
-                http_addr: config.http_addr.clone(),
-            },
+            info: info.clone(),
             memory_budget_bytes: tuning.memory.total_bytes,
         });
         // Dropped on a start error, which stops what it started.
@@ -449,22 +496,24 @@ impl Node {
             ));
         }
 
-        let addr_of = |id: u64| -> String {
-            members
-                .iter()
-                .find(|(m, _)| *m == id)
-                .map(|(_, a)| a.clone())
-                .unwrap_or_default()
-        };
+        // Finish deleting replicas whose deletion a crash interrupted, before anything opens.
+        for group in engine.tombstoned_groups().map_err(storage_err)? {
+            crate::replicas::delete_group(&engine, group)?;
+        }
+        let others: Vec<u64> = seed
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|id| *id != me)
+            .collect();
         // A new directory in a cluster that already runs: a wiped node restarted without
         // --rejoin, or a member starting late. Either joins what exists, guarded.
-        let running_elsewhere = if !known_dir && !cluster.rejoin && members.len() > 1 {
-            let peer_ids: Vec<u64> = members
-                .iter()
-                .map(|(id, _)| *id)
-                .filter(|id| *id != me)
-                .collect();
-            catch_up::groups_running_elsewhere(&router, &peer_ids, tuning.transport.connect_timeout)
+        let running_elsewhere = if !known_dir
+            && !cluster.rejoin
+            && founding.is_some()
+            && !others.is_empty()
+        {
+            catch_up::groups_running_elsewhere(&router, &others, tuning.transport.connect_timeout)
                 .await
         } else {
             Default::default()
@@ -476,47 +525,50 @@ impl Node {
                  as with --rejoin (not voting until caught up)"
             );
         }
-        let mut groups: Vec<Option<Group>> = (0..group_count).map(|_| None).collect();
-        let hosted: Vec<u32> = std::iter::once(META_GROUP)
-            .chain(topology.map.shards.iter().map(|s| s.id))
-            .filter(|g| topology.replicas(*g).contains(&me))
-            .collect();
-        // The Raft log cache's share of the budget, split evenly over the groups here.
+        let hosted = seed.groups_of(me);
+        // The Raft log cache's share of the budget, split over the groups a node of this
+        // cluster hosts when balanced (replicas opened later get the same share).
         let raft_log_cache = Arc::new(AtomicU64::new(0));
-        let recent_per_group =
-            (tuning.memory.raft_log_cache_bytes / hosted.len().max(1) as u64) as usize;
+        let balanced =
+            (seed.shards.len() * seed.replication as usize).div_ceil(seed.nodes.len().max(1)) + 1;
+        let recent_per_group = (tuning.memory.raft_log_cache_bytes
+            / hosted.len().max(balanced).max(1) as u64) as usize;
+        let opener = crate::replicas::GroupOpener {
+            raft_runtime: rt.clone(),
+            engine: engine.clone(),
+            me,
+            raft_config: raft_config.clone(),
+            tuning: tuning.clone(),
+            limits: config.limits,
+            recent_log: (recent_per_group, raft_log_cache.clone()),
+            router: router.clone(),
+        };
+        // Groups are founded only from the founding map (epoch 1), by their first replica.
+        let founding_map = founding.as_ref().filter(|_| seed.epoch == 1);
         for group_id in hosted {
-            let replicas = topology.replicas(group_id);
-            // Exactly one node initialises each group: its first replica in placement
-            // order, which then stands for election first, so leaders start out spread
-            // the way placement spread the first replicas.
+            let replicas = seed.replicas(group_id).to_vec();
             let joins_existing = cluster.rejoin || running_elsewhere.contains(&group_id);
             // Peers do not report the metadata group. If the cluster runs, guard it, but
             // still found it if this node is its founder: if the founder skipped it, no
             // node would ever initialise it (founding is only ever done by the founder).
             let guard_meta = group_id == META_GROUP && !running_elsewhere.is_empty();
-            let founders: Option<Vec<(u64, String)>> = (replicas.first() == Some(&me)
-                && !joins_existing)
-                .then(|| replicas.iter().map(|id| (*id, addr_of(*id))).collect());
-            let limits = if group_id == META_GROUP {
-                // The metadata group holds shoal's own records, not client data.
-                META_LIMITS
-            } else {
-                config.limits
-            };
-            let group = open_group(
-                &rt,
-                &engine,
-                group_id,
-                me,
-                &raft_config,
-                limits,
-                &tuning,
-                (recent_per_group, raft_log_cache.clone()),
-                founders,
-                router.clone(),
-            )
-            .await?;
+            let founders: Option<Vec<(u64, String)>> = founding_map
+                .filter(|_| replicas.first() == Some(&me) && !joins_existing)
+                .map(|t| {
+                    replicas
+                        .iter()
+                        .map(|id| {
+                            (
+                                *id,
+                                t.map
+                                    .node(*id)
+                                    .map(|n| n.peer_addr.clone())
+                                    .unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                });
+            let group = opener.open(group_id, founders).await?;
             // By placement, not by the membership in the log: a log cut to nothing
             // has none, and is the replica that most needs guarding.
             let other_voters = replicas.iter().any(|r| *r != me);
@@ -529,34 +581,44 @@ impl Node {
                     tuning.rejoin_fallback(),
                 );
             }
-            handler.groups.write().expect("handler lock")[group_id as usize] =
-                Some(group.raft.clone());
-            groups[group_id as usize] = Some(group);
+            groups.insert(group);
         }
-        let layout = ShardLayout::from_ranges(
-            topology
-                .map
-                .shards
-                .iter()
-                .map(|s| (s.id, s.range))
-                .collect(),
-        );
+        let layout =
+            ShardLayout::from_ranges(seed.shards.iter().map(|s| (s.id, s.range)).collect());
+        let lone = seed.nodes.len() == 1 && cluster.join.is_empty();
+        let bootstrap = founding.unwrap_or_else(|| Topology {
+            map: seed.clone(),
+            meta_replicas: seed.meta.clone(),
+        });
+        let map = Arc::new(MapCell::new(seed.clone()));
+        let peers = Arc::new(Peers::new(&seed.nodes));
+        let control = Control {
+            me,
+            groups: groups.clone(),
+            engine: engine.clone(),
+            router: router.clone(),
+            peers: peers.clone(),
+            map: map.clone(),
+        };
         let node = Node {
             inner: Arc::new(Inner {
-                peers: Arc::new(Peers::new(&topology.map.nodes)),
+                peers,
                 config,
                 tuning,
                 engine,
                 layout,
-                map: Arc::new(MapCell::new(topology.map.clone())),
-                topology: Arc::new(topology),
-                groups: Arc::new(Groups::new(groups)),
+                map,
+                topology: Arc::new(bootstrap),
+                groups,
                 router,
                 faults,
                 raft_runtime: std::sync::Mutex::new(Some(raft_runtime)),
                 stop_peer_server,
                 services,
                 stopped: AtomicBool::new(false),
+                removed: Arc::new(AtomicBool::new(false)),
+                control,
+                opener,
                 started: Instant::now(),
                 commands: AtomicU64::new(0),
                 leader_transfers: Arc::new(AtomicU64::new(0)),
@@ -564,12 +626,12 @@ impl Node {
             }),
         };
         let _ = handler.node.set(Arc::downgrade(&node.inner));
-        if members.len() == 1 {
+        if lone {
             // A lone node elects itself at once; wait for that, so the first command does
             // not see "no leader", and apply everything committed before a restart, which
             // local reads (`Group::local_reads_ok`) rely on.
             for group in node.all_groups() {
-                wait_leader(group, me, node.inner.tuning.startup_timeout).await?;
+                wait_leader(&group, me, node.inner.tuning.startup_timeout).await?;
                 group
                     .read_barrier()?
                     .await
@@ -577,12 +639,13 @@ impl Node {
             }
         }
         let inner = &node.inner;
-        crate::services::start(inner, me, members.len()).await?;
+        crate::services::start(inner, me, lone).await?;
         tracing::info!(
             node = node.id(),
             shards = node.inner.layout.len(),
-            hosted = node.all_groups().count(),
-            cluster = %node.inner.topology.map.cluster_id,
+            hosted = node.all_groups().len(),
+            cluster = %cluster_id,
+            epoch = seed.epoch,
             "node ready"
         );
         Ok(node)
@@ -637,6 +700,7 @@ impl Node {
         let disk = self.inner.engine.disk();
         let sum = |f: fn(&Group) -> &AtomicU64| {
             self.data_groups()
+                .iter()
                 .map(|g| f(g).load(Ordering::Relaxed))
                 .sum()
         };
@@ -646,7 +710,7 @@ impl Node {
             writes_proposed: sum(|g| &g.counters.ops),
             fsyncs: storage.fsyncs,
             fsync_requests: storage.sync_requests,
-            shards_led: self.data_groups().filter(|g| g.is_leader()).count() as u64,
+            shards_led: self.data_groups().iter().filter(|g| g.is_leader()).count() as u64,
             leader_transfers: self.inner.leader_transfers.load(Ordering::Relaxed),
             disk_free_bytes: disk.free_bytes(),
             disk_reserve_bytes: disk.reserve_bytes(),
@@ -668,7 +732,7 @@ impl Node {
     }
 
     /// This node's replicas of data shards.
-    pub(crate) fn data_groups(&self) -> impl Iterator<Item = &Group> {
+    pub(crate) fn data_groups(&self) -> Vec<Arc<Group>> {
         self.inner.groups.data()
     }
 
@@ -676,16 +740,17 @@ impl Node {
     /// serve nothing until the node restarts, and `/health` reports them.
     pub fn failed_groups(&self) -> Vec<(ShardId, Error)> {
         self.all_groups()
+            .iter()
             .filter_map(|g| Some((g.id, g.failure()?)))
             .collect()
     }
 
     /// This node's replicas of every group, the metadata group first.
-    pub(crate) fn all_groups(&self) -> impl Iterator<Item = &Group> {
+    pub(crate) fn all_groups(&self) -> Vec<Arc<Group>> {
         self.inner.groups.all()
     }
 
-    pub(crate) fn local_group(&self, group: ShardId) -> Option<&Group> {
+    pub(crate) fn local_group(&self, group: ShardId) -> Option<Arc<Group>> {
         self.inner.groups.get(group)
     }
 
@@ -707,6 +772,7 @@ impl Node {
             info: self.info(),
             replicas: self
                 .data_groups()
+                .iter()
                 .map(|g| {
                     let m = g.raft.metrics().borrow_watched().clone();
                     ReplicaStatus {
@@ -720,6 +786,7 @@ impl Node {
                 .collect(),
             disk: self.inner.engine.disk().status(),
             memory: self.memory_status(),
+            map_epoch: self.inner.map.current().epoch,
         }
     }
 
@@ -743,6 +810,25 @@ impl Node {
             resp_addr: self.inner.config.resp_addr.clone(),
             http_addr: self.inner.config.http_addr.clone(),
         }
+    }
+
+    /// Drains node `id` (its replicas move to the others), after which it leaves the
+    /// cluster; refused when the others could not hold the replication factor.
+    pub async fn remove_node(&self, id: u64) -> Result<(), Error> {
+        self.inner
+            .control
+            .meta(AdminRequest::RemoveNode(id))
+            .await
+            .map(|_| ())
+    }
+
+    /// Pauses (or resumes) new replica moves; moves in flight finish.
+    pub async fn set_rebalance_paused(&self, paused: bool) -> Result<(), Error> {
+        self.inner
+            .control
+            .meta(AdminRequest::SetPaused(paused))
+            .await
+            .map(|_| ())
     }
 
     /// Stops accepting commands, stops every group, and makes storage durable.

@@ -186,6 +186,7 @@ mod tests {
 
     fn status(id: u64) -> NodeStatus {
         NodeStatus {
+            map_epoch: 0,
             info: NodeInfo {
                 id,
                 peer_addr: String::new(),

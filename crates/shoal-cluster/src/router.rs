@@ -82,6 +82,10 @@ impl Node {
         if self.is_stopped() {
             return Box::pin(async { Err(Error::ShuttingDown) });
         }
+        if self.inner.removed.load(Ordering::Relaxed) {
+            let error = crate::join::removed_error(self.id(), &self.inner.map.current().cluster_id);
+            return Box::pin(async move { Err(error) });
+        }
         // A write's keys and values live on in the Raft log, the record cache and the
         // memtable: give them their own allocations so they never pin a front end's read
         // buffer (RESP's, or hyper's 8 KiB+ one: under HTTP PUTs a node's RSS grew 20 MB/s
@@ -136,7 +140,7 @@ impl Node {
         command: &Command,
         consistency: Consistency,
     ) -> Option<Result<Reply, Error>> {
-        if self.is_stopped() {
+        if self.is_stopped() || self.inner.removed.load(Ordering::Relaxed) {
             return None;
         }
         let consistency = self.read_consistency(command, consistency);

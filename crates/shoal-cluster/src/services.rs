@@ -9,22 +9,43 @@ use shoal_core::shard::META_GROUP;
 use crate::bootstrap::{MapPublisher, publish_map};
 use crate::cluster_map::{MapFollower, adopt_stored};
 use crate::leadership::LeaderBalancer;
+use crate::mover::Reconciler;
 use crate::node::Inner;
 use crate::peers::PeerBook;
 use crate::reaper::Reaper;
+use crate::replicas::ReplicaKeeper;
 use crate::status::StatusPoll;
 
-/// Starts every service of a node whose groups are open; `members` is the cluster's size.
-pub(crate) async fn start(inner: &Inner, me: u64, members: usize) -> Result<(), Error> {
-    start_map_services(inner, members == 1).await?;
+/// Starts every service of a node whose groups are open; `lone`: a node started without
+/// peers (it may gain some later: the peer services run anyway).
+pub(crate) async fn start(inner: &Inner, me: u64, lone: bool) -> Result<(), Error> {
+    start_map_services(inner, lone).await?;
     let reaper = Reaper::new(inner.groups.clone(), inner.engine.clone(), &inner.tuning);
     inner.services.start("reaper", |cancel| reaper.run(cancel));
-    if members > 1 && !inner.tuning.leader_balance_interval.is_zero() {
+    let keeper = ReplicaKeeper {
+        me,
+        map: inner.map.subscribe(),
+        groups: inner.groups.clone(),
+        opener: inner.opener.clone(),
+        data_dir: inner.config.data_dir.clone(),
+        removed: inner.removed.clone(),
+    };
+    inner
+        .services
+        .start("replica-keeper", |cancel| keeper.run(cancel));
+    let reconciler = Reconciler {
+        control: inner.control.clone(),
+        limits: inner.tuning.moves.clone(),
+    };
+    inner
+        .services
+        .start("reconciler", |cancel| reconciler.run(cancel));
+    if !inner.tuning.leader_balance_interval.is_zero() {
         let balancer = LeaderBalancer {
             me,
             groups: inner.groups.clone(),
             map: inner.map.subscribe(),
-            meta_preferred: inner.topology.meta_replicas.first().copied(),
+            meta_preferred: inner.map.current().meta.first().copied(),
             transfers: inner.leader_transfers.clone(),
             interval: inner.tuning.leader_balance_interval,
         };
@@ -32,7 +53,7 @@ pub(crate) async fn start(inner: &Inner, me: u64, members: usize) -> Result<(), 
             .services
             .start("leader-balancer", |cancel| balancer.run(cancel));
     }
-    start_peer_services(inner, members > 1);
+    start_peer_services(inner);
     Ok(())
 }
 
@@ -40,6 +61,14 @@ pub(crate) async fn start(inner: &Inner, me: u64, members: usize) -> Result<(), 
 /// and makes sure the bootstrap map is stored (inline on a lone node, else by the
 /// `MapPublisher` service).
 async fn start_map_services(inner: &Inner, lone: bool) -> Result<(), Error> {
+    let follower = MapFollower {
+        groups: inner.groups.clone(),
+        engine: inner.engine.clone(),
+        map: inner.map.clone(),
+    };
+    inner
+        .services
+        .start("map-follower", |cancel| follower.run(cancel));
     let Some(meta) = inner.groups.get(META_GROUP) else {
         return Ok(());
     };
@@ -50,7 +79,7 @@ async fn start_map_services(inner: &Inner, lone: bool) -> Result<(), Error> {
         );
     }
     if lone {
-        if !publish_map(meta, &inner.engine, &inner.topology.map).await? {
+        if !publish_map(&meta, &inner.engine, &inner.topology.map).await? {
             return Err(Error::Internal(
                 "the cluster map could not be stored".into(),
             ));
@@ -65,24 +94,12 @@ async fn start_map_services(inner: &Inner, lone: bool) -> Result<(), Error> {
             .services
             .start("map-publisher", |cancel| publisher.run(cancel));
     }
-    let follower = MapFollower {
-        groups: inner.groups.clone(),
-        engine: inner.engine.clone(),
-        map: inner.map.clone(),
-    };
-    inner
-        .services
-        .start("map-follower", |cancel| follower.run(cancel));
     Ok(())
 }
 
 /// Starts the services that keep this node's view of its peers current, the `PeerBook` and
-/// the `StatusPoll`, when the cluster has other nodes (`peers`). A lone node starts
-/// neither: one that grows will need both started when its first peer joins.
-fn start_peer_services(inner: &Inner, peers: bool) {
-    if !peers {
-        return;
-    }
+/// the `StatusPoll` (idle while the map has no other node).
+fn start_peer_services(inner: &Inner) {
     let me = inner.config.id;
     let book = PeerBook {
         me,
@@ -94,6 +111,7 @@ fn start_peer_services(inner: &Inner, peers: bool) {
     let poll = StatusPoll {
         me,
         map: inner.map.subscribe(),
+        cell: inner.map.clone(),
         router: inner.router.clone(),
         peers: inner.peers.clone(),
         groups: inner.groups.clone(),

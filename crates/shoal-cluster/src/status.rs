@@ -11,7 +11,7 @@ use shoal_raft::transport::wire::{Request, Response};
 use shoal_storage::DiskSpace;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster_map::MapRx;
+use crate::cluster_map::{MapCell, MapRx};
 use crate::group::Groups;
 use crate::peers::Peers;
 
@@ -21,6 +21,8 @@ pub(crate) struct StatusPoll {
     pub me: u64,
     /// The cluster map: every other node in it is polled (read afresh each round).
     pub map: MapRx,
+    /// Where a newer map learned from a peer goes.
+    pub cell: Arc<MapCell>,
     pub router: PeerRouter,
     pub peers: Arc<Peers>,
     pub groups: Arc<Groups>,
@@ -56,9 +58,32 @@ impl StatusPoll {
             let call = self.router.call(peer, Request::Status, timeout);
             async move { (peer, call.await) }
         });
+        let mut newest: Option<(u64, u64)> = None;
         for (peer, answer) in join_all(calls).await {
             if let Ok(Response::Status(status)) = answer {
+                if newest.is_none_or(|(_, e)| status.map_epoch > e) {
+                    newest = Some((peer, status.map_epoch));
+                }
                 self.peers.record(peer, status);
+            }
+        }
+        // A peer knows a newer map (this node has no metadata replica, or its replica
+        // lags): ask that peer for it.
+        if let Some((peer, epoch)) = newest
+            && epoch > self.cell.current().epoch
+        {
+            let ask = Request::Admin(crate::admin::encode(&crate::admin::AdminRequest::Map));
+            if let Ok(Response::Admin(answer)) = self.router.call(peer, ask, timeout).await
+                && let Ok(Ok(crate::admin::AdminReply::Map(map))) = crate::admin::decode::<
+                    Result<crate::admin::AdminReply, shoal_core::Error>,
+                >(&answer)
+                && self.cell.offer(map)
+            {
+                tracing::info!(
+                    epoch,
+                    from = peer,
+                    "adopted a newer cluster map from a peer"
+                );
             }
         }
         crate::disk_guard::check_quorums(self.me, self.disk.status(), &self.groups, &self.peers);
@@ -78,7 +103,6 @@ fn peer_ids(map: &ClusterMap, me: u64) -> Vec<u64> {
 mod tests {
 
     use super::*;
-    use crate::cluster_map::MapCell;
 
     #[test]
     fn every_node_of_the_map_but_me_and_a_newer_map_adds_its_nodes() {

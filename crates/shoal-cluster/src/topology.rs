@@ -132,8 +132,15 @@ impl Topology {
                     id: *id,
                     range: *range,
                     replicas: placement.replicas(*id).to_vec(),
+                    learners: Vec::new(),
                 })
                 .collect(),
+            meta: meta.replicas(META_GROUP).to_vec(),
+            meta_learners: Vec::new(),
+            draining: Vec::new(),
+            removed: Vec::new(),
+            moves: Vec::new(),
+            rebalance_paused: false,
         };
         Ok(Topology {
             map,

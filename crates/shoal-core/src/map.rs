@@ -25,18 +25,81 @@ pub struct NodeInfo {
 pub struct ShardInfo {
     pub id: ShardId,
     pub range: SlotRange,
+    /// Voters, preferred leader first.
     pub replicas: Vec<u64>,
+    /// Replicas being added by a move: they receive the log but do not vote yet.
+    #[serde(default)]
+    pub learners: Vec<u64>,
+}
+
+/// Where a node stands in the cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// A member that holds no replica yet while moves to it are under way.
+    Joining,
+    /// A member that placement gives replicas to.
+    #[default]
+    Active,
+    /// Being removed: its replicas move to the others, then it leaves the map.
+    Draining,
+    /// Removed for good; its id is never reused.
+    Removed,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Joining => "joining",
+            NodeState::Active => "active",
+            NodeState::Draining => "draining",
+            NodeState::Removed => "removed",
+        }
+    }
+}
+
+/// A replica move in flight, recorded in the map before its first step so that a new
+/// metadata leader resumes it (every step is idempotent) or rolls it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    /// The group moved (0: the metadata group).
+    pub shard: ShardId,
+    /// The node gaining a replica (a learner until it has caught up).
+    pub add: Option<u64>,
+    /// The voter leaving once `add` votes.
+    pub remove: Option<u64>,
+    /// When the move started (milliseconds since the Unix epoch).
+    pub started_ms: u64,
 }
 
 /// The durable cluster map, held by the metadata group. `epoch` only grows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMap {
     /// Random id fixed at bootstrap; a data directory from another cluster is refused.
     pub cluster_id: String,
     pub epoch: u64,
     pub replication: u32,
+    /// Members (being removed included, removed ones not).
     pub nodes: Vec<NodeInfo>,
     pub shards: Vec<ShardInfo>,
+    /// Voters of the metadata group (group 0), on up to five nodes.
+    #[serde(default)]
+    pub meta: Vec<u64>,
+    /// Metadata group replicas being added by a move.
+    #[serde(default)]
+    pub meta_learners: Vec<u64>,
+    /// Members being drained (`cluster remove-node`).
+    #[serde(default)]
+    pub draining: Vec<u64>,
+    /// Ids of removed nodes: never admitted again.
+    #[serde(default)]
+    pub removed: Vec<u64>,
+    /// Replica moves in flight, at most one per group.
+    #[serde(default)]
+    pub moves: Vec<MoveRecord>,
+    /// `cluster rebalance pause`: no new move starts (those in flight finish).
+    #[serde(default)]
+    pub rebalance_paused: bool,
 }
 
 impl ClusterMap {
@@ -45,9 +108,91 @@ impl ClusterMap {
         self.shards.iter().find(|s| s.id == id)
     }
 
-    /// The replicas of shard `id`, preferred leader first; none for a shard it lacks.
+    /// The voters of group `id` (0: the metadata group), preferred leader first; none for a
+    /// group it lacks.
     pub fn replicas(&self, id: ShardId) -> &[u64] {
+        if id == crate::shard::META_GROUP {
+            return &self.meta;
+        }
         self.shard(id).map_or(&[], |s| s.replicas.as_slice())
+    }
+
+    /// The learners of group `id` (replicas being added).
+    pub fn learners(&self, id: ShardId) -> &[u64] {
+        if id == crate::shard::META_GROUP {
+            return &self.meta_learners;
+        }
+        self.shard(id).map_or(&[], |s| s.learners.as_slice())
+    }
+
+    /// Voters and learners of group `id`, mutable; `None` for a group the map lacks.
+    pub fn group_mut(&mut self, id: ShardId) -> Option<(&mut Vec<u64>, &mut Vec<u64>)> {
+        if id == crate::shard::META_GROUP {
+            return Some((&mut self.meta, &mut self.meta_learners));
+        }
+        self.shards
+            .iter_mut()
+            .find(|s| s.id == id)
+            .map(|s| (&mut s.replicas, &mut s.learners))
+    }
+
+    /// Every group id: the metadata group, then the shards.
+    pub fn group_ids(&self) -> Vec<ShardId> {
+        std::iter::once(crate::shard::META_GROUP)
+            .chain(self.shards.iter().map(|s| s.id))
+            .collect()
+    }
+
+    /// The groups `node` holds a replica of (voter or learner), the metadata group first.
+    pub fn groups_of(&self, node: u64) -> Vec<ShardId> {
+        self.group_ids()
+            .into_iter()
+            .filter(|g| self.replicas(*g).contains(&node) || self.learners(*g).contains(&node))
+            .collect()
+    }
+
+    pub fn node(&self, id: u64) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// `id`'s state; `None` for an id the cluster never had.
+    pub fn node_state(&self, id: u64) -> Option<NodeState> {
+        if self.removed.contains(&id) {
+            return Some(NodeState::Removed);
+        }
+        self.node(id)?;
+        if self.draining.contains(&id) {
+            return Some(NodeState::Draining);
+        }
+        // Holding no voter yet: its first replicas are still being added.
+        Some(if self.replicas_any(id) {
+            NodeState::Active
+        } else {
+            NodeState::Joining
+        })
+    }
+
+    fn replicas_any(&self, id: u64) -> bool {
+        self.group_ids()
+            .into_iter()
+            .any(|g| self.replicas(g).contains(&id))
+    }
+
+    /// Members that placement gives replicas to (all but the draining ones), ascending.
+    pub fn active_nodes(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|id| !self.draining.contains(id))
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The move in flight for group `id`, if any.
+    pub fn move_of(&self, id: ShardId) -> Option<&MoveRecord> {
+        self.moves.iter().find(|m| m.shard == id)
     }
 }
 
@@ -57,6 +202,9 @@ pub struct ShardView {
     pub id: ShardId,
     pub range: SlotRange,
     pub replicas: Vec<u64>,
+    /// Replicas being added (not voting yet).
+    #[serde(default)]
+    pub learners: Vec<u64>,
     pub leader: Option<u64>,
     pub last_applied: u64,
 }
@@ -67,6 +215,8 @@ pub struct NodeView {
     #[serde(flatten)]
     pub info: NodeInfo,
     pub up: bool,
+    #[serde(default)]
+    pub state: NodeState,
     /// Free space under its data directory, from its last status report (none yet: absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskStatus>,
@@ -129,7 +279,7 @@ impl DiskStatus {
 }
 
 /// The live cluster view every front end renders.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterView {
     pub cluster_id: String,
     pub epoch: u64,
@@ -137,6 +287,38 @@ pub struct ClusterView {
     pub this_node: u64,
     pub nodes: Vec<NodeView>,
     pub shards: Vec<ShardView>,
+    /// Replicas per shard.
+    #[serde(default)]
+    pub replication: u32,
+    /// Voters and learners of the metadata group.
+    #[serde(default)]
+    pub meta: Vec<u64>,
+    #[serde(default)]
+    pub meta_learners: Vec<u64>,
+    /// Replica moves in flight.
+    #[serde(default)]
+    pub moves: Vec<MoveView>,
+    /// Whether new moves are paused (`cluster rebalance pause`).
+    #[serde(default)]
+    pub rebalance_paused: bool,
+    /// Moves still needed to reach the target placement (0: balanced).
+    #[serde(default)]
+    pub moves_pending: u64,
+}
+
+/// A move in flight as seen now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveView {
+    #[serde(flatten)]
+    pub record: MoveRecord,
+    /// `learner` (catching up), `voter` (membership changing).
+    pub step: String,
+    /// How far the new replica has caught up: its matched log index against the leader's
+    /// last, when the node answering leads the group.
+    #[serde(default)]
+    pub matched: Option<u64>,
+    #[serde(default)]
+    pub last_index: Option<u64>,
 }
 
 /// One replica as its node reports it.
@@ -158,4 +340,7 @@ pub struct NodeStatus {
     pub replicas: Vec<ReplicaStatus>,
     pub disk: DiskStatus,
     pub memory: MemoryStatus,
+    /// The epoch of the newest cluster map the node knows: a peer that knows an older one
+    /// asks it for the map.
+    pub map_epoch: u64,
 }

@@ -1,5 +1,7 @@
-//! `shoal cluster status`: the cluster as one node sees it (nodes up or down, shards with
-//! their slot ranges, leaders and replicas), as tables or as JSON.
+//! `shoal cluster ...`: the cluster as one node sees it (`status`: nodes with their state,
+//! shards with their slot ranges, leaders and replicas, replica moves in flight), and the
+//! commands that change it (`remove-node`, `rebalance pause|resume`) or wait for it
+//! (`wait-balanced`, `verify`: see `cluster_verify.rs`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,6 +18,66 @@ pub enum ClusterCommand {
         after_help = "Examples:\n  shoal cluster status --addr 127.0.0.1:7101\n  shoal cluster status --output json"
     )]
     Status(StatusArgs),
+    /// Drain a node: its replicas move to the others, then it leaves the cluster (and
+    /// refuses to serve from then on). Refused when the rest could not hold every shard's
+    /// replicas.
+    #[command(
+        after_help = "Examples:\n  shoal cluster remove-node --addr 127.0.0.1:7101 --node 5 --wait"
+    )]
+    RemoveNode(RemoveNodeArgs),
+    /// Pause or resume replica moves (moves in flight finish).
+    Rebalance(RebalanceArgs),
+    /// Wait until no replica move is in flight or needed, with a progress bar; exits 1 on
+    /// timeout.
+    WaitBalanced(WaitArgs),
+    /// Check the cluster is healthy and balanced: every slot in one shard, every shard with
+    /// its replication factor of voters, all up, no move in flight or needed, leaders
+    /// spread within one of even. Prints each finding; exits 0 only when all hold.
+    Verify(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveNodeArgs {
+    /// HTTP address of any node: host:port or http://host:port.
+    #[arg(long, env = "SHOAL_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Id of the node to remove.
+    #[arg(long)]
+    pub node: u64,
+    /// Wait (with a progress bar) until the node has left the cluster.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (exit 1).
+    #[arg(long, default_value_t = 3600)]
+    pub timeout_secs: u64,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub output: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RebalanceAction {
+    Pause,
+    Resume,
+}
+
+#[derive(Debug, Args)]
+pub struct RebalanceArgs {
+    /// `pause`: start no new replica move; `resume`: start them again.
+    #[arg(value_enum)]
+    pub action: RebalanceAction,
+    /// HTTP address of any node: host:port or http://host:port.
+    #[arg(long, env = "SHOAL_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// HTTP address of any node: host:port or http://host:port.
+    #[arg(long, env = "SHOAL_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Give up after this many seconds (exit 1).
+    #[arg(long, default_value_t = 3600)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -30,6 +92,10 @@ pub struct StatusArgs {
 
 pub async fn run(cmd: ClusterCommand) -> ExitCode {
     match cmd {
+        ClusterCommand::RemoveNode(args) => crate::cluster_verify::remove_node(args).await,
+        ClusterCommand::Rebalance(args) => crate::cluster_verify::rebalance(args).await,
+        ClusterCommand::WaitBalanced(args) => crate::cluster_verify::wait_balanced(args).await,
+        ClusterCommand::Verify(args) => crate::cluster_verify::verify(args).await,
         ClusterCommand::Status(args) => match fetch(&args.addr).await {
             Ok(view) => {
                 match args.output {
@@ -155,10 +221,18 @@ pub(crate) fn render(view: &ClusterView) -> String {
             s.to_string()
         }
     };
+    let replicas = |id: u64| {
+        view.shards
+            .iter()
+            .filter(|s| s.replicas.contains(&id) || s.learners.contains(&id))
+            .count()
+    };
     out.push_str(&table(
         &[
             "NODE",
+            "UP",
             "STATE",
+            "REPLICAS",
             "RESP",
             "HTTP",
             "PEER",
@@ -177,6 +251,8 @@ pub(crate) fn render(view: &ClusterView) -> String {
                 vec![
                     n.info.id.to_string(),
                     if n.up { "up" } else { "down" }.to_string(),
+                    n.state.as_str().to_string(),
+                    replicas(n.info.id).to_string(),
                     dash(&n.info.resp_addr),
                     dash(&n.info.http_addr),
                     dash(&n.info.peer_addr),
@@ -207,6 +283,49 @@ pub(crate) fn render(view: &ClusterView) -> String {
             })
             .collect(),
     ));
+    out.push('\n');
+    out.push_str(&format!(
+        "rebalancing: {} move(s) in flight, {} more needed{}\n",
+        view.moves.len(),
+        view.moves_pending.saturating_sub(view.moves.len() as u64),
+        if view.rebalance_paused {
+            " (paused: shoal cluster rebalance resume)"
+        } else {
+            ""
+        }
+    ));
+    if !view.moves.is_empty() {
+        let node = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
+        out.push_str(&table(
+            &["GROUP", "ADD", "REMOVE", "STEP", "CAUGHT UP", "FOR"],
+            view.moves
+                .iter()
+                .map(|m| {
+                    let caught_up = match (m.matched, m.last_index) {
+                        (Some(matched), Some(last)) if last > 0 => {
+                            format!("{}% ({matched} of {last})", matched * 100 / last)
+                        }
+                        (None, Some(_)) => "0% (snapshot)".to_string(),
+                        _ => "-".to_string(),
+                    };
+                    let elapsed =
+                        shoal_cluster::now_ms().saturating_sub(m.record.started_ms) / 1000;
+                    vec![
+                        if m.record.shard == 0 {
+                            "meta".to_string()
+                        } else {
+                            m.record.shard.to_string()
+                        },
+                        node(m.record.add),
+                        node(m.record.remove),
+                        m.step.clone(),
+                        caught_up,
+                        format!("{elapsed} s"),
+                    ]
+                })
+                .collect(),
+        ));
+    }
     out
 }
 
@@ -226,6 +345,7 @@ mod tests {
                 http_addr: String::new(),
             },
             up,
+            state: Default::default(),
             disk: up.then_some(DiskStatus {
                 free_bytes: 10 << 20,
                 reserve_bytes: 1 << 30,
@@ -248,6 +368,7 @@ mod tests {
                         end: 8192,
                     },
                     replicas: vec![1, 2],
+                    learners: Vec::new(),
                     leader: Some(1),
                     last_applied: 7,
                 },
@@ -258,10 +379,12 @@ mod tests {
                         end: 16384,
                     },
                     replicas: vec![2, 1],
+                    learners: Vec::new(),
                     leader: None,
                     last_applied: 3,
                 },
             ],
+            ..Default::default()
         };
         let text = render(&view);
         assert!(
@@ -275,7 +398,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("2     down   127.0.0.1:7002  -     127.0.0.1:7202  0"),
+            text.contains("2     down  active  2         127.0.0.1:7002  -     127.0.0.1:7202  0"),
             "{text}"
         );
         assert!(

@@ -7,6 +7,7 @@
 mod bench;
 mod client;
 mod cluster_cmd;
+mod cluster_verify;
 mod demo;
 mod fds;
 mod server;

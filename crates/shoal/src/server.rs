@@ -50,6 +50,30 @@ pub struct ServerArgs {
     /// node. Start the nodes in any order; a restarted node rejoins with its data directory.
     #[arg(long, env = "SHOAL_INITIAL_CLUSTER", help_heading = "Cluster")]
     initial_cluster: Option<String>,
+    /// Join a running cluster: peer addresses (HOST:PORT, comma-separated) of any of its
+    /// members. The node asks to be admitted, takes the cluster's id and map from the
+    /// answer, and replicas move to it by themselves. Needs --peer-addr; not with
+    /// --initial-cluster. Restarting it with the same flags resumes it (no second join).
+    #[arg(
+        long,
+        env = "SHOAL_JOIN",
+        value_delimiter = ',',
+        help_heading = "Cluster"
+    )]
+    join: Vec<String>,
+    /// Seconds --join keeps asking the given members for admission before giving up.
+    #[arg(long, default_value_t = 30, help_heading = "Cluster")]
+    join_timeout_secs: u64,
+    /// Most replica moves in flight in the whole cluster (used by the metadata leader).
+    #[arg(long, default_value_t = shoal_cluster::mover::MoveLimits::default().max_moves, help_heading = "Rebalancing")]
+    rebalance_max_moves: usize,
+    /// Most replica moves in flight that add a replica to, or take one from, one node.
+    #[arg(long, default_value_t = shoal_cluster::mover::MoveLimits::default().max_moves_per_node, help_heading = "Rebalancing")]
+    rebalance_max_moves_per_node: usize,
+    /// Seconds a replica move may take before it is rolled back (its new replica removed)
+    /// and retried later.
+    #[arg(long, default_value_t = shoal_cluster::mover::MoveLimits::default().timeout.as_secs(), help_heading = "Rebalancing")]
+    rebalance_move_timeout_secs: u64,
     /// Replicas of every shard (at most the number of nodes). Same on every node.
     #[arg(long, default_value_t = 3, help_heading = "Cluster")]
     replication: u32,
@@ -282,6 +306,7 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
             replication: args.replication,
             fault_injection: args.fault_injection,
             rejoin: args.rejoin,
+            join: args.join.clone(),
         },
     };
     let tuning = Tuning {
@@ -298,6 +323,13 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         raft_threads: args.raft_threads,
         group_commit_wait: std::time::Duration::from_micros(args.group_commit_wait_us),
         leader_balance_interval: std::time::Duration::from_millis(args.leader_balance_interval_ms),
+        join_patience: std::time::Duration::from_secs(args.join_timeout_secs),
+        moves: shoal_cluster::mover::MoveLimits {
+            max_moves: args.rebalance_max_moves.max(1),
+            max_moves_per_node: args.rebalance_max_moves_per_node.max(1),
+            timeout: std::time::Duration::from_secs(args.rebalance_move_timeout_secs.max(1)),
+            ..Default::default()
+        },
         min_free_disk_bytes: args.min_free_disk_mib.saturating_mul(1 << 20),
         storage_open_files: fd_plan.storage_files,
         ..Tuning::default()

@@ -11,6 +11,9 @@ mod harness;
 #[path = "cluster/disk_full.rs"]
 mod disk_full;
 
+#[path = "cluster/elastic.rs"]
+mod elastic;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -930,6 +933,7 @@ async fn refuses_bad_cluster_flags() {
         http_port: ports[5],
         peer_port: p4,
         initial_cluster: format!("1=127.0.0.1:{p1},2=127.0.0.1:{p2},3=127.0.0.1:{p3}"),
+        join: None,
         replication: 3,
         extra_args: Vec::new(),
     };

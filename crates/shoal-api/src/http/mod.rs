@@ -141,6 +141,14 @@ pub(crate) fn router_for(backend: Arc<dyn Backend>, config: HttpConfig) -> Route
     Router::new()
         .route("/health", get(health))
         .route("/v1/cluster", get(cluster))
+        .route(
+            "/v1/cluster/nodes/{id}/remove",
+            axum::routing::post(remove_node),
+        )
+        .route(
+            "/v1/cluster/rebalance/{action}",
+            axum::routing::post(rebalance),
+        )
         .route("/v1/debug/blocked-peers", axum::routing::put(blocked_peers))
         .route("/v1/debug/disk-free", axum::routing::put(disk_free))
         .route("/v1/kv", get(list::list_keys))
@@ -194,6 +202,39 @@ async fn health(State(state): State<AppState>) -> axum::response::Response {
 
 async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {
     Json(state.backend.cluster_view())
+}
+
+/// `POST /v1/cluster/nodes/{id}/remove`: starts draining node `id`; answers the cluster
+/// view, which shows the node draining and the moves taking its replicas away.
+async fn remove_node(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<ClusterView>, ApiError> {
+    let id: u64 = id.parse().map_err(|_| {
+        ApiError::from(shoal_core::Error::Invalid(format!(
+            "{id:?} is not a node id: use a positive integer, as `shoal cluster status` lists them"
+        )))
+    })?;
+    state.backend.remove_node(id).await?;
+    Ok(Json(state.backend.cluster_view()))
+}
+
+/// `POST /v1/cluster/rebalance/pause` and `.../resume`.
+async fn rebalance(
+    State(state): State<AppState>,
+    axum::extract::Path(action): axum::extract::Path<String>,
+) -> Result<Json<ClusterView>, ApiError> {
+    let paused = match action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        other => {
+            return Err(ApiError::from(shoal_core::Error::Invalid(format!(
+                "unknown rebalance action {other:?}: use pause or resume"
+            ))));
+        }
+    };
+    state.backend.set_rebalance_paused(paused).await?;
+    Ok(Json(state.backend.cluster_view()))
 }
 
 #[derive(serde::Deserialize)]

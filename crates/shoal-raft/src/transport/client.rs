@@ -281,6 +281,11 @@ impl PeerRouter {
         }
     }
 
+    /// Who answers the peers' requests now (none before `serve` or after shutdown).
+    pub(super) fn responder(&self) -> Option<Arc<Responder>> {
+        self.inner.responder.read().expect("responder lock").clone()
+    }
+
     /// From here on the peers' requests are answered by `responder`; before, they are
     /// refused as "not serving yet".
     pub(super) fn set_responder(&self, responder: Arc<Responder>) {
@@ -588,6 +593,66 @@ async fn connect(addr: &str, hello: &Hello, timeout: Duration) -> Result<Dialed,
     tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| format!("connecting to {addr} timed out"))?
+}
+
+/// Asks node `addr` one administration question as a guest (a node that is not a member
+/// yet, or does not know the cluster's members): `cluster_id` may be empty when the caller
+/// does not know it. Returns the answer's payload.
+pub async fn guest_call(
+    addr: &str,
+    from: u64,
+    cluster_id: &str,
+    payload: bytes::Bytes,
+    timeout: Duration,
+) -> Result<bytes::Bytes, String> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            cluster_id: cluster_id.to_string(),
+            from,
+            to: super::wire::GUEST,
+        };
+        write_frame(&mut stream, &encode(&hello)?)
+            .await
+            .map_err(|e| format!("handshake with {addr} failed: {e}"))?;
+        let reply = read_frame_within(&mut stream, MAX_HELLO_BYTES)
+            .await
+            .map_err(|e| format!("handshake with {addr} failed: {e}"))?
+            .ok_or_else(|| format!("{addr} closed the connection during the handshake"))?;
+        match decode::<HelloReply>(&reply)? {
+            HelloReply::Welcome => {}
+            HelloReply::Refused(why) => return Err(format!("{addr} refused: {why}")),
+            HelloReply::Crossed => return Err(format!("{addr} answered out of turn")),
+        }
+        let request = super::wire::RequestFrame {
+            id: 1,
+            body: Request::Admin(payload),
+        };
+        write_frame(&mut stream, &encode(&super::wire::Frame::Request(request))?)
+            .await
+            .map_err(|e| format!("sending to {addr} failed: {e}"))?;
+        let frame = read_frame_within(&mut stream, super::wire::MAX_FRAME_BYTES)
+            .await
+            .map_err(|e| format!("reading {addr}'s answer failed: {e}"))?
+            .ok_or_else(|| format!("{addr} closed the connection before answering"))?;
+        match decode::<super::wire::Frame>(&frame)? {
+            super::wire::Frame::Response(super::wire::ResponseFrame {
+                body: Ok(Response::Admin(answer)),
+                ..
+            }) => Ok(answer),
+            super::wire::Frame::Response(super::wire::ResponseFrame { body: Err(e), .. }) => {
+                Err(format!("{addr}: {e}"))
+            }
+            _ => Err(format!("{addr} answered with an unexpected message")),
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| format!("{addr} did not answer within {} s", timeout.as_secs()))?
 }
 
 /// Takes up a connection the peer opened.

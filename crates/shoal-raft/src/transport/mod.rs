@@ -25,7 +25,7 @@ use openraft_multi::{GroupNetworkAdapter, GroupRouter};
 use shoal_core::ShardId;
 use tokio::io::AsyncReadExt;
 
-pub use client::{CallError, PeerRouter, TransportOptions};
+pub use client::{CallError, PeerRouter, TransportOptions, guest_call};
 pub use faults::Faults;
 pub use server::{PeerHandler, Responder, ServerConfig, serve};
 use wire::{Request, Response, SnapshotChunk};

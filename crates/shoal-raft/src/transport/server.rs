@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use openraft::storage::Snapshot;
 use shoal_core::map::NodeStatus;
@@ -19,8 +20,9 @@ use super::client::{HELLO_TIMEOUT, PeerRouter, refuse};
 use super::connection::Offer;
 use super::faults::Faults;
 use super::wire::{
-    Frame, Hello, MAX_HELLO_BYTES, PROTOCOL_VERSION, Request, RequestFrame, Response,
-    ResponseFrame, SnapshotChunk, decode, encode, read_frame_within,
+    Frame, GUEST, Hello, HelloReply, MAX_GUEST_REQUEST_BYTES, MAX_HELLO_BYTES, PROTOCOL_VERSION,
+    Request, RequestFrame, Response, ResponseFrame, SnapshotChunk, decode, encode,
+    read_frame_within, write_frame,
 };
 use crate::{Raft, SnapshotFile};
 
@@ -56,6 +58,16 @@ pub trait PeerHandler: Send + Sync + 'static {
     /// A node that believes it leads `group` just sent this node's replica entries or a
     /// snapshot chunk.
     fn on_leader_contact(&self, _group: ShardId) {}
+    /// Answers a cluster administration request from `from` (`guest`: from a node that is
+    /// not a member, over a guest connection). The payload's encoding is the caller's.
+    fn admin(
+        &self,
+        _from: u64,
+        _guest: bool,
+        _request: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, String>> {
+        Box::pin(async { Err("this node answers no administration requests".to_string()) })
+    }
 }
 
 /// Who this server is and where it keeps snapshots being received.
@@ -131,6 +143,10 @@ impl Responder {
             Request::Status => {
                 let status = self.handler.status();
                 tokio::spawn(respond(Ok(Response::Status(status))));
+            }
+            Request::Admin(payload) => {
+                let fut = self.handler.admin(from, false, payload);
+                tokio::spawn(async move { respond(fut.await.map(Response::Admin)).await });
             }
             other => {
                 let responder = self.clone();
@@ -213,6 +229,9 @@ async fn introduce(mut stream: TcpStream, router: &PeerRouter) -> Result<(), Str
     .ok_or("closed before hello")?;
     let hello: Hello = decode(&hello)?;
     let me = router.me();
+    if hello.to == GUEST && hello.version == PROTOCOL_VERSION {
+        return serve_guest(stream, hello, router).await;
+    }
     let refusal = if hello.version != PROTOCOL_VERSION {
         Some(format!(
             "peer protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
@@ -251,6 +270,69 @@ async fn introduce(mut stream: TcpStream, router: &PeerRouter) -> Result<(), Str
     }
 }
 
+/// A node that is not a member (yet) asks one administration question: welcomed if it
+/// names no cluster or this one, answered, then disconnected.
+async fn serve_guest(
+    mut stream: TcpStream,
+    hello: Hello,
+    router: &PeerRouter,
+) -> Result<(), String> {
+    let offer = Offer { stream };
+    if !hello.cluster_id.is_empty() && hello.cluster_id != router.cluster_id() {
+        let why = format!(
+            "this node belongs to cluster {}, not {}",
+            router.cluster_id(),
+            hello.cluster_id
+        );
+        refuse(offer, why.clone()).await;
+        return Err(why);
+    }
+    let Some(responder) = router.responder() else {
+        let why = format!("node {} is not serving yet", router.me());
+        refuse(offer, why.clone()).await;
+        return Err(why);
+    };
+    stream = offer.stream;
+    let exchange = async {
+        write_frame(&mut stream, &encode(&HelloReply::Welcome)?)
+            .await
+            .map_err(|e| e.to_string())?;
+        let frame = read_frame_within(&mut stream, MAX_GUEST_REQUEST_BYTES)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the guest closed the connection before its request")?;
+        let Frame::Request(RequestFrame { id, body }) = decode(&frame)? else {
+            return Err("a guest must send a request".to_string());
+        };
+        let Request::Admin(payload) = body else {
+            return Err("a guest may only send an administration request".to_string());
+        };
+        let body = responder
+            .handler
+            .admin(hello.from, true, payload)
+            .await
+            .map(Response::Admin);
+        write_frame(
+            &mut stream,
+            &encode(&Frame::Response(ResponseFrame { id, body }))?,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(GUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| {
+            format!(
+                "guest exchange did not finish within {} s",
+                GUEST_TIMEOUT.as_secs()
+            )
+        })?
+}
+
+/// How long a guest connection may last, its request and the answer included (an
+/// admission waits for a metadata write).
+const GUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
 async fn handle_raft(shared: &Responder, from: u64, request: Request) -> Result<Response, String> {
     let group_id = match &request {
         Request::AppendEntries { group, .. }
@@ -258,7 +340,9 @@ async fn handle_raft(shared: &Responder, from: u64, request: Request) -> Result<
         | Request::PreVote { group, .. }
         | Request::TransferLeader { group, .. } => *group,
         Request::Snapshot(chunk) => chunk.group,
-        Request::Forward { .. } | Request::Status => unreachable!("handled by the caller"),
+        Request::Forward { .. } | Request::Status | Request::Admin(_) => {
+            unreachable!("handled by the caller")
+        }
     };
     // A replica that may have lost entries stays out of elections, including one a
     // leader hands it (see `refuses_votes`).
@@ -309,7 +393,9 @@ async fn handle_raft(shared: &Responder, from: u64, request: Request) -> Result<
             .await
             .map(Response::TransferLeader)
             .map_err(|e| e.to_string()),
-        Request::Forward { .. } | Request::Status => unreachable!("handled by the caller"),
+        Request::Forward { .. } | Request::Status | Request::Admin(_) => {
+            unreachable!("handled by the caller")
+        }
     }
 }
 

@@ -20,7 +20,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::types::{SnapshotMeta, TypeConfig, Vote};
 
 /// Bumped on any incompatible change to these messages.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
+
+/// The `to` of a guest's hello: a node that is not a member yet (it asks to join, or a
+/// restarted node asks for the cluster map). A guest connection carries one `Admin`
+/// request of at most [`MAX_GUEST_REQUEST_BYTES`] and its answer, then closes.
+pub const GUEST: u64 = 0;
+
+/// Largest request a guest may send.
+pub const MAX_GUEST_REQUEST_BYTES: usize = 64 * 1024;
 
 /// Largest frame either side accepts. An AppendEntries carries at most
 /// `MAX_PAYLOAD_ENTRIES` entries of at most one 8 MiB value each (or 4 MiB of batched
@@ -112,6 +120,9 @@ pub enum Request {
         group: ShardId,
         req: TransferLeaderRequest<TypeConfig>,
     },
+    /// A cluster administration request (join, remove a node, change a group's members,
+    /// fetch the map): opaque here, encoded and answered by the cluster layer.
+    Admin(Bytes),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,6 +134,7 @@ pub enum Response {
     Forward(Result<Reply, Error>),
     Status(NodeStatus),
     TransferLeader(TransferLeaderResponse<TypeConfig>),
+    Admin(Bytes),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,8 +14,14 @@ use super::HTTP_TIMEOUT;
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClusterView {
     pub this_node: u64,
+    pub epoch: u64,
     pub nodes: Vec<NodeView>,
     pub shards: Vec<ShardView>,
+    /// Voters of the metadata group.
+    pub meta: Vec<u64>,
+    /// Replica moves in flight, and moves still needed to reach the target placement.
+    pub moves: Vec<Value>,
+    pub moves_pending: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -24,6 +30,8 @@ pub struct NodeView {
     pub resp_addr: String,
     pub http_addr: String,
     pub up: bool,
+    /// joining, active, draining.
+    pub state: String,
     /// Free space under its data directory, by its last report.
     #[serde(default)]
     pub disk: Option<DiskView>,
@@ -126,6 +134,25 @@ impl Api {
             .build()
             .expect("HTTP client");
         Api { http, urls }
+    }
+
+    /// Adds node `node`'s base URL (a node that joined later).
+    pub(super) fn add(&mut self, node: u64, url: String) {
+        self.urls.insert(node, url);
+    }
+
+    /// `POST /v1/cluster/nodes/{id}/remove` through `via`: starts draining `id`.
+    pub async fn remove_node(&self, via: u64, id: u64) -> Result<ClusterView, HttpError> {
+        let response = self
+            .http
+            .post(format!("{}/v1/cluster/nodes/{id}/remove", self.url(via)))
+            .send()
+            .await
+            .map_err(HttpError::transport)?;
+        if !response.status().is_success() {
+            return Err(HttpError::from_response(response).await);
+        }
+        response.json().await.map_err(HttpError::transport)
     }
 
     pub fn url(&self, node: u64) -> &str {

@@ -138,8 +138,11 @@ pub struct NodeSpec {
     pub resp_port: u16,
     pub http_port: u16,
     pub peer_port: u16,
-    /// `--initial-cluster`, identical on every node.
+    /// `--initial-cluster`, identical on every founding node.
     pub initial_cluster: String,
+    /// `--join` (members' peer addresses) for a node added later; then no
+    /// `--initial-cluster` is passed.
+    pub join: Option<String>,
     pub replication: usize,
     /// More `shoal server` flags, the same on every start.
     pub extra_args: Vec<String>,
@@ -176,9 +179,12 @@ impl NodeSpec {
             .arg(&self.data_dir)
             .args(["--resp-addr", &format!("{}:{}", self.host, self.resp_port)])
             .args(["--http-addr", &format!("{}:{}", self.host, self.http_port)])
-            .args(["--peer-addr", &self.peer_addr()])
-            .args(["--initial-cluster", &self.initial_cluster])
-            .args(["--replication", &self.replication.to_string()])
+            .args(["--peer-addr", &self.peer_addr()]);
+        match &self.join {
+            Some(join) => cmd.args(["--join", join]),
+            None => cmd.args(["--initial-cluster", &self.initial_cluster]),
+        };
+        cmd.args(["--replication", &self.replication.to_string()])
             .args(["--shards", &SHARDS.to_string()])
             .arg("--fault-injection")
             .args(["--log-level", "info,openraft=warn"])
@@ -391,6 +397,7 @@ impl Cluster {
                     http_port: ports[3 * i + 1],
                     peer_port: ports[3 * i + 2],
                     initial_cluster: initial_cluster.clone(),
+                    join: None,
                     replication: n.min(3),
                     extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
                 },
@@ -418,9 +425,47 @@ impl Cluster {
         }
     }
 
+    /// Adds a node with the next id that joins the running cluster (`--join` with every
+    /// running member's peer address), and waits until it is healthy. Returns its id.
+    pub async fn add_node(&mut self) -> u64 {
+        let id = self.nodes.iter().map(|n| n.spec.id).max().unwrap_or(0) + 1;
+        let join = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.spec.peer_addr())
+            .collect::<Vec<_>>()
+            .join(",");
+        let template = self.nodes[0].spec.clone();
+        let ports = free_ports(3);
+        let root = self.root.as_ref().expect("root dir").path().to_path_buf();
+        let spec = NodeSpec {
+            id,
+            data_dir: root.join(format!("d{id}")),
+            resp_port: ports[0],
+            http_port: ports[1],
+            peer_port: ports[2],
+            join: Some(join),
+            ..template
+        };
+        self.api
+            .add(id, format!("http://{}:{}", spec.host, spec.http_port));
+        let logs_dir = self.nodes[0].logs_dir.clone();
+        self.nodes.push(Node {
+            spec,
+            child: None,
+            paused: false,
+            logs_dir,
+            starts: 0,
+            log: PathBuf::new(),
+        });
+        self.restart(id).await;
+        id
+    }
+
     /// What node `id` has logged since its latest start.
     pub fn log_text(&self, id: u64) -> String {
-        let node = &self.nodes[(id - 1) as usize];
+        let node = self.node(id);
         fs::read_to_string(&node.log).unwrap_or_default()
     }
 

@@ -265,6 +265,7 @@ mod tests {
                 http_addr: String::new(),
             },
             up: true,
+            state: Default::default(),
             disk: None,
             memory: None,
         };
@@ -272,6 +273,7 @@ mod tests {
             id,
             range: SlotRange { start, end },
             replicas: vec![1, 2],
+            learners: Vec::new(),
             leader,
             last_applied: 7,
         };
@@ -281,6 +283,7 @@ mod tests {
             this_node: 1,
             nodes: vec![node(1, 7001), node(2, 7002)],
             shards: vec![shard(1, 0, 8192, Some(2)), shard(2, 8192, 16384, None)],
+            ..Default::default()
         }
     }
 

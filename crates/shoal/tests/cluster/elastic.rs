@@ -1,0 +1,214 @@
+//! The elastic cluster: nodes join (`--join`) and leave (`POST /v1/cluster/nodes/{id}/remove`)
+//! while clients write, replicas move by themselves, and nothing acknowledged is lost.
+
+use std::sync::atomic::AtomicU64;
+
+use super::harness::ClusterView;
+use super::*;
+
+/// Longest a cluster of these tests may take to finish its replica moves.
+const BALANCE: Duration = Duration::from_secs(180);
+
+/// Polls node `asking` until the cluster has `members` nodes, no move in flight or pending.
+async fn wait_balanced(api: &Api, asking: u64, members: usize) -> ClusterView {
+    poll_until(
+        &format!("a balanced cluster of {members} nodes (as node {asking} sees it)"),
+        BALANCE,
+        || async {
+            let view = api.view(asking).await.map_err(|e| e.to_string())?;
+            let active = view.nodes.iter().filter(|n| n.state == "active").count();
+            if active == members
+                && view.nodes.len() == members
+                && view.moves.is_empty()
+                && view.moves_pending == 0
+            {
+                Ok(view)
+            } else {
+                Err(format!(
+                    "{} nodes ({active} active), {} moves in flight, {} pending, epoch {}",
+                    view.nodes.len(),
+                    view.moves.len(),
+                    view.moves_pending,
+                    view.epoch
+                ))
+            }
+        },
+    )
+    .await
+}
+
+/// Writes fresh keys through the nodes in `targets` in turn until `stop`; returns the
+/// acknowledged writes. Any failure but a transient one fails the test.
+fn start_writer(
+    prefix: &'static str,
+    api: Api,
+    targets: Arc<Mutex<Vec<u64>>>,
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<Vec<Expected>> {
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut i = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let node = {
+                let targets = targets.lock().unwrap();
+                targets[i % targets.len()]
+            };
+            let key = format!("{prefix}-{i}");
+            let value = format!("v{i}-via-{node}");
+            match api.put(node, &key, &value).await {
+                Ok(version) => {
+                    acked.push(Expected {
+                        key,
+                        value,
+                        version: Some(version),
+                    });
+                    written.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => assert_transient(&e, &format!("PUT {key} through node {node}")),
+            }
+            i += 1;
+        }
+        acked
+    })
+}
+
+/// Each node's number of replicas (voters) across the data shards.
+fn replicas_per_node(view: &ClusterView) -> BTreeMap<u64, usize> {
+    let mut count: BTreeMap<u64, usize> = view.nodes.iter().map(|n| (n.id, 0)).collect();
+    for shard in &view.shards {
+        for r in &shard.replicas {
+            *count.entry(*r).or_default() += 1;
+        }
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grows_from_three_to_five_nodes_and_shrinks_back_under_load() {
+    let mut cluster = Cluster::start(3).await;
+    let api = cluster.api().clone();
+    let targets = Arc::new(Mutex::new(vec![1, 2, 3]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = start_writer("grow", api, targets.clone(), stop.clone(), written.clone());
+
+    // Grow: two nodes join while the writer runs.
+    let four = cluster.add_node().await;
+    let five = cluster.add_node().await;
+    let api = cluster.api().clone();
+    let view = wait_balanced(&api, 1, 5).await;
+    let per_node = replicas_per_node(&view);
+    let total: usize = per_node.values().sum();
+    assert_eq!(total, view.shards.len() * 3, "{per_node:?}");
+    let (low, high) = (total / 5, total.div_ceil(5));
+    assert!(
+        per_node.values().all(|c| (low..=high).contains(c)),
+        "every node holds {low} or {high} replicas: {per_node:?}"
+    );
+    assert_eq!(view.meta.len(), 5, "the metadata group spans five nodes");
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = writer.await.expect("writer");
+
+    // Writes through every node, the new ones included, while the two new nodes leave again
+    // (the writer stops using them first).
+    let stop = Arc::new(AtomicBool::new(false));
+    targets.lock().unwrap().extend([four, five]);
+    let writer = start_writer(
+        "shrink",
+        api.clone(),
+        targets.clone(),
+        stop.clone(),
+        written.clone(),
+    );
+    let before = written.load(Ordering::Relaxed);
+    poll_until("writes through the new nodes too", RECOVERY, || async {
+        (written.load(Ordering::Relaxed) > before + 20)
+            .then_some(())
+            .ok_or_else(|| "waiting".to_string())
+    })
+    .await;
+    targets.lock().unwrap().retain(|n| *n <= 3);
+    api.remove_node(2, five).await.expect("remove node 5");
+    api.remove_node(3, four).await.expect("remove node 4");
+    let view = wait_balanced(&api, 1, 3).await;
+    assert!(view.nodes.iter().all(|n| n.id <= 3), "{view:?}");
+    assert_eq!(view.meta.len(), 3);
+    stop.store(true, Ordering::Relaxed);
+    acked.extend(writer.await.expect("writer"));
+    assert!(
+        acked.len() > 50,
+        "the writer made progress: {}",
+        acked.len()
+    );
+    assert_all_readable(&api, &[1, 2, 3], &acked).await;
+
+    // A removed node refuses to serve, and refuses to start again.
+    poll_until("node 5 refuses requests once removed", RECOVERY, || async {
+        match api.get(five, "grow-0").await {
+            Err(e) if e.to_string().contains("was removed") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let spec = cluster.spec(five);
+    cluster.kill(five);
+    let done = spec.run_to_exit();
+    assert_eq!(done.status.code(), Some(1), "{done:?}");
+    assert!(done.stderr.contains("was removed"), "{}", done.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_that_clashes_or_reuses_a_removed_id_is_refused() {
+    let mut cluster = Cluster::start(3).await;
+    let members = (1..=3)
+        .map(|id| cluster.spec(id).peer_addr())
+        .collect::<Vec<_>>()
+        .join(",");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ports = free_ports(3);
+    let template = cluster.spec(1);
+    let joiner = |id: u64, data: &str| NodeSpec {
+        id,
+        data_dir: dir.path().join(data),
+        resp_port: ports[0],
+        http_port: ports[1],
+        peer_port: ports[2],
+        join: Some(members.clone()),
+        ..template.clone()
+    };
+    let mut both = joiner(7, "both");
+    both.extra_args.extend([
+        "--initial-cluster".to_string(),
+        format!("7=127.0.0.1:{}", ports[2]),
+    ]);
+    super::assert_refused(&both, "--join and --initial-cluster together");
+    super::assert_refused(
+        &joiner(2, "clash"),
+        "node id 2 is already used by the node at",
+    );
+    let nowhere = NodeSpec {
+        join: Some(format!("127.0.0.1:{}", free_ports(1)[0])),
+        extra_args: vec!["--join-timeout-secs".into(), "1".into()],
+        ..joiner(8, "nowhere")
+    };
+    super::assert_refused(&nowhere, "cannot join");
+
+    // Joining, restarting with the same flags (no second join), then leaving for good.
+    let four = cluster.add_node().await;
+    let epoch = cluster.api().view(1).await.expect("view").epoch;
+    cluster.kill(four);
+    cluster.restart(four).await;
+    wait_balanced(cluster.api(), 1, 4).await;
+    cluster
+        .api()
+        .remove_node(1, four)
+        .await
+        .expect("remove node 4");
+    wait_balanced(cluster.api(), 1, 3).await;
+    assert!(cluster.api().view(1).await.expect("view").epoch > epoch);
+    super::assert_refused(&joiner(four, "again"), "never reused");
+    // Three nodes with three replicas each cannot lose one.
+    let err = cluster.api().remove_node(1, 3).await.expect_err("refused");
+    assert!(err.to_string().contains("would leave 2 node(s)"), "{err}");
+}
