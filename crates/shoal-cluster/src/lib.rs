@@ -13,6 +13,7 @@ mod cluster_map;
 mod control;
 mod disk_guard;
 mod group;
+mod handler;
 mod join;
 mod leadership;
 mod local;

@@ -4,19 +4,16 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{Config, SnapshotPolicy};
 use shoal_core::map::{MemoryStatus, NodeInfo, NodeStatus, ReplicaStatus};
 use shoal_core::shard::META_GROUP;
-use shoal_core::{Command, Consistency, Error, Limits, Reply, ShardId, ShardLayout};
-use shoal_raft::Raft;
+use shoal_core::{Error, Limits, ShardId, ShardLayout};
 use shoal_raft::transport::{
-    Faults, PeerHandler, PeerRouter, ServerConfig, TransportOptions, wire::MAX_PAYLOAD_ENTRIES,
+    Faults, PeerRouter, ServerConfig, TransportOptions, wire::MAX_PAYLOAD_ENTRIES,
 };
 use shoal_storage::{Engine, EngineOptions};
 use tokio::sync::watch;
@@ -231,96 +228,6 @@ pub(crate) fn storage_err(e: impl std::fmt::Display) -> Error {
     Error::Storage(e.to_string())
 }
 
-/// The peer transport's view of this node: groups register as they open, commands are
-/// served once the node is fully started.
-struct Handler {
-    groups: Arc<Groups>,
-    disk: Arc<shoal_storage::DiskSpace>,
-    catching_up: Arc<CatchingUp>,
-    node: OnceLock<Weak<Inner>>,
-    info: NodeInfo,
-    memory_budget_bytes: u64,
-}
-
-impl Handler {
-    fn node(&self) -> Option<Node> {
-        self.node
-            .get()
-            .and_then(Weak::upgrade)
-            .map(|inner| Node { inner })
-    }
-}
-
-impl PeerHandler for Handler {
-    fn group(&self, group: ShardId) -> Option<Raft> {
-        self.groups.get(group).map(|g| g.raft.clone())
-    }
-
-    fn admin(
-        &self,
-        from: u64,
-        guest: bool,
-        request: Bytes,
-    ) -> BoxFuture<'static, Result<Bytes, String>> {
-        let Some(node) = self.node() else {
-            return Box::pin(async { Err("this node is still starting".to_string()) });
-        };
-        Box::pin(async move {
-            let answer = match crate::admin::decode::<AdminRequest>(&request) {
-                Ok(request) => node.inner.control.answer(from, guest, request).await,
-                Err(e) => Err(e),
-            };
-            Ok(crate::admin::encode(&answer))
-        })
-    }
-
-    fn forward(
-        &self,
-        shard: ShardId,
-        command: Command,
-        consistency: Consistency,
-    ) -> BoxFuture<'static, Result<Reply, Error>> {
-        match self.node() {
-            Some(node) => Box::pin(node.execute_here(shard, command, consistency)),
-            None => Box::pin(async move { Err(Error::NoLeader { shard }) }),
-        }
-    }
-
-    fn refuses_votes(&self, group: ShardId) -> Option<String> {
-        self.catching_up
-            .contains(group)
-            .then(|| catch_up::refusal(self.info.id, group))
-    }
-
-    fn refuses_entries(&self, group: ShardId) -> Option<String> {
-        crate::disk_guard::refuses_entries(&self.disk, self.info.id, group)
-    }
-
-    fn refuses_snapshot_install(&self, group: ShardId, bytes: u64) -> Option<String> {
-        crate::disk_guard::refuses_install(&self.disk, self.info.id, group, bytes)
-    }
-
-    fn on_leader_contact(&self, group: ShardId) {
-        self.catching_up.heard_from_leader(group);
-    }
-
-    fn status(&self) -> NodeStatus {
-        match self.node() {
-            Some(node) => node.status(),
-            None => NodeStatus {
-                info: self.info.clone(),
-                replicas: Vec::new(),
-                disk: self.disk.status(),
-                memory: MemoryStatus {
-                    rss_bytes: process_rss_bytes().unwrap_or(0),
-                    budget_bytes: self.memory_budget_bytes,
-                },
-                map_epoch: 0,
-            },
-        }
-    }
-}
-
 impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, Error> {
         Self::start_with(config, Tuning::default()).await
@@ -452,7 +359,7 @@ impl Node {
         }
         let group_count = seed.shards.iter().map(|s| s.id).max().unwrap_or(0) as usize + 1;
         let groups = Arc::new(Groups::new((0..group_count).map(|_| None).collect()));
-        let handler = Arc::new(Handler {
+        let handler = Arc::new(crate::handler::Handler {
             groups: groups.clone(),
             disk: engine.disk().clone(),
             catching_up: Arc::new(CatchingUp::default()),

@@ -262,6 +262,33 @@ fn print_intro(args: &DemoArgs, root: &Path, nodes: &[DemoNode]) {
         "  curl http://{}/v1/kv/hello && shoal cluster status --addr {}",
         last.http, first.http
     );
+    // Growing: the next node's ports follow the demo's scheme.
+    let next = nodes.len() as u32 + 1;
+    let at = |offset: u32| u32::from(args.base_port) + offset + next;
+    if at(200) <= u32::from(u16::MAX) {
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "shoal".into());
+        println!(
+            "\nGrow it: start node {next} in another terminal; it joins and replicas move to it:"
+        );
+        println!(
+            "  {exe} server --id {next} --data-dir {} --resp-addr 127.0.0.1:{} --http-addr 127.0.0.1:{} --peer-addr 127.0.0.1:{} --join 127.0.0.1:{} --raft-threads 1 --io-threads 1",
+            root.join(format!("d{next}")).display(),
+            at(0),
+            at(100),
+            at(200),
+            u32::from(args.base_port) + 201
+        );
+        println!(
+            "  shoal cluster wait-balanced --addr {} && shoal cluster status --addr {}",
+            first.http, first.http
+        );
+        println!(
+            "Shrink it again: shoal cluster remove-node --addr {} --node {next} --wait",
+            first.http
+        );
+    }
     println!("\nPress Ctrl-C to stop the cluster.");
 }
 

@@ -166,11 +166,52 @@ fn spawn_clients(
 
 /// One fault, held for a while, then undone.
 async fn nemesis_step(cluster: &mut Cluster, rng: &mut StdRng, step: usize) -> String {
+    let kind = rng.random_range(0..7);
+    nemesis_step_of(cluster, rng, step, kind).await
+}
+
+/// `nemesis_step` with every other step a membership change (the membership nemesis).
+async fn membership_nemesis_step(cluster: &mut Cluster, rng: &mut StdRng, step: usize) -> String {
+    let kind = if step.is_multiple_of(2) {
+        6
+    } else {
+        rng.random_range(0..4)
+    };
+    nemesis_step_of(cluster, rng, step, kind).await
+}
+
+async fn nemesis_step_of(
+    cluster: &mut Cluster,
+    rng: &mut StdRng,
+    step: usize,
+    kind: u32,
+) -> String {
     let ids = cluster.ids();
     let n = ids.len();
     let victim = ids[rng.random_range(0..n)];
     let hold = Duration::from_millis(rng.random_range(1000..2000));
-    let what = match rng.random_range(0..6) {
+    let what = match kind {
+        // Membership: a node joins, replicas move to it, then it is drained and leaves
+        // (loopback only: a joining node has no network namespace of its own).
+        6 if !cluster.is_isolated() => {
+            let added = cluster.add_node().await;
+            // Half the time a member dies (kill -9) while replicas move to the new node.
+            let killed = rng.random_bool(0.5).then_some(victim);
+            if let Some(victim) = killed {
+                cluster.kill(victim);
+                tokio::time::sleep(hold / 2).await;
+                cluster.restart(victim).await;
+            } else {
+                tokio::time::sleep(hold).await;
+            }
+            cluster.remove_and_forget(added).await;
+            match killed {
+                Some(victim) => format!(
+                    "add node {added} (--join), kill -9 node {victim} mid-move, remove node {added}"
+                ),
+                None => format!("add node {added} (--join), then remove it"),
+            }
+        }
         0 => {
             // A minority cut off from the rest.
             let others: Vec<u64> = ids.iter().copied().filter(|i| *i != victim).collect();
@@ -265,8 +306,25 @@ async fn register_run(nodes: usize, seed: u64, net: Net) -> Summary {
     register_run_with(nodes, seed, net, &[]).await
 }
 
+/// The register workload under the membership nemesis: nodes join and leave, between
+/// kills, pauses and partitions.
+async fn register_membership_run(nodes: usize, seed: u64) -> Summary {
+    eprintln!("register run with membership changes: {nodes} nodes, seed {seed}");
+    register_run_inner(nodes, seed, Net::Transport, &[], true).await
+}
+
 /// `register_run` on nodes started with `extra_args`.
 async fn register_run_with(nodes: usize, seed: u64, net: Net, extra_args: &[&str]) -> Summary {
+    register_run_inner(nodes, seed, net, extra_args, false).await
+}
+
+async fn register_run_inner(
+    nodes: usize,
+    seed: u64,
+    net: Net,
+    extra_args: &[&str],
+    membership: bool,
+) -> Summary {
     eprintln!("register run: {nodes} nodes, seed {seed} (replay with SHOAL_SEED={seed})");
     let mut cluster = start_cluster_with(nodes, net, extra_args).await;
     let recorder = Recorder::new();
@@ -276,7 +334,11 @@ async fn register_run_with(nodes: usize, seed: u64, net: Net, extra_args: &[&str
     let mut rng = StdRng::seed_from_u64(seed);
     let mut schedule = Vec::new();
     for step in 0..STEPS {
-        schedule.push(nemesis_step(&mut cluster, &mut rng, step).await);
+        schedule.push(if membership {
+            membership_nemesis_step(&mut cluster, &mut rng, step).await
+        } else {
+            nemesis_step(&mut cluster, &mut rng, step).await
+        });
     }
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -384,6 +446,13 @@ async fn register_is_linearizable_with_frequent_leader_transfers() {
         )
         .await
         .assert_correct();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_is_linearizable_while_nodes_join_and_leave() {
+    for seed in seeds(7100, 2) {
+        register_membership_run(3, seed).await.assert_correct();
     }
 }
 

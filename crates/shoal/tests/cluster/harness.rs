@@ -303,6 +303,8 @@ where
 /// A running cluster of `shoal` processes, killed when dropped. Node ids are `1..=n`.
 pub struct Cluster {
     nodes: Vec<Node>,
+    /// The highest node id ever used: removed ids are never reused.
+    high_id: u64,
     api: Api,
     /// After `nodes`, so the processes are gone before their namespaces.
     net: Option<Netns>,
@@ -419,6 +421,7 @@ impl Cluster {
             .collect();
         Cluster {
             nodes,
+            high_id: n as u64,
             api: Api::new(urls),
             net,
             root: Some(root),
@@ -428,7 +431,8 @@ impl Cluster {
     /// Adds a node with the next id that joins the running cluster (`--join` with every
     /// running member's peer address), and waits until it is healthy. Returns its id.
     pub async fn add_node(&mut self) -> u64 {
-        let id = self.nodes.iter().map(|n| n.spec.id).max().unwrap_or(0) + 1;
+        self.high_id += 1;
+        let id = self.high_id;
         let join = self
             .nodes
             .iter()
@@ -461,6 +465,53 @@ impl Cluster {
         });
         self.restart(id).await;
         id
+    }
+
+    /// Drains node `id` out of the cluster (asking another running node), waits until the
+    /// cluster has removed it, then stops it and forgets it (it refuses to serve anyway).
+    pub async fn remove_and_forget(&mut self, id: u64) {
+        let via = self
+            .live_ids()
+            .into_iter()
+            .find(|n| *n != id)
+            .expect("another running node");
+        let api = self.api.clone();
+        poll_until(
+            &format!("node {via} accepts removing node {id}"),
+            LEADER_TIMEOUT,
+            || async {
+                api.remove_node(via, id)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .await;
+        poll_until(
+            &format!("node {id} removed (as node {via} sees it)"),
+            Duration::from_secs(120),
+            || async {
+                let view = api.view(via).await.map_err(|e| e.to_string())?;
+                if view.nodes.iter().any(|n| n.id == id) {
+                    Err(format!(
+                        "still a member; {} moves in flight",
+                        view.moves.len()
+                    ))
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        if self.node(id).child.is_some() {
+            self.kill(id);
+        }
+        self.nodes.retain(|n| n.spec.id != id);
+    }
+
+    /// Whether the nodes run in network namespaces of their own.
+    pub fn is_isolated(&self) -> bool {
+        self.net.is_some()
     }
 
     /// What node `id` has logged since its latest start.
