@@ -357,6 +357,7 @@ impl Backend for FakeNode {
             replication: 1,
             meta: vec![id],
             meta_learners: Vec::new(),
+            meta_leader: Some(id),
             moves: Vec::new(),
             rebalance_paused: false,
             moves_pending: 0,

@@ -253,11 +253,17 @@ impl Node {
                         .map(|id| id.index);
                     Some((matched, m.last_log_index))
                 });
+                let snapshot = progress
+                    .and(record.add)
+                    .and_then(|add| self.inner.router.snapshot_progress(add, record.shard));
                 MoveView {
                     record: record.clone(),
                     step: step.to_string(),
                     matched: progress.and_then(|p| p.0),
                     last_index: progress.and_then(|p| p.1),
+                    snapshot_sent: snapshot.map(|s| s.sent),
+                    snapshot_total: snapshot.map(|s| s.total),
+                    snapshot_bytes_per_sec: snapshot.map(|s| s.rate()),
                 }
             })
             .collect();
@@ -270,6 +276,7 @@ impl Node {
             replication: map.replication,
             meta: map.meta.clone(),
             meta_learners: map.meta_learners.clone(),
+            meta_leader: self.local_group(META_GROUP).and_then(|g| g.leader()),
             moves,
             rebalance_paused: map.rebalance_paused,
             moves_pending: crate::mover::pending_moves(&map) as u64,

@@ -98,6 +98,27 @@ pub fn next_moves(map: &ClusterMap) -> Vec<Move> {
     moves
 }
 
+/// Groups (with no move in flight) whose voters are the target's in another order, with
+/// the target's order.
+pub(crate) fn reorders(map: &ClusterMap) -> Vec<(ShardId, Vec<u64>)> {
+    let Some((data, meta)) = targets(map) else {
+        return Vec::new();
+    };
+    map.group_ids()
+        .into_iter()
+        .filter(|g| map.move_of(*g).is_none() && map.learners(*g).is_empty())
+        .filter_map(|g| {
+            let goal = if g == META_GROUP { &meta } else { &data }.replicas(g);
+            let voters = map.replicas(g);
+            (same_set(voters, goal) && voters != goal).then(|| (g, goal.to_vec()))
+        })
+        .collect()
+}
+
+fn same_set(a: &[u64], b: &[u64]) -> bool {
+    a.len() == b.len() && a.iter().all(|n| b.contains(n))
+}
+
 /// Moves still needed to reach the target (0: balanced).
 pub fn pending_moves(map: &ClusterMap) -> usize {
     let Some((data, meta)) = targets(map) else {
@@ -241,6 +262,29 @@ impl Reconciler {
         }
         if map.rebalance_paused {
             return Ok(());
+        }
+        // Groups whose voters are already the target's but in another order: the first is
+        // the preferred leader, so take the target's order (a map change only; leader
+        // balancing then moves leadership), or leaders stay where an older placement put them.
+        let reorder = reorders(&map);
+        if !reorder.is_empty() {
+            let meta = self.meta()?;
+            let stored = update_map(&meta, &self.control.engine, |m| {
+                let mut changed = false;
+                for (group, order) in &reorder {
+                    if let Some((voters, learners)) = m.group_mut(*group)
+                        && learners.is_empty()
+                        && same_set(voters, order)
+                        && voters != order
+                    {
+                        *voters = order.clone();
+                        changed = true;
+                    }
+                }
+                Ok(changed)
+            })
+            .await?;
+            self.control.map.offer(stored);
         }
         let now = Instant::now();
         let peers = &self.control.peers;
@@ -480,6 +524,26 @@ mod tests {
         assert_eq!(chosen.len(), 4, "{chosen:?}");
         let to = |n: u64| chosen.iter().filter(|m| m.add == Some(n)).count();
         assert!(to(4) <= 2 && to(5) <= 2);
+    }
+
+    #[test]
+    fn voters_in_another_order_take_the_targets() {
+        let mut map = five();
+        let (data, _) = targets(&map).unwrap();
+        for s in &mut map.shards {
+            s.replicas = data.replicas(s.id).to_vec();
+        }
+        assert!(reorders(&map).iter().all(|(g, _)| *g == META_GROUP));
+        map.shards[0].replicas.reverse();
+        let first = map.shards[0].id;
+        let reorder: Vec<_> = reorders(&map)
+            .into_iter()
+            .filter(|(g, _)| *g == first)
+            .collect();
+        assert_eq!(reorder, vec![(first, data.replicas(first).to_vec())]);
+        // Not while a move is in flight.
+        map.shards[0].learners.push(9);
+        assert!(reorders(&map).iter().all(|(g, _)| *g != first));
     }
 
     #[test]

@@ -295,6 +295,9 @@ pub struct ClusterView {
     pub meta: Vec<u64>,
     #[serde(default)]
     pub meta_learners: Vec<u64>,
+    /// The metadata group's leader, when the answering node holds a metadata replica.
+    #[serde(default)]
+    pub meta_leader: Option<u64>,
     /// Replica moves in flight.
     #[serde(default)]
     pub moves: Vec<MoveView>,
@@ -319,6 +322,14 @@ pub struct MoveView {
     pub matched: Option<u64>,
     #[serde(default)]
     pub last_index: Option<u64>,
+    /// The snapshot being streamed to the new replica, when the node answering leads the
+    /// group and is sending one: bytes sent, of total, and the rate so far.
+    #[serde(default)]
+    pub snapshot_sent: Option<u64>,
+    #[serde(default)]
+    pub snapshot_total: Option<u64>,
+    #[serde(default)]
+    pub snapshot_bytes_per_sec: Option<u64>,
 }
 
 /// One replica as its node reports it.

@@ -202,10 +202,71 @@ pub fn place(
         r.insert(0, leader);
         *leads.entry(leader).or_default() += 1;
     }
+    spread_leaders(&mut replicas, nodes.iter().map(|n| n.id));
     Ok(Placement {
         replicas,
         replication: rf,
     })
+}
+
+/// Evens out preferred leaders after the greedy pass, which can leave a node leading none
+/// while another leads two (it decides shard by shard). While some node leads at least two
+/// more shards than another, a chain of shards is sought from the one leading fewer: a shard
+/// it holds is handed to it from its leader, which takes over another shard it holds, and so
+/// on, ending at a node leading at least two more (an augmenting path). Each chain lowers the
+/// spread, so this ends; when none exists the leads are as even as the replicas allow.
+fn spread_leaders(replicas: &mut BTreeMap<ShardId, Vec<u64>>, nodes: impl Iterator<Item = u64>) {
+    let mut leads: BTreeMap<u64, usize> = nodes.map(|n| (n, 0)).collect();
+    for r in replicas.values() {
+        *leads.entry(r[0]).or_default() += 1;
+    }
+    // Bounded: each chain lowers the sum of squared leads.
+    for _ in 0..replicas.len() * leads.len() {
+        let mut improved = false;
+        let mut by_load: Vec<u64> = leads.keys().copied().collect();
+        by_load.sort_by_key(|n| (leads[n], *n));
+        for &start in &by_load {
+            // Breadth-first from `start`: parent[y] = (shard, x): x can take `shard` from y.
+            let mut parent: BTreeMap<u64, (ShardId, u64)> = BTreeMap::new();
+            let mut queue = std::collections::VecDeque::from([start]);
+            let mut end = None;
+            while let Some(x) = queue.pop_front() {
+                for (&s, r) in replicas.iter() {
+                    let y = r[0];
+                    if y == x || y == start || parent.contains_key(&y) || !r.contains(&x) {
+                        continue;
+                    }
+                    parent.insert(y, (s, x));
+                    if leads[&y] >= leads[&start] + 2 {
+                        end = Some(y);
+                        break;
+                    }
+                    queue.push_back(y);
+                }
+                if end.is_some() {
+                    break;
+                }
+            }
+            let Some(mut y) = end else { continue };
+            *leads.get_mut(&y).expect("known") -= 1;
+            *leads.get_mut(&start).expect("known") += 1;
+            while let Some(&(s, x)) = parent.get(&y) {
+                let r = replicas.get_mut(&s).expect("placed");
+                let pos = r.iter().position(|n| *n == x).expect("a replica");
+                let taker = r.remove(pos);
+                r.insert(0, taker);
+                if x == start {
+                    break;
+                }
+                y = x;
+            }
+            improved = true;
+            break;
+        }
+        if !improved {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -277,6 +338,15 @@ mod tests {
         );
     }
 
+    /// The greedy pass alone left node 4 leading nothing and node 2 leading two shards here
+    /// (4 shards, 4 nodes, rf 3): a cluster grown from 3 to 4 nodes then failed `verify`.
+    #[test]
+    fn a_node_that_holds_replicas_leads_its_share() {
+        let p = place(&equal(&[1, 2, 3, 4]), &[1, 2, 3, 4], 3).unwrap();
+        let leaders: BTreeSet<u64> = p.iter().map(|(_, r)| r[0]).collect();
+        assert_eq!(leaders, BTreeSet::from([1, 2, 3, 4]), "{p:?}");
+    }
+
     #[test]
     fn rejects_bad_input() {
         let ok = equal(&[1, 2]);
@@ -313,6 +383,21 @@ mod tests {
     }
 
     proptest! {
+        /// With equal weights and at least as many shards as nodes, every node leads its
+        /// share of shards, within one.
+        #[test]
+        fn preferred_leaders_within_one_of_even(n in 1u64..10, shards in 1u32..40, rf in 1u32..5) {
+            let ids: Vec<u64> = (1..=n).collect();
+            let shard_ids: Vec<ShardId> = (1..=shards).collect();
+            let p = place(&equal(&ids), &shard_ids, rf).unwrap();
+            let mut counts: BTreeMap<u64, usize> = ids.iter().map(|id| (*id, 0)).collect();
+            for (_, r) in p.iter() {
+                *counts.get_mut(&r[0]).unwrap() += 1;
+            }
+            let (min, max) = (counts.values().min().unwrap(), counts.values().max().unwrap());
+            prop_assert!(max - min <= 1, "{counts:?} in {p:?}");
+        }
+
         #[test]
         fn equal_weights_balanced_and_deterministic(
             (sorted, shuffled) in ids(12).prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle())),

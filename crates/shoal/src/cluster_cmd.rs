@@ -96,7 +96,7 @@ pub async fn run(cmd: ClusterCommand) -> ExitCode {
         ClusterCommand::Rebalance(args) => crate::cluster_verify::rebalance(args).await,
         ClusterCommand::WaitBalanced(args) => crate::cluster_verify::wait_balanced(args).await,
         ClusterCommand::Verify(args) => crate::cluster_verify::verify(args).await,
-        ClusterCommand::Status(args) => match fetch(&args.addr).await {
+        ClusterCommand::Status(args) => match fetch_with_progress(&args.addr).await {
             Ok(view) => {
                 match args.output {
                     Format::Json => println!(
@@ -119,6 +119,36 @@ pub async fn run(cmd: ClusterCommand) -> ExitCode {
             }
         },
     }
+}
+
+/// The view from `addr`, with each move's progress filled in from its group's leader (only
+/// a group's leader knows how far its new replica has come).
+pub(crate) async fn fetch_with_progress(addr: &str) -> Result<ClusterView, String> {
+    let mut view = fetch(addr).await?;
+    for i in 0..view.moves.len() {
+        if view.moves[i].matched.is_some() || view.moves[i].snapshot_sent.is_some() {
+            continue;
+        }
+        let group = view.moves[i].record.shard;
+        let leader = view
+            .shards
+            .iter()
+            .find(|s| s.id == group)
+            .and_then(|s| s.leader);
+        let Some(http) = leader
+            .and_then(|l| view.nodes.iter().find(|n| n.info.id == l))
+            .map(|n| n.info.http_addr.clone())
+            .filter(|a| !a.is_empty())
+        else {
+            continue;
+        };
+        if let Ok(theirs) = fetch(&http).await
+            && let Some(m) = theirs.moves.iter().find(|m| m.record.shard == group)
+        {
+            view.moves[i] = m.clone();
+        }
+    }
+    Ok(view)
 }
 
 pub(crate) async fn fetch(addr: &str) -> Result<ClusterView, String> {
@@ -189,6 +219,22 @@ fn memory_use(memory: MemoryStatus) -> String {
         mib(memory.rss_bytes),
         mib(memory.budget_bytes)
     )
+}
+
+/// A move's snapshot transfer: "12.0 of 40.0 MiB", its rate, and the time left at it.
+fn snapshot_columns(m: &shoal_core::map::MoveView) -> (String, String, String) {
+    let mib = |b: u64| format!("{:.1}", b as f64 / (1 << 20) as f64);
+    match (m.snapshot_sent, m.snapshot_total, m.snapshot_bytes_per_sec) {
+        (Some(sent), Some(total), Some(rate)) => (
+            format!("{} of {} MiB", mib(sent), mib(total)),
+            format!("{} MiB/s", mib(rate)),
+            total
+                .saturating_sub(sent)
+                .checked_div(rate)
+                .map_or("-".to_string(), |secs| format!("{secs} s")),
+        ),
+        _ => ("-".to_string(), "-".to_string(), "-".to_string()),
+    }
 }
 
 pub(crate) fn render(view: &ClusterView) -> String {
@@ -297,7 +343,17 @@ pub(crate) fn render(view: &ClusterView) -> String {
     if !view.moves.is_empty() {
         let node = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
         out.push_str(&table(
-            &["GROUP", "ADD", "REMOVE", "STEP", "CAUGHT UP", "FOR"],
+            &[
+                "GROUP",
+                "ADD",
+                "REMOVE",
+                "STEP",
+                "SNAPSHOT",
+                "RATE",
+                "ETA",
+                "CAUGHT UP",
+                "FOR",
+            ],
             view.moves
                 .iter()
                 .map(|m| {
@@ -310,6 +366,7 @@ pub(crate) fn render(view: &ClusterView) -> String {
                     };
                     let elapsed =
                         shoal_cluster::now_ms().saturating_sub(m.record.started_ms) / 1000;
+                    let (snapshot, rate, eta) = snapshot_columns(m);
                     vec![
                         if m.record.shard == 0 {
                             "meta".to_string()
@@ -319,6 +376,9 @@ pub(crate) fn render(view: &ClusterView) -> String {
                         node(m.record.add),
                         node(m.record.remove),
                         m.step.clone(),
+                        snapshot,
+                        rate,
+                        eta,
                         caught_up,
                         format!("{elapsed} s"),
                     ]

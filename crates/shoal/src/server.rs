@@ -70,6 +70,11 @@ pub struct ServerArgs {
     /// Most replica moves in flight that add a replica to, or take one from, one node.
     #[arg(long, default_value_t = shoal_cluster::mover::MoveLimits::default().max_moves_per_node, help_heading = "Rebalancing")]
     rebalance_max_moves_per_node: usize,
+    /// Snapshot bytes per second this node sends, all transfers together: replica moves
+    /// (and lagging followers) leave this much of the disk and network to clients. 0: no
+    /// limit.
+    #[arg(long, default_value_t = shoal_cluster::DEFAULT_SNAPSHOT_BYTES_PER_SEC, help_heading = "Rebalancing")]
+    rebalance_max_bytes_per_sec: u64,
     /// Seconds a replica move may take before it is rolled back (its new replica removed)
     /// and retried later.
     #[arg(long, default_value_t = shoal_cluster::mover::MoveLimits::default().timeout.as_secs(), help_heading = "Rebalancing")]
@@ -332,6 +337,10 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         },
         min_free_disk_bytes: args.min_free_disk_mib.saturating_mul(1 << 20),
         storage_open_files: fd_plan.storage_files,
+        transport: shoal_cluster::TransportOptions {
+            snapshot_bytes_per_sec: args.rebalance_max_bytes_per_sec,
+            ..Default::default()
+        },
         ..Tuning::default()
     };
     let node = Node::start_with(config, tuning).await.map_err(|e| {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use shoal_core::ShardId;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,6 +55,9 @@ pub struct TransportOptions {
     /// writes waited 300-400 ms where 150 would have done. A peer that is really gone is
     /// found by `silence_timeout` or the connection's reset, not by this.
     pub append_timeout_min: Duration,
+    /// Snapshot bytes per second this node sends, all transfers together (replica moves
+    /// and lagging followers); 0: as fast as the network and disks go.
+    pub snapshot_bytes_per_sec: u64,
 }
 
 impl Default for TransportOptions {
@@ -68,6 +72,7 @@ impl Default for TransportOptions {
             snapshot_chunk_timeout: Duration::from_secs(60),
             silence_timeout: Duration::from_secs(2),
             append_timeout_min: Duration::from_secs(1),
+            snapshot_bytes_per_sec: DEFAULT_SNAPSHOT_BYTES_PER_SEC,
         }
     }
 }
@@ -96,6 +101,9 @@ impl std::error::Error for CallError {}
 const CONNECTING: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
+
+/// Default pace of outgoing snapshots (see `benchmarks.md`, "Growing a cluster").
+pub const DEFAULT_SNAPSHOT_BYTES_PER_SEC: u64 = 64 * 1024 * 1024;
 
 /// How many connections a peer may have opened that its link has not taken up yet.
 const MAX_WAITING_OFFERS: usize = 4;
@@ -142,6 +150,8 @@ struct RouterInner {
     responder: SharedResponder,
     /// Where connection tasks run.
     runtime: tokio::runtime::Handle,
+    /// Outgoing snapshots: paced, and tracked for `cluster status`.
+    snapshots: super::snapshots::SnapshotTraffic,
 }
 
 impl PeerRouter {
@@ -156,7 +166,6 @@ impl PeerRouter {
             inner: Arc::new(RouterInner {
                 me,
                 cluster_id,
-                options,
                 faults,
                 links: Mutex::new(HashMap::new()),
                 addrs: RwLock::new(HashMap::new()),
@@ -165,12 +174,27 @@ impl PeerRouter {
                 closed: AtomicBool::new(false),
                 responder: SharedResponder::default(),
                 runtime,
+                snapshots: super::snapshots::SnapshotTraffic::new(options.snapshot_bytes_per_sec),
+                options,
             }),
         }
     }
 
     pub fn me(&self) -> u64 {
         self.inner.me
+    }
+
+    pub(super) fn snapshots(&self) -> &super::snapshots::SnapshotTraffic {
+        &self.inner.snapshots
+    }
+
+    /// The snapshot this node is streaming to `target` for `group`, if any.
+    pub fn snapshot_progress(
+        &self,
+        target: u64,
+        group: ShardId,
+    ) -> Option<super::TransferProgress> {
+        self.inner.snapshots.progress(target, group)
     }
 
     pub fn options(&self) -> &TransportOptions {

@@ -7,6 +7,7 @@ mod client;
 mod connection;
 mod faults;
 mod server;
+mod snapshots;
 pub mod wire;
 
 #[cfg(test)]
@@ -25,9 +26,12 @@ use openraft_multi::{GroupNetworkAdapter, GroupRouter};
 use shoal_core::ShardId;
 use tokio::io::AsyncReadExt;
 
-pub use client::{CallError, PeerRouter, TransportOptions, guest_call};
+pub use client::{
+    CallError, DEFAULT_SNAPSHOT_BYTES_PER_SEC, PeerRouter, TransportOptions, guest_call,
+};
 pub use faults::Faults;
 pub use server::{PeerHandler, Responder, ServerConfig, serve};
+pub use snapshots::TransferProgress;
 use wire::{Request, Response, SnapshotChunk};
 
 use crate::state_machine::SnapshotFile;
@@ -151,9 +155,11 @@ impl GroupRouter<TypeConfig, ShardId> for PeerRouter {
                 .await
                 .map_err(|e| fail(e.to_string()))?
                 .len();
+            let transfer = self.snapshots().start(target, group, total);
             let mut offset = 0u64;
             loop {
                 let len = chunk_bytes.min((total - offset) as usize);
+                self.snapshots().pace(len as u64).await;
                 let mut data = vec![0u8; len];
                 file.read_exact(&mut data)
                     .await
@@ -172,6 +178,7 @@ impl GroupRouter<TypeConfig, ShardId> for PeerRouter {
                     .await
                     .map_err(|e| fail(e.to_string()))?;
                 offset += len as u64;
+                transfer.sent(offset);
                 match response {
                     Response::Snapshot(Some(r)) if done => return Ok(r),
                     Response::Snapshot(None) if !done => {}

@@ -17,8 +17,10 @@ pub struct ClusterView {
     pub epoch: u64,
     pub nodes: Vec<NodeView>,
     pub shards: Vec<ShardView>,
-    /// Voters of the metadata group.
+    /// Voters of the metadata group, and its leader (when the answering node knows it).
     pub meta: Vec<u64>,
+    #[serde(default)]
+    pub meta_leader: Option<u64>,
     /// Replica moves in flight, and moves still needed to reach the target placement.
     pub moves: Vec<Value>,
     pub moves_pending: u64,

@@ -128,6 +128,18 @@ async fn grows_from_three_to_five_nodes_and_shrinks_back_under_load() {
             .ok_or_else(|| "waiting".to_string())
     })
     .await;
+    // Node 5 leads shards (the balancer hands each shard to its preferred leader) when it
+    // is removed: leadership moves away before its replicas do.
+    poll_until("node 5 leads a shard", RECOVERY, || async {
+        let view = api.view(1).await.map_err(|e| e.to_string())?;
+        let led = view
+            .shards
+            .iter()
+            .filter(|s| s.leader == Some(five))
+            .count();
+        (led > 0).then_some(()).ok_or_else(|| "not yet".to_string())
+    })
+    .await;
     targets.lock().unwrap().retain(|n| *n <= 3);
     api.remove_node(2, five).await.expect("remove node 5");
     api.remove_node(3, four).await.expect("remove node 4");
@@ -211,4 +223,153 @@ async fn a_join_that_clashes_or_reuses_a_removed_id_is_refused() {
     // Three nodes with three replicas each cannot lose one.
     let err = cluster.api().remove_node(1, 3).await.expect_err("refused");
     assert!(err.to_string().contains("would leave 2 node(s)"), "{err}");
+}
+
+/// Writes `count` keys of `bytes` bytes each through node 1; every write must succeed.
+async fn put_sized(api: &Api, prefix: &str, count: usize, bytes: usize) -> Vec<Expected> {
+    let value = "x".repeat(bytes);
+    let mut written = Vec::with_capacity(count);
+    for i in 0..count {
+        let key = format!("{prefix}-{i}");
+        let value = format!("{i}-{value}");
+        let version = api
+            .put(1 + (i as u64 % 3), &key, &value)
+            .await
+            .unwrap_or_else(|e| panic!("PUT {key}: {e}"));
+        written.push(Expected {
+            key,
+            value,
+            version: Some(version),
+        });
+    }
+    written
+}
+
+/// Polls node `asking` until a move that adds a replica to `node` is in flight.
+async fn wait_for_move_to(api: &Api, asking: u64, node: u64) -> ClusterView {
+    poll_until(
+        &format!("a replica moving to node {node}"),
+        RECOVERY,
+        || async {
+            let view = api.view(asking).await.map_err(|e| e.to_string())?;
+            let moving = view.moves.iter().any(|m| m["add"].as_u64() == Some(node));
+            if moving {
+                Ok(view)
+            } else {
+                Err(format!("moves in flight: {:?}", view.moves))
+            }
+        },
+    )
+    .await
+}
+
+/// Runs `shoal cluster verify` against node `via`; panics with its findings unless it passes.
+fn assert_verified(cluster: &Cluster, via: u64) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "cluster",
+            "verify",
+            "--addr",
+            cluster.http_url(via).as_str(),
+        ])
+        .output()
+        .expect("run shoal cluster verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "verify failed:\n{stdout}");
+    assert!(stdout.starts_with("ok:"), "{stdout}");
+}
+
+/// Polls until `shoal cluster verify` passes (leaders spread by the balancer take a moment
+/// after the last move).
+async fn wait_verified(cluster: &Cluster, via: u64) {
+    poll_until("shoal cluster verify passes", BALANCE, || async {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args([
+                "cluster",
+                "verify",
+                "--addr",
+                cluster.http_url(via).as_str(),
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stdout).to_string())
+        }
+    })
+    .await;
+    assert_verified(cluster, via);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_survives_kill_9_of_the_new_replica_and_of_the_metadata_leader() {
+    // Slow snapshots (256 KiB/s) over about 1.5 MB, so the kills land mid-transfer.
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            "--rebalance-max-bytes-per-sec",
+            "262144",
+            "--snapshot-every",
+            "50",
+        ],
+    )
+    .await;
+    let api = cluster.api().clone();
+    let written = put_sized(&api, "heavy", 200, 8 * 1024).await;
+
+    let four = cluster.add_node().await;
+    let api = cluster.api().clone();
+    wait_for_move_to(&api, 1, four).await;
+    cluster.kill(four);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.restart(four).await;
+
+    let view = wait_for_move_to(&api, 1, four).await;
+    let meta_leader = view.meta_leader.expect("node 1 holds a metadata replica");
+    cluster.kill(meta_leader);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.restart(meta_leader).await;
+
+    let view = wait_balanced(&api, 1, 4).await;
+    assert!(
+        view.shards.iter().all(|s| s.replicas.len() == 3),
+        "{view:?}"
+    );
+    wait_verified(&cluster, 1).await;
+    assert_all_readable(&api, &[1, 2, 3, four], &written).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_while_a_member_is_down_is_balanced_once_it_is_back() {
+    let mut cluster = Cluster::start(3).await;
+    let api = cluster.api().clone();
+    let written = put_sized(&api, "before", 50, 100).await;
+    cluster.kill(3);
+    let four = cluster.add_node().await;
+    let api = cluster.api().clone();
+    // Writes keep working through the survivors and the new node meanwhile.
+    let mut more = Vec::new();
+    for (i, node) in [1, 2, four].into_iter().cycle().take(30).enumerate() {
+        let key = format!("during-{i}");
+        match api.put(node, &key, "v").await {
+            Ok(version) => more.push(Expected {
+                key,
+                value: "v".into(),
+                version: Some(version),
+            }),
+            Err(e) => assert_transient(&e, &format!("PUT {key} through node {node}")),
+        }
+    }
+    cluster.restart(3).await;
+    let view = wait_balanced(&api, 1, 4).await;
+    let per_node = replicas_per_node(&view);
+    assert!(
+        per_node[&four] >= 2,
+        "the new node got replicas: {per_node:?}"
+    );
+    wait_verified(&cluster, 1).await;
+    let mut all = written;
+    all.extend(more);
+    assert_all_readable(&api, &[1, 2, 3, four], &all).await;
 }
