@@ -168,7 +168,8 @@ pub(crate) fn admit(map: &mut ClusterMap, node: &NodeInfo) -> Result<bool, Error
 /// Refused when the others could not hold the replication factor.
 pub(crate) fn drain(map: &mut ClusterMap, id: u64) -> Result<bool, Error> {
     if map.removed.contains(&id) {
-        return Err(Error::Invalid(format!("node {id} was already removed")));
+        // Already done: removing twice is not an error (`remove-node --wait` retried).
+        return Ok(false);
     }
     if map.node(id).is_none() {
         let members: Vec<String> = map.nodes.iter().map(|n| n.id.to_string()).collect();

@@ -206,11 +206,10 @@ fn read_identity(data_dir: &Path) -> Result<Option<Identity>, Error> {
 
 /// The error a node removed from the cluster starts (or stops serving) with.
 pub(crate) fn removed_error(me: u64, cluster_id: &str) -> Error {
-    Error::Invalid(format!(
-        "node {me} was removed from cluster {cluster_id} and refuses to serve its stale data: \
-         to bring this machine back, move its --data-dir aside and start it with an unused --id \
-         and --join"
-    ))
+    Error::Removed {
+        node: me,
+        cluster: cluster_id.to_string(),
+    }
 }
 
 #[cfg(test)]

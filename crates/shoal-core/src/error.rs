@@ -64,6 +64,11 @@ pub enum Error {
         /// Which writes are refused at this level ("writes", "writes and deletes").
         what: String,
     },
+    /// This node was removed from its cluster (`cluster remove-node`): it serves nothing.
+    #[error(
+        "node {node} was removed from cluster {cluster} and refuses to serve its stale data: to bring this machine back, move its --data-dir aside and start it with an unused --id and --join"
+    )]
+    Removed { node: u64, cluster: String },
     #[error("storage error: {0}")]
     Storage(String),
     #[error("internal error: {0}")]
@@ -112,6 +117,7 @@ impl Error {
             Error::ShuttingDown => "shutting_down",
             Error::Overloaded { .. } => "overloaded",
             Error::DiskFull { .. } => "disk_full",
+            Error::Removed { .. } => "node_removed",
             Error::Storage(_) => "storage",
             Error::Internal(_) => "internal",
         }

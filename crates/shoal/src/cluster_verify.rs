@@ -80,6 +80,10 @@ pub(crate) async fn remove_node(args: RemoveNodeArgs) -> ExitCode {
         Ok(view) => view,
         Err(e) => return fail(&e),
     };
+    if view.nodes.iter().all(|n| n.info.id != args.node) {
+        println!("node {} is removed (epoch {})", args.node, view.epoch);
+        return ExitCode::SUCCESS;
+    }
     if !args.wait {
         match args.output {
             Format::Json => println!(
@@ -102,7 +106,11 @@ pub(crate) async fn remove_node(args: RemoveNodeArgs) -> ExitCode {
     loop {
         if let Ok(view) = fetch(&args.addr).await {
             if view.nodes.iter().all(|n| n.info.id != args.node) {
-                progress.finish_with_message(format!("node {} removed", args.node));
+                progress.finish_and_clear();
+                println!(
+                    "node {} removed: it holds no replica and is out of the cluster (epoch {}); stop it",
+                    args.node, view.epoch
+                );
                 return ExitCode::SUCCESS;
             }
             progress.set_position(total.saturating_sub(held_by(&view, args.node)));
@@ -142,12 +150,17 @@ pub(crate) async fn wait_balanced(args: WaitArgs) -> ExitCode {
         match fetch(&args.addr).await {
             Ok(view) => {
                 let pending = view.moves_pending.max(view.moves.len() as u64);
-                if pending == 0 {
+                // Balanced means leaders too: leader balancing follows the last moves.
+                if pending == 0 && leader_spread(&view).is_none() {
                     if let Some((bar, _)) = progress {
-                        bar.finish_with_message("balanced");
-                    } else {
-                        println!("balanced");
+                        bar.finish_and_clear();
                     }
+                    println!(
+                        "balanced: {} nodes, {} shards, leaders even (epoch {})",
+                        view.nodes.len(),
+                        view.shards.len(),
+                        view.epoch
+                    );
                     return ExitCode::SUCCESS;
                 }
                 let (bar, total) =
@@ -246,21 +259,26 @@ pub(crate) fn findings(view: &ClusterView) -> Vec<String> {
             view.moves_pending
         ));
     }
-    // Leaders within one of even across the active nodes.
-    if !active.is_empty() {
-        let leads = |id: u64| view.shards.iter().filter(|s| s.leader == Some(id)).count();
-        let counts: Vec<(u64, usize)> = active.iter().map(|id| (*id, leads(*id))).collect();
-        let (min, max) = (
-            counts.iter().map(|c| c.1).min().unwrap_or(0),
-            counts.iter().map(|c| c.1).max().unwrap_or(0),
-        );
-        if max > min + 1 {
-            found.push(format!(
-                "leaders are uneven across nodes (node: shards led): {counts:?}"
-            ));
-        }
+    if let Some(uneven) = leader_spread(view) {
+        found.push(uneven);
     }
     found
+}
+
+/// A finding when leaders are not within one of even across the active nodes.
+fn leader_spread(view: &ClusterView) -> Option<String> {
+    let active: Vec<u64> = view
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Active)
+        .map(|n| n.info.id)
+        .collect();
+    let leads = |id: u64| view.shards.iter().filter(|s| s.leader == Some(id)).count();
+    let counts: Vec<(u64, usize)> = active.iter().map(|id| (*id, leads(*id))).collect();
+    let min = counts.iter().map(|c| c.1).min()?;
+    let max = counts.iter().map(|c| c.1).max()?;
+    (max > min + 1)
+        .then(|| format!("leaders are uneven across nodes (node: shards led): {counts:?}"))
 }
 
 pub(crate) async fn verify(args: StatusArgs) -> ExitCode {
