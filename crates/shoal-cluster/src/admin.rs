@@ -39,6 +39,10 @@ pub enum AdminRequest {
 /// A membership step, run by the group's leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MembershipOp {
+    /// Build a snapshot of the group now and purge the log it covers, so a replica added
+    /// next is sent the snapshot (compact, streamed in paced chunks) rather than the whole
+    /// log (every write ever made, in large unpaced batches).
+    CompactLog,
     /// Make `node` a learner (no-op if it already is a member).
     AddLearner { node: u64, addr: String },
     /// How far `node` has caught up.
@@ -67,6 +71,9 @@ pub enum AdminReply {
         joint: bool,
     },
 }
+
+/// Longest a group may take to build the snapshot a new replica is sent.
+const SNAPSHOT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(value).expect("admin messages serialise"))
@@ -232,6 +239,38 @@ pub(crate) async fn membership(
         }
     };
     match op {
+        MembershipOp::CompactLog => {
+            let Some(applied) = metrics.last_applied.map(|id| id.index) else {
+                return Ok(AdminReply::Done);
+            };
+            if metrics.snapshot.is_none_or(|s| s.index < applied) {
+                g.raft
+                    .trigger()
+                    .snapshot()
+                    .await
+                    .map_err(|e| Error::Internal(format!("group {group}: {e}")))?;
+                g.raft
+                    .wait(Some(SNAPSHOT_PATIENCE))
+                    .metrics(
+                        |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                        "snapshot for a new replica",
+                    )
+                    .await
+                    .map_err(|e| Error::Internal(format!("group {group}: {e}")))?;
+            }
+            let upto = g
+                .raft
+                .metrics()
+                .borrow_watched()
+                .snapshot
+                .map_or(applied, |s| s.index);
+            g.raft
+                .trigger()
+                .purge_log(upto)
+                .await
+                .map_err(|e| Error::Internal(format!("group {group}: {e}")))?;
+            Ok(AdminReply::Done)
+        }
         MembershipOp::AddLearner { node, addr } => {
             if voters.contains(&node) || learners.contains(&node) {
                 return Ok(AdminReply::Done);

@@ -367,6 +367,9 @@ impl Reconciler {
                 .node(add)
                 .map(|n| n.peer_addr.clone())
                 .ok_or_else(|| Error::Invalid(format!("node {add} is not in the map")))?;
+            // A snapshot first, so the new replica is sent it rather than the whole log.
+            self.retrying(|| control.at_leader(group, MembershipOp::CompactLog))
+                .await?;
             self.retrying(|| {
                 control.at_leader(
                     group,

@@ -354,11 +354,13 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
-        // Keep the installed file as our current snapshot, under our own name.
+        // Keep the installed file as our current snapshot, under our own name (a rename:
+        // the transport received it in the same data directory). Moving and importing a
+        // snapshot takes seconds for a large shard: on a blocking thread, so the group's
+        // runtime (which also runs the peer connections) keeps answering meanwhile; a
+        // runtime stalled that long had its connections declared dead, and the leader
+        // sent the whole snapshot again.
         let path = snapshot_path(&self.snapshot_dir, self.group, meta, "installed");
-        if snapshot.path != path {
-            std::fs::copy(&snapshot.path, &path)?;
-        }
         let mut state = AppliedState {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
@@ -369,17 +371,18 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             meta: meta.clone(),
             file: path.display().to_string(),
         };
-        let count = self
-            .engine
-            .import_group(
-                self.group,
-                &path,
-                &[(
-                    TAG_SNAPSHOT,
-                    postcard::to_allocvec(&record).map_err(io_err)?,
-                )],
-            )
-            .map_err(io::Error::from)?;
+        let record = postcard::to_allocvec(&record).map_err(io_err)?;
+        let (engine, group, source) = (self.engine.clone(), self.group, snapshot.path.clone());
+        let count = tokio::task::spawn_blocking(move || -> Result<u64, io::Error> {
+            if source != path && std::fs::rename(&source, &path).is_err() {
+                std::fs::copy(&source, &path)?;
+            }
+            engine
+                .import_group(group, &path, &[(TAG_SNAPSHOT, record)])
+                .map_err(io::Error::from)
+        })
+        .await
+        .map_err(io_err)??;
         state.key_count = count;
         self.engine
             .apply_changes(

@@ -409,7 +409,7 @@ async fn receive_chunk(
 ) -> Result<Response, String> {
     let key = (from, chunk.group);
     let dir = shared.config.incoming_snapshot_dir.clone();
-    let path = {
+    let receiving = {
         let mut incoming = shared.incoming.lock().expect("incoming lock");
         if chunk.offset == 0 {
             let path = dir.join(format!("group-{}-from-{from}.snap", chunk.group));
@@ -448,22 +448,23 @@ async fn receive_chunk(
         if !chunk.done {
             return Ok(Response::Snapshot(None));
         }
-        let receiving = incoming.remove(&key).expect("present");
-        // Checked before installing: a write failing for lack of space during the import
-        // would stop every group on the node. The leader sends it again later.
-        if let Some(why) = shared
-            .handler
-            .refuses_snapshot_install(chunk.group, receiving.next_offset)
-        {
-            let _ = std::fs::remove_file(&receiving.path);
-            return Err(why);
-        }
-        receiving
-            .file
-            .sync_all()
-            .map_err(|e| format!("cannot sync a received snapshot: {e}"))?;
-        receiving.path
+        incoming.remove(&key).expect("present")
     };
+    // Checked before installing: a write failing for lack of space during the import
+    // would stop every group on the node. The leader sends it again later.
+    if let Some(why) = shared
+        .handler
+        .refuses_snapshot_install(chunk.group, receiving.next_offset)
+    {
+        let _ = std::fs::remove_file(&receiving.path);
+        return Err(why);
+    }
+    // An fsync of a large file takes a while: off the runtime that answers peers.
+    let path = receiving.path.clone();
+    tokio::task::spawn_blocking(move || receiving.file.sync_all())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot sync a received snapshot: {e}"))?;
     let snapshot = Snapshot {
         meta: chunk.meta,
         snapshot: SnapshotFile { path: path.clone() },
