@@ -361,6 +361,7 @@ impl Backend for FakeNode {
             moves: Vec::new(),
             rebalance_paused: false,
             moves_pending: 0,
+            rebalance_limits: Default::default(),
         }
     }
 }

@@ -280,6 +280,12 @@ impl Node {
             moves,
             rebalance_paused: map.rebalance_paused,
             moves_pending: crate::mover::pending_moves(&map) as u64,
+            rebalance_limits: shoal_core::map::RebalanceLimits {
+                max_bytes_per_sec: self.inner.tuning.transport.snapshot_bytes_per_sec,
+                max_moves: self.inner.tuning.moves.max_moves as u64,
+                max_moves_per_node: self.inner.tuning.moves.max_moves_per_node as u64,
+                move_timeout_secs: self.inner.tuning.moves.timeout.as_secs(),
+            },
         }
     }
 }

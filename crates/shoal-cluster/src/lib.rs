@@ -25,6 +25,7 @@ mod reaper;
 mod replicas;
 mod router;
 mod services;
+mod start_error;
 mod status;
 mod supervisor;
 #[cfg(test)]
@@ -38,3 +39,4 @@ pub use node::{
     ClusterConfig, Node, NodeConfig, NodeStats, Tuning, available_cores, default_raft_threads,
 };
 pub use shoal_raft::transport::{DEFAULT_SNAPSHOT_BYTES_PER_SEC, Faults, TransportOptions};
+pub use start_error::StartError;

@@ -26,6 +26,7 @@ use crate::control::Control;
 use crate::group::{Group, Groups};
 use crate::memory::{MemoryBudget, MemoryReport, process_rss_bytes};
 use crate::peers::Peers;
+use crate::start_error::StartError;
 use crate::supervisor::{STOP_DEADLINE, Supervisor};
 use crate::topology::{Identity, Topology, check_identity};
 
@@ -229,13 +230,13 @@ pub(crate) fn storage_err(e: impl std::fmt::Display) -> Error {
 }
 
 impl Node {
-    pub async fn start(config: NodeConfig) -> Result<Node, Error> {
+    pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
         Self::start_with(config, Tuning::default()).await
     }
 
-    pub async fn start_with(config: NodeConfig, tuning: Tuning) -> Result<Node, Error> {
+    pub async fn start_with(config: NodeConfig, tuning: Tuning) -> Result<Node, StartError> {
         if config.id == 0 {
-            return Err(Error::Invalid("node id must be 1 or greater".into()));
+            return Err(Error::Invalid("node id must be 1 or greater".into()).into());
         }
         let me = config.id;
         let cluster = &config.cluster;
@@ -275,7 +276,7 @@ impl Node {
             }
         }
         if seed.removed.contains(&me) {
-            return Err(crate::join::removed_error(me, &cluster_id));
+            return Err(crate::join::removed_error(me, &cluster_id).into());
         }
         // A restart, or a member rebuilding on an empty directory: either may have
         // forgotten what it acknowledged, so its replicas are guarded (`catch_up`).
@@ -294,7 +295,8 @@ impl Node {
             min_free_bytes: tuning.min_free_disk_bytes,
             open_files: tuning.storage_open_files,
         };
-        let engine = Engine::open(&config.data_dir, &engine_options).map_err(storage_err)?;
+        let engine = Engine::open(&config.data_dir, &engine_options)
+            .map_err(StartError::storage("opening the storage engine"))?;
         let raft_config = Arc::new(
             Config {
                 cluster_name: format!("shoal-{cluster_id}"),
@@ -335,9 +337,7 @@ impl Node {
                 .on_thread_park(move || activity.idle())
                 .on_thread_unpark(move || on_wake.busy());
         }
-        let raft_runtime = raft_runtime
-            .build()
-            .map_err(|e| Error::Internal(format!("cannot start the raft runtime: {e}")))?;
+        let raft_runtime = raft_runtime.build().map_err(StartError::Runtime)?;
         let rt = raft_runtime.handle().clone();
         let faults = Faults::default();
         // Peer connections run on the groups' runtime: one connection per peer carries both
@@ -404,7 +404,10 @@ impl Node {
         }
 
         // Finish deleting replicas whose deletion a crash interrupted, before anything opens.
-        for group in engine.tombstoned_groups().map_err(storage_err)? {
+        for group in engine
+            .tombstoned_groups()
+            .map_err(StartError::storage("listing interrupted deletions"))?
+        {
             crate::replicas::delete_group(&engine, group)?;
         }
         let others: Vec<u64> = seed

@@ -307,6 +307,20 @@ pub struct ClusterView {
     /// Moves still needed to reach the target placement (0: balanced).
     #[serde(default)]
     pub moves_pending: u64,
+    /// The answering node's rebalancing limits (its `--rebalance-*` flags; the metadata
+    /// leader's apply to moves, each group leader's pace applies to its snapshots).
+    #[serde(default)]
+    pub rebalance_limits: RebalanceLimits,
+}
+
+/// A node's `--rebalance-*` flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceLimits {
+    /// Snapshot bytes per second the node sends (0: no limit).
+    pub max_bytes_per_sec: u64,
+    pub max_moves: u64,
+    pub max_moves_per_node: u64,
+    pub move_timeout_secs: u64,
 }
 
 /// A move in flight as seen now.

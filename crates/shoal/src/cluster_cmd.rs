@@ -330,15 +330,24 @@ pub(crate) fn render(view: &ClusterView) -> String {
             .collect(),
     ));
     out.push('\n');
+    let limits = view.rebalance_limits;
+    let pace = match limits.max_bytes_per_sec {
+        0 => "unpaced".to_string(),
+        b => format!("{} MiB/s", b >> 20),
+    };
     out.push_str(&format!(
-        "rebalancing: {} move(s) in flight, {} more needed{}\n",
+        "rebalancing: {} move(s) in flight, {} more needed{}; limits: {} move(s) at once, {} per node, \
+         snapshots {pace}, {} s per move\n",
         view.moves.len(),
         view.moves_pending.saturating_sub(view.moves.len() as u64),
         if view.rebalance_paused {
             " (paused: shoal cluster rebalance resume)"
         } else {
             ""
-        }
+        },
+        limits.max_moves,
+        limits.max_moves_per_node,
+        limits.move_timeout_secs,
     ));
     if !view.moves.is_empty() {
         let node = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());

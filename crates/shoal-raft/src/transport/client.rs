@@ -103,7 +103,7 @@ const UP: u8 = 1;
 const DOWN: u8 = 2;
 
 /// Default pace of outgoing snapshots (see `benchmarks.md`, "Growing a cluster").
-pub const DEFAULT_SNAPSHOT_BYTES_PER_SEC: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_SNAPSHOT_BYTES_PER_SEC: u64 = 32 * 1024 * 1024;
 
 /// How many connections a peer may have opened that its link has not taken up yet.
 const MAX_WAITING_OFFERS: usize = 4;
