@@ -151,20 +151,32 @@ pub(crate) async fn fetch_with_progress(addr: &str) -> Result<ClusterView, Strin
     Ok(view)
 }
 
-pub(crate) async fn fetch(addr: &str) -> Result<ClusterView, String> {
+/// `addr`'s base URL and an HTTP client for the cluster commands, with `timeout` per request.
+pub(crate) fn http_client(
+    addr: &str,
+    timeout: Duration,
+) -> Result<(String, reqwest::Client), String> {
     let base = base_url(addr).map_err(|e| e.to_string())?;
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .build()
         .map_err(|e| e.to_string())?;
+    Ok((base, http))
+}
+
+/// What a cluster command says when `addr` does not answer.
+pub(crate) fn unreachable(addr: &str, e: reqwest::Error) -> String {
+    format!("cannot reach a shoal node at {addr}: {e}; is --addr a node's HTTP address?")
+}
+
+pub(crate) async fn fetch(addr: &str) -> Result<ClusterView, String> {
+    let (base, http) = http_client(addr, Duration::from_secs(10))?;
     let response = http
         .get(format!("{base}/v1/cluster"))
         .send()
         .await
-        .map_err(|e| {
-            format!("cannot reach a shoal node at {addr}: {e}; is --addr a node's HTTP address?")
-        })?;
+        .map_err(|e| unreachable(addr, e))?;
     if !response.status().is_success() {
         return Err(format!("{addr} answered {}", response.status()));
     }

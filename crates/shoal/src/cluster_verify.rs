@@ -9,28 +9,22 @@ use indicatif::{ProgressBar, ProgressStyle};
 use shoal_core::map::{ClusterView, NodeState};
 use shoal_core::slot::SLOT_COUNT;
 
-use crate::client::{Format, base_url};
+use crate::client::Format;
 use crate::cluster_cmd::{
-    RebalanceAction, RebalanceArgs, RemoveNodeArgs, StatusArgs, WaitArgs, fetch,
+    RebalanceAction, RebalanceArgs, RemoveNodeArgs, StatusArgs, WaitArgs, fetch, http_client,
+    unreachable,
 };
 
 /// How often the waiting commands look at the cluster.
 const POLL: Duration = Duration::from_millis(500);
 
 async fn post(addr: &str, path: &str) -> Result<ClusterView, String> {
-    let base = base_url(addr).map_err(|e| e.to_string())?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let (base, http) = http_client(addr, Duration::from_secs(30))?;
     let response = http
         .post(format!("{base}{path}"))
         .send()
         .await
-        .map_err(|e| {
-            format!("cannot reach a shoal node at {addr}: {e}; is --addr a node's HTTP address?")
-        })?;
+        .map_err(|e| unreachable(addr, e))?;
     if !response.status().is_success() {
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
@@ -209,12 +203,7 @@ pub(crate) fn findings(view: &ClusterView) -> Vec<String> {
     if next != u32::from(SLOT_COUNT) {
         found.push(format!("slots {next}..{SLOT_COUNT} are in no shard"));
     }
-    let active: Vec<u64> = view
-        .nodes
-        .iter()
-        .filter(|n| n.state == NodeState::Active)
-        .map(|n| n.info.id)
-        .collect();
+    let active = active_nodes(view);
     for node in &view.nodes {
         if !node.up {
             found.push(format!("node {} is down", node.info.id));
@@ -265,14 +254,18 @@ pub(crate) fn findings(view: &ClusterView) -> Vec<String> {
     found
 }
 
-/// A finding when leaders are not within one of even across the active nodes.
-fn leader_spread(view: &ClusterView) -> Option<String> {
-    let active: Vec<u64> = view
-        .nodes
+/// The ids of the active nodes (not joining or draining).
+fn active_nodes(view: &ClusterView) -> Vec<u64> {
+    view.nodes
         .iter()
         .filter(|n| n.state == NodeState::Active)
         .map(|n| n.info.id)
-        .collect();
+        .collect()
+}
+
+/// A finding when leaders are not within one of even across the active nodes.
+fn leader_spread(view: &ClusterView) -> Option<String> {
+    let active = active_nodes(view);
     let leads = |id: u64| view.shards.iter().filter(|s| s.leader == Some(id)).count();
     let counts: Vec<(u64, usize)> = active.iter().map(|id| (*id, leads(*id))).collect();
     let min = counts.iter().map(|c| c.1).min()?;

@@ -263,8 +263,8 @@ async fn wait_for_move_to(api: &Api, asking: u64, node: u64) -> ClusterView {
     .await
 }
 
-/// Runs `shoal cluster verify` against node `via`; panics with its findings unless it passes.
-fn assert_verified(cluster: &Cluster, via: u64) {
+/// Runs `shoal cluster verify` against node `via`: its exit status and what it printed.
+fn run_verify(cluster: &Cluster, via: u64) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args([
             "cluster",
@@ -274,32 +274,25 @@ fn assert_verified(cluster: &Cluster, via: u64) {
         ])
         .output()
         .expect("run shoal cluster verify");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "verify failed:\n{stdout}");
-    assert!(stdout.starts_with("ok:"), "{stdout}");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
 }
 
 /// Polls until `shoal cluster verify` passes (leaders spread by the balancer take a moment
-/// after the last move).
+/// after the last move), then checks what it printed.
 async fn wait_verified(cluster: &Cluster, via: u64) {
     poll_until("shoal cluster verify passes", BALANCE, || async {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args([
-                "cluster",
-                "verify",
-                "--addr",
-                cluster.http_url(via).as_str(),
-            ])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stdout).to_string())
+        match run_verify(cluster, via) {
+            (true, _) => Ok(()),
+            (false, findings) => Err(findings),
         }
     })
     .await;
-    assert_verified(cluster, via);
+    let (ok, stdout) = run_verify(cluster, via);
+    assert!(ok, "verify failed:\n{stdout}");
+    assert!(stdout.starts_with("ok:"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
