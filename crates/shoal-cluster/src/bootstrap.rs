@@ -16,8 +16,9 @@ use shoal_storage::Engine;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster_map::CLUSTER_MAP_KEY;
+use crate::config::Tuning;
 use crate::group::{Group, Groups};
-use crate::node::{Tuning, storage_err};
+use crate::start_error::storage_err;
 
 /// Size limits of the metadata group's own records.
 pub(crate) const META_LIMITS: Limits = Limits {

@@ -6,9 +6,6 @@
 //! Only the metadata group's replicas (at most `MAX_META_VOTERS` nodes) hold the stored map
 //! locally; feeding the others comes with the join work.
 //!
-//! The metadata group's voters are not in `ClusterMap` (adding them would change the stored
-//! JSON): they stay in `Topology::meta_replicas`.
-//!
 //! A node with a metadata replica reads the stored map at start (`read_stored`) and offers
 //! it, so a restarted node resumes from the newest map it had applied, not the seed; from
 //! then on its `MapFollower` offers every map the metadata group applies.
@@ -16,15 +13,15 @@
 use std::sync::Arc;
 
 use openraft::async_runtime::WatchReceiver;
-use shoal_core::map::{ClusterMap, ClusterView, MoveView, NodeView, ShardView};
+use shoal_core::Error;
+use shoal_core::map::ClusterMap;
 use shoal_core::shard::META_GROUP;
-use shoal_core::{Error, ShardId};
 use shoal_storage::Engine;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::group::Groups;
-use crate::node::{Node, storage_err};
+use crate::start_error::storage_err;
 
 /// The key under which the metadata group stores the cluster map.
 pub(crate) const CLUSTER_MAP_KEY: &[u8] = b"shoal/cluster-map";
@@ -159,134 +156,6 @@ impl MapCell {
             *current = Arc::new(map);
             true
         })
-    }
-}
-
-impl Node {
-    /// This node's latest known cluster map, and its changes.
-    pub fn cluster_map(&self) -> MapRx {
-        self.inner.map.subscribe()
-    }
-
-    /// Replicas of `shard` by the cluster map (the metadata group's by the topology).
-    pub(crate) fn replicas(&self, shard: ShardId) -> Vec<u64> {
-        if shard == META_GROUP {
-            return self.inner.topology.meta_replicas.clone();
-        }
-        self.inner.map.current().replicas(shard).to_vec()
-    }
-
-    /// The node's view of the cluster: every node (up or not, with the client addresses
-    /// it reported), every shard with its replicas and its current leader.
-    pub fn cluster_view(&self) -> ClusterView {
-        let me = self.id();
-        let map = self.inner.map.current();
-        let shards = map
-            .shards
-            .iter()
-            .map(|s| {
-                let local = self.local_group(s.id);
-                let last_applied = match local {
-                    Some(g) => g
-                        .raft
-                        .metrics()
-                        .borrow_watched()
-                        .last_applied
-                        .map_or(0, |id| id.index),
-                    None => s
-                        .replicas
-                        .iter()
-                        .filter_map(|r| self.inner.peers.replica(*r, s.id))
-                        .map(|r| r.last_applied)
-                        .max()
-                        .unwrap_or(0),
-                };
-                ShardView {
-                    id: s.id,
-                    range: s.range,
-                    replicas: s.replicas.clone(),
-                    learners: s.learners.clone(),
-                    leader: self.leader_of(s.id),
-                    last_applied,
-                }
-            })
-            .collect();
-        let nodes = map
-            .nodes
-            .iter()
-            .map(|n| {
-                if n.id == me {
-                    NodeView {
-                        info: self.info(),
-                        up: true,
-                        state: map.node_state(n.id).unwrap_or_default(),
-                        disk: Some(self.inner.engine.disk().status()),
-                        memory: Some(self.memory_status()),
-                    }
-                } else {
-                    NodeView {
-                        info: self.inner.peers.info(n.id).unwrap_or_else(|| n.clone()),
-                        up: self.inner.peers.is_up(n.id),
-                        state: map.node_state(n.id).unwrap_or_default(),
-                        disk: self.inner.peers.disk(n.id),
-                        memory: self.inner.peers.memory(n.id),
-                    }
-                }
-            })
-            .collect();
-        let moves = map
-            .moves
-            .iter()
-            .map(|record| {
-                let step = match record.add {
-                    Some(add) if map.learners(record.shard).contains(&add) => "learner",
-                    _ => "voter",
-                };
-                // Progress is known where this node leads the group.
-                let progress = record.add.and_then(|add| {
-                    let group = self.local_group(record.shard).filter(|g| g.is_leader())?;
-                    let m = group.raft.metrics().borrow_watched().clone();
-                    let matched = m
-                        .replication
-                        .as_ref()
-                        .and_then(|r| r.get(&add).cloned().flatten())
-                        .map(|id| id.index);
-                    Some((matched, m.last_log_index))
-                });
-                let snapshot = progress
-                    .and(record.add)
-                    .and_then(|add| self.inner.router.snapshot_progress(add, record.shard));
-                MoveView {
-                    record: record.clone(),
-                    step: step.to_string(),
-                    matched: progress.and_then(|p| p.0),
-                    last_index: progress.and_then(|p| p.1),
-                    snapshot_sent: snapshot.map(|s| s.sent),
-                    snapshot_total: snapshot.map(|s| s.total),
-                    snapshot_bytes_per_sec: snapshot.map(|s| s.rate()),
-                }
-            })
-            .collect();
-        ClusterView {
-            cluster_id: map.cluster_id.clone(),
-            epoch: map.epoch,
-            this_node: me,
-            nodes,
-            shards,
-            replication: map.replication,
-            meta: map.meta.clone(),
-            meta_learners: map.meta_learners.clone(),
-            meta_leader: self.local_group(META_GROUP).and_then(|g| g.leader()),
-            moves,
-            rebalance_paused: map.rebalance_paused,
-            moves_pending: crate::mover::pending_moves(&map) as u64,
-            rebalance_limits: shoal_core::map::RebalanceLimits {
-                max_bytes_per_sec: self.inner.tuning.transport.snapshot_bytes_per_sec,
-                max_moves: self.inner.tuning.moves.max_moves as u64,
-                max_moves_per_node: self.inner.tuning.moves.max_moves_per_node as u64,
-                move_timeout_secs: self.inner.tuning.moves.timeout.as_secs(),
-            },
-        }
     }
 }
 

@@ -1,38 +1,82 @@
-//! The peer transport's view of a node (`PeerHandler`): its groups for Raft traffic, and,
-//! once the node has started, forwarded commands, status and administration requests.
+//! The peer transport's view of a node (`PeerHandler`): its groups for Raft traffic, its
+//! status, and, once the node has started, forwarded commands and administration requests.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use shoal_core::map::{MemoryStatus, NodeInfo, NodeStatus};
+use openraft::async_runtime::WatchReceiver;
+use shoal_core::map::{MemoryStatus, NodeInfo, NodeStatus, ReplicaStatus};
 use shoal_core::{Command, Consistency, Error, Reply, ShardId};
 use shoal_raft::Raft;
 use shoal_raft::transport::PeerHandler;
 
 use crate::admin::AdminRequest;
 use crate::catch_up::{self, CatchingUp};
+use crate::cluster_map::MapCell;
+use crate::control::Control;
+use crate::executor::Executor;
 use crate::group::Groups;
 use crate::memory::process_rss_bytes;
-use crate::node::{Inner, Node};
 
 /// The peer transport's view of this node: groups register as they open, commands are
 /// served once the node is fully started.
 pub(crate) struct Handler {
     pub(crate) groups: Arc<Groups>,
+    pub(crate) map: Arc<MapCell>,
     pub(crate) disk: Arc<shoal_storage::DiskSpace>,
     pub(crate) catching_up: Arc<CatchingUp>,
-    pub(crate) node: OnceLock<Weak<Inner>>,
+    /// Set once the node has started (`Handler::serve`).
+    pub(crate) served: OnceLock<Served>,
     pub(crate) info: NodeInfo,
     pub(crate) memory_budget_bytes: u64,
 }
 
+/// What answers requests once the node has started.
+pub(crate) struct Served {
+    pub(crate) executor: Arc<Executor>,
+    pub(crate) control: Control,
+}
+
 impl Handler {
-    fn node(&self) -> Option<Node> {
-        self.node
-            .get()
-            .and_then(Weak::upgrade)
-            .map(|inner| Node { inner })
+    /// Starts answering forwarded commands and administration requests.
+    pub(crate) fn serve(&self, served: Served) {
+        let _ = self.served.set(served);
+    }
+}
+
+/// What a node tells its peers about itself: its replicas' leaders and progress, its disk,
+/// its memory and the map epoch it knows.
+pub(crate) fn node_status(
+    info: &NodeInfo,
+    groups: &Groups,
+    disk: &shoal_storage::DiskSpace,
+    memory_budget_bytes: u64,
+    map_epoch: u64,
+) -> NodeStatus {
+    NodeStatus {
+        info: info.clone(),
+        replicas: groups
+            .data()
+            .iter()
+            .map(|g| {
+                let m = g.raft.metrics().borrow_watched().clone();
+                ReplicaStatus {
+                    shard: g.id,
+                    leader: m.current_leader,
+                    term: m.current_term,
+                    last_applied: m.last_applied.map_or(0, |id| id.index),
+                    key_count: g.key_count.load(Ordering::Relaxed),
+                }
+            })
+            .collect(),
+        disk: disk.status(),
+        memory: MemoryStatus {
+            rss_bytes: process_rss_bytes().unwrap_or(0),
+            budget_bytes: memory_budget_bytes,
+        },
+        map_epoch,
     }
 }
 
@@ -47,12 +91,12 @@ impl PeerHandler for Handler {
         guest: bool,
         request: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, String>> {
-        let Some(node) = self.node() else {
+        let Some(control) = self.served.get().map(|s| s.control.clone()) else {
             return Box::pin(async { Err("this node is still starting".to_string()) });
         };
         Box::pin(async move {
             let answer = match crate::admin::decode::<AdminRequest>(&request) {
-                Ok(request) => node.inner.control.answer(from, guest, request).await,
+                Ok(request) => control.answer(from, guest, request).await,
                 Err(e) => Err(e),
             };
             Ok(crate::admin::encode(&answer))
@@ -65,8 +109,8 @@ impl PeerHandler for Handler {
         command: Command,
         consistency: Consistency,
     ) -> BoxFuture<'static, Result<Reply, Error>> {
-        match self.node() {
-            Some(node) => Box::pin(node.execute_here(shard, command, consistency)),
+        match self.served.get() {
+            Some(served) => Box::pin(served.executor.execute_here(shard, command, consistency)),
             None => Box::pin(async move { Err(Error::NoLeader { shard }) }),
         }
     }
@@ -90,18 +134,12 @@ impl PeerHandler for Handler {
     }
 
     fn status(&self) -> NodeStatus {
-        match self.node() {
-            Some(node) => node.status(),
-            None => NodeStatus {
-                info: self.info.clone(),
-                replicas: Vec::new(),
-                disk: self.disk.status(),
-                memory: MemoryStatus {
-                    rss_bytes: process_rss_bytes().unwrap_or(0),
-                    budget_bytes: self.memory_budget_bytes,
-                },
-                map_epoch: 0,
-            },
-        }
+        node_status(
+            &self.info,
+            &self.groups,
+            &self.disk,
+            self.memory_budget_bytes,
+            self.map.current().epoch,
+        )
     }
 }

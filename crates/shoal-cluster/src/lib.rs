@@ -10,8 +10,10 @@ mod bootstrap;
 mod catch_up;
 mod clock;
 mod cluster_map;
+mod config;
 mod control;
 mod disk_guard;
+mod executor;
 mod group;
 mod handler;
 mod join;
@@ -31,6 +33,7 @@ mod supervisor;
 #[cfg(test)]
 mod tests;
 pub mod topology;
+mod view;
 
 pub use clock::now_ms;
 pub use cluster_map::MapRx;

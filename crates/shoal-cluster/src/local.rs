@@ -2,6 +2,7 @@
 //! router's local path, and what a peer's forwarded request runs.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use shoal_core::command::ScanCursor;
@@ -9,21 +10,22 @@ use shoal_core::{Command, Consistency, Error, Limits, Reply, ShardId, WriteOp};
 use tokio::sync::oneshot;
 
 use crate::clock::now_ms;
+use crate::executor::Executor;
 use crate::group::{Group, WriteResult};
-use crate::node::{Node, storage_err};
+use crate::start_error::storage_err;
 
 enum Submitted {
     Write(oneshot::Receiver<WriteResult>),
     Read(Option<oneshot::Receiver<Result<(), Error>>>, Command),
 }
 
-impl Node {
+impl Executor {
     /// Runs `command` on this node's replica of `shard`. The command is ordered (queued to
     /// the shard) before this returns. A write or linearizable read on a replica that does
     /// not lead answers `NotLeader` with the leader it knows of; so does a node without a
     /// replica of `shard`.
     pub(crate) fn execute_here(
-        &self,
+        self: &Arc<Self>,
         shard: ShardId,
         command: Command,
         consistency: Consistency,
@@ -62,7 +64,7 @@ impl Node {
         let Some(group) = self.local_group(shard) else {
             return Err(self.not_here(shard));
         };
-        let limits = self.limits();
+        let limits = self.config.limits;
         match command {
             Command::Write(op) => {
                 if !matches!(op, WriteOp::Flush) {
@@ -87,7 +89,7 @@ impl Node {
     /// The error for a shard this node holds no replica of: where to go instead.
     pub(crate) fn not_here(&self, shard: ShardId) -> Error {
         match self.leader_of(shard) {
-            Some(leader) if leader != self.id() => Error::NotLeader { shard, leader },
+            Some(leader) if leader != self.me() => Error::NotLeader { shard, leader },
             _ => Error::NoLeader { shard },
         }
     }
@@ -114,8 +116,8 @@ impl Node {
         let first = keys
             .next()
             .ok_or_else(|| Error::Invalid("no key given".into()))?;
-        let shard = self.inner.layout.shard_of_key(first);
-        if keys.all(|k| self.inner.layout.shard_of_key(k) == shard) {
+        let shard = self.layout.shard_of_key(first);
+        if keys.all(|k| self.layout.shard_of_key(k) == shard) {
             Ok(shard)
         } else {
             Err(Error::CrossShard)
@@ -130,7 +132,7 @@ impl Node {
         now: u64,
     ) -> Result<Option<shoal_core::Record>, Error> {
         Ok(self
-            .engine()
+            .engine
             .get_record(shard, key)
             .map_err(storage_err)?
             .filter(|r| !r.is_expired(now)))
@@ -142,7 +144,7 @@ impl Node {
         match command {
             Command::Get { key } => Ok(Reply::Record(self.get_live(shard, key, now)?)),
             Command::GetMany { keys } => Ok(Reply::Records(
-                self.engine()
+                self.engine
                     .get_records(shard, keys)
                     .map_err(storage_err)?
                     .into_iter()
@@ -179,7 +181,6 @@ impl Node {
         now: u64,
     ) -> Result<Reply, Error> {
         let range = self
-            .inner
             .layout
             .range_of(shard)
             .ok_or_else(|| Error::Invalid(format!("no shard {shard}")))?;
@@ -190,7 +191,7 @@ impl Node {
             )));
         }
         let page = self
-            .engine()
+            .engine
             .scan(
                 shard,
                 cursor.slot,
@@ -199,7 +200,7 @@ impl Node {
                 limit.max(1),
                 prefix.as_deref(),
                 now,
-                self.tuning().scan_budget,
+                self.config.scan_budget,
             )
             .map_err(storage_err)?;
         let entries = page

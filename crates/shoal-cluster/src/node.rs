@@ -1,188 +1,36 @@
 //! The node: opens the storage engine, the peer transport and this node's replicas of the
-//! metadata group and of the shards placed on it, then serves commands through the router
-//! (`router.rs`) and the local executor (`local.rs`).
+//! metadata group and of the shards placed on it, starts the background services, then
+//! serves commands through its `Executor` (`executor.rs`, `router.rs`, `local.rs`): the
+//! composition root, and a thin facade over the parts it composed.
 
-use std::path::PathBuf;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use openraft::async_runtime::WatchReceiver;
 use openraft::{Config, SnapshotPolicy};
-use shoal_core::map::{MemoryStatus, NodeInfo, NodeStatus, ReplicaStatus};
+use shoal_core::map::{ClusterView, MemoryStatus, NodeInfo, RebalanceLimits};
 use shoal_core::shard::META_GROUP;
-use shoal_core::{Error, Limits, ShardId, ShardLayout};
-use shoal_raft::transport::{
-    Faults, PeerRouter, ServerConfig, TransportOptions, wire::MAX_PAYLOAD_ENTRIES,
-};
+use shoal_core::{Command, Consistency, Error, Limits, Reply, ShardId, ShardLayout};
+use shoal_raft::transport::{Faults, PeerRouter, ServerConfig, wire::MAX_PAYLOAD_ENTRIES};
 use shoal_storage::{Engine, EngineOptions};
 use tokio::sync::watch;
 
 use crate::admin::AdminRequest;
 use crate::bootstrap::wait_leader;
 use crate::catch_up::{self, CatchingUp};
-use crate::cluster_map::MapCell;
+use crate::cluster_map::{MapCell, MapRx};
 use crate::control::Control;
+use crate::executor::{Executor, ExecutorConfig};
 use crate::group::{Group, Groups};
-use crate::memory::{MemoryBudget, MemoryReport, process_rss_bytes};
+use crate::handler::Served;
+use crate::memory::{MemoryReport, process_rss_bytes};
 use crate::peers::Peers;
 use crate::start_error::StartError;
 use crate::supervisor::{STOP_DEADLINE, Supervisor};
 use crate::topology::{Identity, Topology, check_identity};
 
-/// Everything a node needs to start.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    pub id: u64,
-    pub data_dir: PathBuf,
-    pub shards: u32,
-    pub resp_addr: String,
-    pub http_addr: String,
-    pub limits: Limits,
-    /// Whether FLUSHALL/FLUSHDB may run.
-    pub allow_flush: bool,
-    /// Most keys KEYS may return before it errors.
-    pub max_keys_reply: usize,
-    pub cluster: ClusterConfig,
-}
-
-/// How this node finds and joins its peers.
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    /// Where peers reach this node. `None` only for a node without peers.
-    pub peer_addr: Option<String>,
-    /// Every founding member (id, peer address), this node included. Empty: just this node.
-    pub initial_cluster: Vec<(u64, String)>,
-    /// Replicas per shard (capped at the number of nodes).
-    pub replication: u32,
-    /// Lets tests cut links between nodes (`Node::faults`). Never on in production.
-    pub fault_injection: bool,
-    /// This node is a member the cluster already has, starting on an empty data
-    /// directory: it initialises no group and is guarded like a restart (`catch_up`).
-    pub rejoin: bool,
-    /// Peer addresses of members of a running cluster to ask for admission (`--join`).
-    /// Empty: found or restart a cluster from `initial_cluster`.
-    pub join: Vec<String>,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        Self {
-            peer_addr: None,
-            initial_cluster: Vec::new(),
-            replication: 3,
-            fault_injection: false,
-            rejoin: false,
-            join: Vec::new(),
-        }
-    }
-}
-
-/// Tunables with defaults.
-#[derive(Debug, Clone)]
-pub struct Tuning {
-    /// Queued writes (and queued reads) per shard before clients get `Overloaded`.
-    pub max_pending_per_shard: usize,
-    /// Log entries a shard leader keeps in flight at once.
-    pub max_inflight_entries: usize,
-    pub heartbeat_ms: u64,
-    pub election_timeout_ms: (u64, u64),
-    /// Log entries between snapshots of a shard.
-    pub snapshot_every: u64,
-    /// How often the TTL reaper looks for due keys, and how many it deletes per round.
-    pub reap_interval: Duration,
-    pub reap_batch: usize,
-    /// Keys one scan call may examine before returning a partial page.
-    pub scan_budget: usize,
-    /// How long to wait for a single node's shards to elect themselves at start.
-    pub startup_timeout: Duration,
-    /// The node's memory budget (`--memory-budget-mib`) split into the block cache, write
-    /// buffers, record cache (`--record-cache-mib`), Raft log cache and a reserve.
-    pub memory: MemoryBudget,
-    /// The reconciler's limits (moves in flight, per-move timeout).
-    pub moves: crate::mover::MoveLimits,
-    /// How long `--join` keeps asking the given members for admission.
-    pub join_patience: Duration,
-    /// Worker threads of the runtime that runs the Raft groups.
-    pub raft_threads: usize,
-    /// Longest time a group-commit round waits for busy Raft threads to finish appending
-    /// before it fsyncs (zero: fsync as soon as a request arrives). See `shoal_storage`'s
-    /// syncer: waiting for idle threads halved fsyncs and cut CPU per write.
-    pub group_commit_wait: Duration,
-    /// How long a request may keep looking for its shard's leader (through elections and
-    /// redirects) before the client gets `NoLeader`.
-    pub route_timeout: Duration,
-    /// How long a forwarded request waits for the answer of the node it went to.
-    pub forward_timeout: Duration,
-    /// How long any request may take in all before the client gets `Timeout` (a read) or
-    /// `Indeterminate` (a write, which may still commit later).
-    pub request_timeout: Duration,
-    /// How often each peer is asked for its status (liveness and leaders).
-    pub status_interval: Duration,
-    /// How often each leader checks whether a group it leads should go back to its
-    /// preferred leader (see `leadership`); zero turns leader balancing off.
-    pub leader_balance_interval: Duration,
-    /// A deliberately broken mode for testing the linearizability checker: "linearizable"
-    /// reads are served by any replica without a leadership check. Never in production.
-    pub unsafe_unconfirmed_reads: bool,
-    pub transport: TransportOptions,
-    /// Free space kept in reserve under the data directory (`--min-free-disk-mib`): writes
-    /// are refused as free space falls into it, before the disk fills (see `disk_guard`).
-    pub min_free_disk_bytes: u64,
-    /// Table files the storage engine keeps open at once (fjall's descriptor cache); the
-    /// binary sizes it from the process's open-file limit, beside the client connections.
-    pub storage_open_files: usize,
-}
-
-impl Tuning {
-    /// How long a restarted replica waits for a leader to bring it up to date before it
-    /// takes part in elections anyway (see `catch_up`): long enough for the others to
-    /// notice a dead leader (one election timeout), elect (another) and reach this node.
-    pub fn rejoin_fallback(&self) -> Duration {
-        Duration::from_millis(3 * self.election_timeout_ms.1)
-    }
-}
-
-impl Default for Tuning {
-    fn default() -> Self {
-        Self {
-            max_pending_per_shard: 65_536,
-            max_inflight_entries: 4,
-            heartbeat_ms: 100,
-            election_timeout_ms: (300, 600),
-            snapshot_every: 20_000,
-            reap_interval: Duration::from_millis(100),
-            leader_balance_interval: Duration::from_secs(1),
-            reap_batch: 1_000,
-            scan_budget: 100_000,
-            startup_timeout: Duration::from_secs(30),
-            memory: MemoryBudget::default(),
-            moves: crate::mover::MoveLimits::default(),
-            join_patience: Duration::from_secs(30),
-            raft_threads: default_raft_threads(),
-            group_commit_wait: Duration::from_millis(1),
-            route_timeout: Duration::from_secs(5),
-            forward_timeout: Duration::from_secs(8),
-            request_timeout: Duration::from_secs(10),
-            status_interval: Duration::from_millis(250),
-            unsafe_unconfirmed_reads: false,
-            transport: TransportOptions::default(),
-            min_free_disk_bytes: shoal_storage::DEFAULT_MIN_FREE_BYTES,
-            storage_open_files: shoal_storage::DEFAULT_OPEN_FILES,
-        }
-    }
-}
-
-/// CPU cores this process may use.
-pub fn available_cores() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-/// Raft runtime threads by default: half the cores, at least 2 (measured on 2 cores: one
-/// thread for the groups cost ~15% of write throughput against two).
-pub fn default_raft_threads() -> usize {
-    (available_cores() / 2).max(2)
-}
+pub use crate::config::{ClusterConfig, NodeConfig, Tuning, available_cores, default_raft_threads};
 
 /// A running node. Cheap to clone.
 #[derive(Clone)]
@@ -194,7 +42,6 @@ pub(crate) struct Inner {
     pub(crate) config: NodeConfig,
     pub(crate) tuning: Tuning,
     pub(crate) engine: Engine,
-    pub(crate) layout: ShardLayout,
     pub(crate) topology: Arc<Topology>,
     /// This node's latest known cluster map (`cluster_map.rs`).
     pub(crate) map: Arc<MapCell>,
@@ -210,23 +57,21 @@ pub(crate) struct Inner {
     stop_peer_server: watch::Sender<bool>,
     /// The background services, on the front ends' runtime.
     pub(crate) services: Supervisor,
-    stopped: AtomicBool,
+    /// Set by `shutdown`; shared with the executor, which then refuses commands.
+    stopped: Arc<AtomicBool>,
     /// Set once the cluster map says this node was removed: it serves nothing more.
     pub(crate) removed: Arc<AtomicBool>,
+    /// The request path.
+    pub(crate) executor: Arc<Executor>,
     /// Answers and routes administration requests (joins, drains, membership steps).
     pub(crate) control: Control,
     /// Opens replicas the cluster map gives this node.
     pub(crate) opener: crate::replicas::GroupOpener,
     started: Instant,
-    pub(crate) commands: AtomicU64,
     /// Leader transfers this node started to give groups back to their preferred leader.
     pub(crate) leader_transfers: Arc<AtomicU64>,
     /// Bytes in every group's cache of recent log entries.
     raft_log_cache: Arc<AtomicU64>,
-}
-
-pub(crate) fn storage_err(e: impl std::fmt::Display) -> Error {
-    Error::Storage(e.to_string())
 }
 
 impl Node {
@@ -359,11 +204,13 @@ impl Node {
         }
         let group_count = seed.shards.iter().map(|s| s.id).max().unwrap_or(0) as usize + 1;
         let groups = Arc::new(Groups::new((0..group_count).map(|_| None).collect()));
+        let map = Arc::new(MapCell::new(seed.clone()));
         let handler = Arc::new(crate::handler::Handler {
             groups: groups.clone(),
+            map: map.clone(),
             disk: engine.disk().clone(),
             catching_up: Arc::new(CatchingUp::default()),
-            node: OnceLock::new(),
+            served: OnceLock::new(),
             info: info.clone(),
             memory_budget_bytes: tuning.memory.total_bytes,
         });
@@ -500,7 +347,6 @@ impl Node {
             map: seed.clone(),
             meta_replicas: seed.meta.clone(),
         });
-        let map = Arc::new(MapCell::new(seed.clone()));
         let peers = Arc::new(Peers::new(&seed.nodes));
         let control = Control {
             me,
@@ -510,13 +356,30 @@ impl Node {
             peers: peers.clone(),
             map: map.clone(),
         };
+        let stopped = Arc::new(AtomicBool::new(false));
+        let removed = Arc::new(AtomicBool::new(false));
+        let executor = Arc::new(Executor {
+            config: ExecutorConfig::new(me, config.limits, config.allow_flush, &tuning),
+            layout,
+            groups: groups.clone(),
+            map: map.clone(),
+            peers: peers.clone(),
+            router: router.clone(),
+            engine: engine.clone(),
+            stopped: stopped.clone(),
+            removed: removed.clone(),
+            commands: AtomicU64::new(0),
+        });
+        handler.serve(Served {
+            executor: executor.clone(),
+            control: control.clone(),
+        });
         let node = Node {
             inner: Arc::new(Inner {
                 peers,
                 config,
                 tuning,
                 engine,
-                layout,
                 map,
                 topology: Arc::new(bootstrap),
                 groups,
@@ -525,17 +388,16 @@ impl Node {
                 raft_runtime: std::sync::Mutex::new(Some(raft_runtime)),
                 stop_peer_server,
                 services,
-                stopped: AtomicBool::new(false),
-                removed: Arc::new(AtomicBool::new(false)),
+                stopped,
+                removed,
+                executor,
                 control,
                 opener,
                 started: Instant::now(),
-                commands: AtomicU64::new(0),
                 leader_transfers: Arc::new(AtomicU64::new(0)),
                 raft_log_cache,
             }),
         };
-        let _ = handler.node.set(Arc::downgrade(&node.inner));
         if lone {
             // A lone node elects itself at once; wait for that, so the first command does
             // not see "no leader", and apply everything committed before a restart, which
@@ -552,13 +414,70 @@ impl Node {
         crate::services::start(inner, me, lone).await?;
         tracing::info!(
             node = node.id(),
-            shards = node.inner.layout.len(),
+            shards = node.layout().len(),
             hosted = node.all_groups().len(),
             cluster = %cluster_id,
             epoch = seed.epoch,
             "node ready"
         );
         Ok(node)
+    }
+
+    /// Executes a command wherever it must run (see `Executor::execute`): ordered at call
+    /// time, before the returned future is polled.
+    pub fn execute(
+        &self,
+        command: Command,
+        consistency: Consistency,
+    ) -> impl Future<Output = Result<Reply, Error>> + Send + 'static {
+        self.inner.executor.execute(command, consistency)
+    }
+
+    /// Like `execute`, but a keyed command whose shard is led elsewhere is not forwarded:
+    /// it fails with `NotLeader` (RESP's `-MOVED`) for clients that route by themselves.
+    pub fn execute_direct(
+        &self,
+        command: Command,
+        consistency: Consistency,
+    ) -> impl Future<Output = Result<Reply, Error>> + Send + 'static {
+        self.inner.executor.execute_direct(command, consistency)
+    }
+
+    /// Answers a point read right away when nothing needs to be awaited (see
+    /// `Executor::try_read_now`); `None` means "use `execute`".
+    pub fn try_read_now(
+        &self,
+        command: &Command,
+        consistency: Consistency,
+    ) -> Option<Result<Reply, Error>> {
+        self.inner.executor.try_read_now(command, consistency)
+    }
+
+    /// The leader of `shard` as far as this node knows.
+    pub fn leader_of(&self, shard: ShardId) -> Option<u64> {
+        self.inner.executor.leader_of(shard)
+    }
+
+    /// This node's latest known cluster map, and its changes.
+    pub fn cluster_map(&self) -> MapRx {
+        self.inner.map.subscribe()
+    }
+
+    /// The node's view of the cluster: every node (up or not, with the client addresses
+    /// it reported), every shard with its replicas and its current leader, every move.
+    pub fn cluster_view(&self) -> ClusterView {
+        let tuning = &self.inner.tuning;
+        crate::view::cluster_view(
+            &self.inner.executor,
+            self.info(),
+            self.memory_status(),
+            RebalanceLimits {
+                max_bytes_per_sec: tuning.transport.snapshot_bytes_per_sec,
+                max_moves: tuning.moves.max_moves as u64,
+                max_moves_per_node: tuning.moves.max_moves_per_node as u64,
+                move_timeout_secs: tuning.moves.timeout.as_secs(),
+            },
+        )
     }
 
     pub fn id(&self) -> u64 {
@@ -570,7 +489,7 @@ impl Node {
     }
 
     pub fn layout(&self) -> &ShardLayout {
-        &self.inner.layout
+        &self.inner.executor.layout
     }
 
     pub fn allow_flush(&self) -> bool {
@@ -615,7 +534,7 @@ impl Node {
                 .sum()
         };
         NodeStats {
-            commands: self.inner.commands.load(Ordering::Relaxed),
+            commands: self.inner.executor.commands.load(Ordering::Relaxed),
             log_entries_proposed: sum(|g| &g.counters.entries),
             writes_proposed: sum(|g| &g.counters.ops),
             fsyncs: storage.fsyncs,
@@ -658,46 +577,6 @@ impl Node {
     /// This node's replicas of every group, the metadata group first.
     pub(crate) fn all_groups(&self) -> Vec<Arc<Group>> {
         self.inner.groups.all()
-    }
-
-    pub(crate) fn local_group(&self, group: ShardId) -> Option<Arc<Group>> {
-        self.inner.groups.get(group)
-    }
-
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.inner.engine
-    }
-
-    pub(crate) fn tuning(&self) -> &Tuning {
-        &self.inner.tuning
-    }
-
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.inner.stopped.load(Ordering::Relaxed)
-    }
-
-    /// What this node tells its peers about itself.
-    pub(crate) fn status(&self) -> NodeStatus {
-        NodeStatus {
-            info: self.info(),
-            replicas: self
-                .data_groups()
-                .iter()
-                .map(|g| {
-                    let m = g.raft.metrics().borrow_watched().clone();
-                    ReplicaStatus {
-                        shard: g.id,
-                        leader: m.current_leader,
-                        term: m.current_term,
-                        last_applied: m.last_applied.map_or(0, |id| id.index),
-                        key_count: g.key_count.load(Ordering::Relaxed),
-                    }
-                })
-                .collect(),
-            disk: self.inner.engine.disk().status(),
-            memory: self.memory_status(),
-            map_epoch: self.inner.map.current().epoch,
-        }
     }
 
     pub(crate) fn memory_status(&self) -> MemoryStatus {

@@ -11,8 +11,8 @@ use shoal_storage::Engine;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
+use crate::config::Tuning;
 use crate::group::Groups;
-use crate::node::Tuning;
 
 /// The service that reaps expired keys of the data shards this node leads.
 pub(crate) struct Reaper {

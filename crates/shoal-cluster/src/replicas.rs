@@ -33,8 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::{META_LIMITS, open_group};
 use crate::cluster_map::MapRx;
+use crate::config::Tuning;
 use crate::group::{Group, Groups};
-use crate::node::{Tuning, storage_err};
+use crate::start_error::storage_err;
 
 /// Everything needed to open this node's replica of a group.
 #[derive(Clone)]

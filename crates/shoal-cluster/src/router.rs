@@ -9,6 +9,7 @@
 //! the client gets `Indeterminate`.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,9 @@ use shoal_raft::transport::CallError;
 use shoal_raft::transport::wire::{Request, Response};
 
 use crate::clock::now_ms;
+use crate::executor::Executor;
 use crate::local::point_read_keys;
-use crate::node::{Node, storage_err};
+use crate::start_error::storage_err;
 
 /// Most tries a request makes to find its shard's leader. News of a new leader restarts
 /// the backoff, so a failover (two changes of leader: none, then the new one) spends
@@ -50,12 +52,12 @@ enum Attempt {
     },
 }
 
-impl Node {
+impl Executor {
     /// Executes a command wherever it must run. The command is ordered at call time,
     /// before the returned future is polled: two writes submitted in sequence from one task
     /// are applied in that order (unless a leader change makes the first one retry).
     pub fn execute(
-        &self,
+        self: &Arc<Self>,
         command: Command,
         consistency: Consistency,
     ) -> impl Future<Output = Result<Reply, Error>> + Send + 'static {
@@ -65,7 +67,7 @@ impl Node {
     /// Like `execute`, but a keyed command whose shard is led elsewhere is not forwarded:
     /// it fails with `NotLeader` (RESP's `-MOVED`) for clients that route by themselves.
     pub fn execute_direct(
-        &self,
+        self: &Arc<Self>,
         command: Command,
         consistency: Consistency,
     ) -> impl Future<Output = Result<Reply, Error>> + Send + 'static {
@@ -73,18 +75,17 @@ impl Node {
     }
 
     fn execute_routed(
-        &self,
+        self: &Arc<Self>,
         command: Command,
         consistency: Consistency,
         forward: bool,
     ) -> BoxFuture<'static, Result<Reply, Error>> {
-        self.inner.commands.fetch_add(1, Ordering::Relaxed);
+        self.commands.fetch_add(1, Ordering::Relaxed);
         if self.is_stopped() {
             return Box::pin(async { Err(Error::ShuttingDown) });
         }
-        if self.inner.removed.load(Ordering::Relaxed) {
-            let error = crate::join::removed_error(self.id(), &self.inner.map.current().cluster_id);
-            return Box::pin(async move { Err(error) });
+        if self.is_removed() {
+            return Box::pin(std::future::ready(Err(self.removed_error())));
         }
         // A write's keys and values live on in the Raft log, the record cache and the
         // memtable: give them their own allocations so they never pin a front end's read
@@ -111,7 +112,10 @@ impl Node {
             }
             Command::Get { .. } | Command::GetMany { .. } => {
                 let keys = point_read_keys(&command);
-                if let Err(e) = keys.iter().try_for_each(|k| self.limits().check_key(k)) {
+                if let Err(e) = keys
+                    .iter()
+                    .try_for_each(|k| self.config.limits.check_key(k))
+                {
                     return Box::pin(std::future::ready(Err(e)));
                 }
                 self.shard_of(keys.iter())
@@ -140,7 +144,7 @@ impl Node {
         command: &Command,
         consistency: Consistency,
     ) -> Option<Result<Reply, Error>> {
-        if self.is_stopped() || self.inner.removed.load(Ordering::Relaxed) {
+        if self.is_stopped() || self.is_removed() {
             return None;
         }
         let consistency = self.read_consistency(command, consistency);
@@ -148,7 +152,7 @@ impl Node {
         if keys.is_empty() {
             return None;
         }
-        let limits = self.limits();
+        let limits = self.config.limits;
         if let Err(e) = keys.iter().try_for_each(|k| limits.check_key(k)) {
             return Some(Err(e));
         }
@@ -160,30 +164,18 @@ impl Node {
         if consistency == Consistency::Linearizable && !group.local_reads_ok() {
             return None;
         }
-        self.inner.commands.fetch_add(1, Ordering::Relaxed);
+        self.commands.fetch_add(1, Ordering::Relaxed);
         Some(self.read_here(shard, command))
     }
 
     /// The consistency a command really gets: as asked, except in the deliberately broken
     /// test mode (`Tuning::unsafe_unconfirmed_reads`) where every read is a stale one.
     fn read_consistency(&self, command: &Command, asked: Consistency) -> Consistency {
-        if self.tuning().unsafe_unconfirmed_reads && !matches!(command, Command::Write(_)) {
+        if self.config.unsafe_unconfirmed_reads && !matches!(command, Command::Write(_)) {
             Consistency::Stale
         } else {
             asked
         }
-    }
-
-    /// The leader of `shard` as far as this node knows: its own replica's view if it has
-    /// one, else the freshest peer report.
-    pub fn leader_of(&self, shard: ShardId) -> Option<u64> {
-        if let Some(leader) = self.local_group(shard).and_then(|g| g.leader()) {
-            return Some(leader);
-        }
-        self.inner
-            .peers
-            .leader_of(shard)
-            .map(|(leader, _term)| leader)
     }
 
     /// Where the next try of `command` on `shard` goes.
@@ -195,7 +187,7 @@ impl Node {
         hint: Option<u64>,
         avoid: &[u64],
     ) -> Option<Target> {
-        let me = self.id();
+        let me = self.me();
         let target = |id: u64| {
             if id == me {
                 Target::Here
@@ -215,7 +207,7 @@ impl Node {
         // again only fails; the replica here, if any, knows when the election is over.
         if let Some(leader) = self
             .leader_of(shard)
-            .filter(|l| !avoid.contains(l) && (*l == me || !self.inner.router.is_down(*l)))
+            .filter(|l| !avoid.contains(l) && (*l == me || !self.router.is_down(*l)))
         {
             return Some(target(leader));
         }
@@ -228,7 +220,7 @@ impl Node {
         replicas
             .iter()
             .filter(usable)
-            .find(|r| self.inner.peers.is_up(**r))
+            .find(|r| self.peers.is_up(**r))
             .or_else(|| replicas.iter().find(usable))
             .map(|r| Target::Peer(*r))
     }
@@ -236,7 +228,7 @@ impl Node {
     /// Runs `command` on `shard`'s leader (or any replica for a stale read), retrying
     /// redirects and elections. The first try is dispatched before this returns.
     fn run_on_shard(
-        &self,
+        self: &Arc<Self>,
         shard: ShardId,
         command: Command,
         consistency: Consistency,
@@ -246,8 +238,8 @@ impl Node {
         let is_write = matches!(command, Command::Write(_));
         async move {
             let started = Instant::now();
-            let deadline = started + node.tuning().route_timeout;
-            let give_up = tokio::time::Instant::from_std(started + node.tuning().request_timeout);
+            let deadline = started + node.config.route_timeout;
+            let give_up = tokio::time::Instant::from_std(started + node.config.request_timeout);
             let mut pending = first;
             let mut tries = 1u32;
             let mut backoff = ELECTION_BACKOFF.0;
@@ -260,7 +252,7 @@ impl Node {
                 // A leader cut off from its majority neither commits nor confirms reads;
                 // the request must still end.
                 let Ok(outcome) = tokio::time::timeout_at(give_up, pending).await else {
-                    let waited = node.tuning().request_timeout.as_millis() as u64;
+                    let waited = node.config.request_timeout.as_millis() as u64;
                     return Err(if is_write {
                         Error::Indeterminate(format!(
                             "shard {shard} did not commit the write within {waited} ms"
@@ -291,7 +283,7 @@ impl Node {
                         // backoff (measured: a failover's first write came 400 ms after
                         // the new leader, 1.8 s instead of 1.4 s after the kill).
                         let (hint, wait) = match hint {
-                            Some(h) if node.inner.router.is_down(h) => (None, true),
+                            Some(h) if node.router.is_down(h) => (None, true),
                             _ => (hint, wait),
                         };
                         let seen_before = match hint {
@@ -338,14 +330,14 @@ impl Node {
 
     /// One try: picks the target and sends the command there, now.
     fn attempt(
-        &self,
+        self: &Arc<Self>,
         shard: ShardId,
         command: Command,
         consistency: Consistency,
         hint: Option<u64>,
         avoid: &[u64],
     ) -> BoxFuture<'static, Attempt> {
-        let me = self.id();
+        let me = self.me();
         let is_write = matches!(command, Command::Write(_));
         match self.choose(shard, &command, consistency, hint, avoid) {
             None => Box::pin(std::future::ready(Attempt::Retry {
@@ -359,14 +351,14 @@ impl Node {
                 Box::pin(async move { classify(run.await, me, None) })
             }
             Some(Target::Peer(peer)) => {
-                let call = self.inner.router.call(
+                let call = self.router.call(
                     peer,
                     Request::Forward {
                         shard,
                         command,
                         consistency,
                     },
-                    self.tuning().forward_timeout,
+                    self.config.forward_timeout,
                 );
                 Box::pin(async move {
                     match call.await {
@@ -399,15 +391,14 @@ impl Node {
     }
 
     /// FLUSHALL: every shard, each through its leader.
-    fn flush(&self) -> BoxFuture<'static, Result<Reply, Error>> {
-        if !self.allow_flush() {
+    fn flush(self: &Arc<Self>) -> BoxFuture<'static, Result<Reply, Error>> {
+        if !self.config.allow_flush {
             return Box::pin(std::future::ready(Err(Error::Disabled(
                 "FLUSHALL".into(),
                 "start the node with --allow-flush to enable it".into(),
             ))));
         }
         let runs: Vec<_> = self
-            .inner
             .layout
             .shards()
             .iter()
@@ -430,7 +421,6 @@ impl Node {
     /// DBSIZE: this node's replicas' counts, and peers' latest reports for other shards.
     fn count(&self) -> Reply {
         let total = self
-            .inner
             .layout
             .shards()
             .iter()
@@ -439,7 +429,7 @@ impl Node {
                 None => self
                     .replicas(*shard)
                     .iter()
-                    .filter_map(|r| self.inner.peers.replica(*r, *shard))
+                    .filter_map(|r| self.peers.replica(*r, *shard))
                     .max_by_key(|r| r.last_applied)
                     .map_or(0, |r| r.key_count),
             })
@@ -452,11 +442,11 @@ impl Node {
     /// stale scan through one of its replicas (not skipped on the strength of peer status,
     /// which lags writes by up to a status interval). Stale either way: a random key needs
     /// no leader's confirmation.
-    async fn random_key(&self) -> Result<Reply, Error> {
+    async fn random_key(self: &Arc<Self>) -> Result<Reply, Error> {
         let now = now_ms();
         let start = rand::random_range(0..shoal_core::SLOT_COUNT);
-        let shards = self.inner.layout.shards();
-        let first = self.inner.layout.shard_of_slot(start);
+        let shards = self.layout.shards();
+        let first = self.layout.shard_of_slot(start);
         if shards.is_empty() {
             return Ok(Reply::Key(None));
         }
@@ -470,7 +460,7 @@ impl Node {
                 if i == shards.len() {
                     break; // read in full (wrapping) at i = 0
                 }
-                self.engine()
+                self.engine
                     .key_near_slot(id, slot, now)
                     .map_err(storage_err)?
             } else {
@@ -494,7 +484,11 @@ impl Node {
 
     /// SCAN across shards in slot order, each shard through its leader (or any replica
     /// for a stale scan), visiting at most `MAX_SHARDS_PER_SCAN` shards per call.
-    async fn scan(&self, command: Command, consistency: Consistency) -> Result<Reply, Error> {
+    async fn scan(
+        self: &Arc<Self>,
+        command: Command,
+        consistency: Consistency,
+    ) -> Result<Reply, Error> {
         let Command::Scan {
             mut cursor,
             limit,
@@ -514,7 +508,7 @@ impl Node {
                     next: None,
                 });
             }
-            let shard = self.inner.layout.shard_of_slot(cursor.slot);
+            let shard = self.layout.shard_of_slot(cursor.slot);
             let page = Command::Scan {
                 cursor: cursor.clone(),
                 limit: limit - entries.len(),
@@ -535,7 +529,7 @@ impl Node {
                     next: None,
                 });
             };
-            let same_shard = self.inner.layout.shard_of_slot(next.slot) == shard;
+            let same_shard = self.layout.shard_of_slot(next.slot) == shard;
             cursor = next;
             if same_shard || entries.len() >= limit {
                 break;

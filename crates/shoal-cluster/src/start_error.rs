@@ -29,6 +29,11 @@ impl StartError {
     }
 }
 
+/// A storage engine error as the wire error of a request.
+pub(crate) fn storage_err(e: impl std::fmt::Display) -> Error {
+    Error::Storage(e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error as _;

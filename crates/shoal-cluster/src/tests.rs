@@ -64,7 +64,8 @@ async fn a_restarted_lone_node_starts_cleanly_and_stops_its_services_each_time()
             "round {round}"
         );
         let map = node
-            .engine()
+            .inner
+            .engine
             .get_record(
                 shoal_core::shard::META_GROUP,
                 crate::cluster_map::CLUSTER_MAP_KEY,
@@ -86,7 +87,11 @@ async fn put_map_record(node: &Node, value: Vec<u8>, version: u64) {
         expiry: shoal_core::Expiry::Clear,
         return_old: false,
     };
-    let meta = node.local_group(shoal_core::shard::META_GROUP).unwrap();
+    let meta = node
+        .inner
+        .groups
+        .get(shoal_core::shard::META_GROUP)
+        .unwrap();
     meta.propose(op).unwrap().await.unwrap().unwrap();
 }
 
@@ -94,7 +99,7 @@ async fn put_map_record(node: &Node, value: Vec<u8>, version: u64) {
 async fn a_restarted_node_reads_the_stored_map() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(lone_node(dir.path())).await.unwrap();
-    let (stored, version) = crate::cluster_map::read_stored(node.engine())
+    let (stored, version) = crate::cluster_map::read_stored(&node.inner.engine)
         .unwrap()
         .expect("stored");
     assert_eq!(stored, **node.cluster_map().borrow());
@@ -109,7 +114,7 @@ async fn a_restarted_node_reads_the_stored_map() {
     let node = Node::start(lone_node(dir.path())).await.unwrap();
     assert_eq!(**node.cluster_map().borrow(), newer);
     assert_eq!(node.cluster_view().epoch, 2);
-    let (again, _) = crate::cluster_map::read_stored(node.engine())
+    let (again, _) = crate::cluster_map::read_stored(&node.inner.engine)
         .unwrap()
         .unwrap();
     assert_eq!(again, newer);
@@ -120,11 +125,11 @@ async fn a_restarted_node_reads_the_stored_map() {
 async fn a_stored_map_that_does_not_decode_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(lone_node(dir.path())).await.unwrap();
-    let (_, version) = crate::cluster_map::read_stored(node.engine())
+    let (_, version) = crate::cluster_map::read_stored(&node.inner.engine)
         .unwrap()
         .unwrap();
     put_map_record(&node, b"not json".to_vec(), version).await;
-    match crate::cluster_map::read_stored(node.engine()) {
+    match crate::cluster_map::read_stored(&node.inner.engine) {
         Err(shoal_core::Error::Internal(msg)) => {
             assert!(msg.contains("shoal/cluster-map"), "{msg}")
         }
@@ -139,7 +144,7 @@ async fn a_newer_stored_map_wakes_the_watch() {
     let node = Node::start(lone_node(dir.path())).await.unwrap();
     let mut rx = node.cluster_map();
     assert_eq!(rx.borrow_and_update().epoch, 1);
-    let (stored, version) = crate::cluster_map::read_stored(node.engine())
+    let (stored, version) = crate::cluster_map::read_stored(&node.inner.engine)
         .unwrap()
         .unwrap();
     let mut newer = stored;
