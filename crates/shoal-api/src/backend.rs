@@ -2,7 +2,8 @@
 //!
 //! Production only ever passes a `shoal_cluster::Node`; the trait exists so each front end's
 //! whole protocol behaviour (framing, pipelining order, routing, status codes, paging) can
-//! be tested against the in-memory fake (`crate::fake`) without starting Raft groups. Both
+//! be tested against the in-memory fake (`crate::fake`, feature `test-util`) without starting
+//! Raft groups. Both
 //! front ends hold it as `Arc<dyn Backend>`: dynamic dispatch costs one allocation per
 //! command, noise next to a Raft round.
 
@@ -11,7 +12,7 @@ use shoal_cluster::Node;
 use shoal_core::map::ClusterView;
 use shoal_core::{Command, Consistency, Error, Limits, Reply, ShardId, ShardLayout};
 
-pub(crate) trait Backend: Send + Sync + 'static {
+pub trait Backend: Send + Sync + 'static {
     /// Orders `command` now (before the future is polled) and resolves to its result.
     fn execute(
         &self,

@@ -25,7 +25,7 @@ use shoal_core::{
 use crate::backend::Backend;
 
 /// How a [`FakeNode`] is set up.
-pub(crate) struct FakeConfig {
+pub struct FakeConfig {
     pub id: u64,
     pub shards: u32,
     pub limits: Limits,
@@ -54,7 +54,7 @@ impl Default for FakeConfig {
     }
 }
 
-pub(crate) struct FakeNode {
+pub struct FakeNode {
     config: FakeConfig,
     layout: ShardLayout,
     state: Mutex<State>,

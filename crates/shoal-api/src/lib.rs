@@ -2,10 +2,12 @@
 //! calls `shoal_cluster::Node::execute`, and renders the reply or error. No storage or
 //! consensus logic lives here.
 
-mod backend;
+pub mod backend;
 pub mod connections;
-#[cfg(test)]
-mod fake;
+/// An in-memory stand-in for the node (`FakeNode`), to test a front end alone: this crate's
+/// unit tests use it, other crates with the `test-util` feature.
+#[cfg(any(test, feature = "test-util"))]
+pub mod fake;
 pub mod http;
 pub mod resp;
 

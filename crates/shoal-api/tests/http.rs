@@ -1,15 +1,11 @@
 //! The HTTP/JSON API against a real in-process node: a `shoal_cluster::Node` over a temp
 //! directory, served on a loopback port, driven with reqwest.
 //!
-//! The shared scenarios live in `src/http/suite.rs`, which the crate's unit tests also run
+//! The shared scenarios live in the `shoal-conformance` crate, which the unit tests also run
 //! against an in-memory fake node; here every one of them runs against the real thing,
 //! followed by the scenarios that need a real node (Raft ordering, concurrency, shutdown).
 //! Protocol edge cases that need a rigged node (503/504/403 from the node) are unit-tested
 //! in `src/http/tests.rs`.
-
-#[macro_use]
-#[path = "../src/http/suite.rs"]
-mod suite;
 
 use std::time::Duration;
 
@@ -19,7 +15,7 @@ use shoal_api::http::{HttpConfig, serve};
 use shoal_cluster::{Node, NodeConfig};
 use shoal_core::Limits;
 
-use suite::{Server, eventually, expect_error};
+use shoal_conformance::http::{self as suite, Server, eventually, expect_error};
 
 async fn start_node() -> (Server, Node) {
     let dir = tempfile::tempdir().unwrap();
@@ -58,7 +54,7 @@ async fn start() -> Server {
     start_node().await.0
 }
 
-http_suite!(start);
+shoal_conformance::http_suite!(start);
 
 #[tokio::test]
 async fn versions_increase_and_post_is_put() {

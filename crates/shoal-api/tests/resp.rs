@@ -1,12 +1,8 @@
 //! The RESP front end against a real in-process node: a `shoal_cluster::Node` over a temp
 //! directory, served on a loopback port, driven with the `redis` crate and raw TCP.
 //!
-//! The scenarios live in `src/resp/suite/`, shared with the crate's unit tests, which run
+//! The scenarios live in the `shoal-conformance` crate, shared with the unit tests, which run
 //! them against an in-memory fake node; here every one of them runs against the real thing.
-
-#[macro_use]
-#[path = "../src/resp/suite/mod.rs"]
-mod suite;
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +13,7 @@ use shoal_core::{Command, Consistency, Limits};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use suite::{Options, Server};
+use shoal_conformance::resp::{self as suite, Options, Server};
 
 async fn start(options: Options) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -81,7 +77,7 @@ async fn wait_until_serving(node: &Node) {
     }
 }
 
-resp_suite!(start);
+shoal_conformance::resp_suite!(start);
 
 /// `INFO memory` reports the resident set, the budget as maxmemory, each part of the
 /// budget (adding up to it) and what the measurable parts hold.

@@ -10,10 +10,10 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::suite::{self, Server};
 use super::{HttpConfig, serve_backend};
 use crate::ConnectionLimit;
 use crate::fake::{FakeConfig, FakeNode};
+use shoal_conformance::http::{self as suite, Server};
 
 /// Far longer than any wait below: reaching it is a failure, not a pass.
 const PATIENCE: Duration = Duration::from_secs(20);

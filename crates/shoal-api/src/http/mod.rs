@@ -31,9 +31,6 @@ mod txn;
 pub use txn::parse_txn_body;
 
 #[cfg(test)]
-#[macro_use]
-mod suite;
-#[cfg(test)]
 mod listener_tests;
 #[cfg(test)]
 mod tests;
@@ -119,8 +116,8 @@ pub async fn serve(
     serve_backend(listener, Arc::new(node), config, shutdown).await
 }
 
-/// [`serve`] over any [`Backend`]: tests use an in-memory fake.
-pub(crate) async fn serve_backend(
+/// [`serve`] over any [`Backend`]: tests use the in-memory fake (`crate::fake`).
+pub async fn serve_backend(
     listener: tokio::net::TcpListener,
     backend: Arc<dyn Backend>,
     config: HttpConfig,

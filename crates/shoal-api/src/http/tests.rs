@@ -1,4 +1,4 @@
-//! Runs the HTTP conformance suite (`suite.rs`) over loopback against the in-memory
+//! Runs the HTTP conformance suite (`shoal_conformance::http`) over loopback against the in-memory
 //! `FakeNode`, so the whole front end is tested without Raft; `tests/http.rs` runs the same
 //! suite against a real node. The scenarios here need a rigged node: injected errors, slow
 //! keys, recorded consistency levels, the fake's bounded scans.
@@ -10,9 +10,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use shoal_core::{Consistency, Error, Limits};
 
-use super::suite::{self, Server, expect_error};
 use super::{HttpConfig, serve_backend};
 use crate::fake::{FakeConfig, FakeNode};
+use shoal_conformance::http::{self as suite, Server, expect_error};
 
 /// Keys the fake's scan looks at per call: small, so pages need several calls.
 const SCAN_BUDGET: usize = 7;
@@ -43,7 +43,7 @@ async fn start() -> Server {
     start_fake().await.0
 }
 
-http_suite!(start);
+shoal_conformance::http_suite!(start);
 
 #[tokio::test]
 async fn listing_pages_are_cut_short_by_the_scan_bound() {

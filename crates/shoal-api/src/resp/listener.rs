@@ -33,8 +33,8 @@ pub async fn serve(
     serve_backend(listener, Arc::new(node), config, shutdown).await
 }
 
-/// [`serve`] over any [`Backend`]: tests use an in-memory fake.
-pub(crate) async fn serve_backend(
+/// [`serve`] over any [`Backend`]: tests use the in-memory fake (`crate::fake`).
+pub async fn serve_backend(
     listener: TcpListener,
     node: Arc<dyn Backend>,
     config: RespConfig,

@@ -9,8 +9,8 @@
 //! - `listener`: the accept loop, the connection limit and graceful shutdown ([`serve`]).
 //!
 //! The node is reached through the crate's `Backend` trait so `tests` can run the whole
-//! stack over real TCP against the crate's in-memory fake node; `suite` holds the
-//! scenarios, shared with `tests/resp.rs`, which runs them against a real node.
+//! stack over real TCP against the crate's in-memory fake node; the scenarios are the
+//! `shoal-conformance` crate's, which `tests/resp.rs` runs against a real node.
 
 mod cmd;
 mod connection;
@@ -19,13 +19,10 @@ mod glob;
 mod listener;
 
 #[cfg(test)]
-#[macro_use]
-mod suite;
-#[cfg(test)]
 mod tests;
 
 pub use frame::{Frame, Protocol};
-pub use listener::serve;
+pub use listener::{serve, serve_backend};
 
 use crate::connections::ConnectionLimit;
 

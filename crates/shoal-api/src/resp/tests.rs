@@ -1,4 +1,4 @@
-//! Runs the RESP conformance suite (`suite/`) over real TCP against the in-memory fake
+//! Runs the RESP conformance suite (`shoal_conformance::resp`) over real TCP against the in-memory fake
 //! node, so the whole front end is tested without Raft. `tests/resp.rs` runs the same
 //! suite against a real node.
 
@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 
 use super::RespConfig;
 use super::listener::serve_backend;
-use super::suite::{self, Options, Server};
 use crate::fake::{FakeConfig, FakeNode};
+use shoal_conformance::resp::{self as suite, Options, Server};
 
 async fn start(options: Options) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -47,4 +47,4 @@ async fn start(options: Options) -> Server {
     }
 }
 
-resp_suite!(start);
+shoal_conformance::resp_suite!(start);

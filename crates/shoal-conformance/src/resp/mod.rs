@@ -1,12 +1,10 @@
 //! The RESP conformance suite: drives a server over TCP with the `redis` crate and with raw
 //! bytes, checking Redis's reply types and exact error strings.
 //!
-//! Shared by two harnesses that each start a server configured with the constants below:
-//! the crate's unit tests (against an in-memory fake node, so the front end can be tested
-//! alone) and `tests/resp.rs` (against a real node). `resp_suite!(start)` expands to one
-//! `#[tokio::test]` per scenario. It uses only public crates, so both can include it.
-
-#![allow(dead_code)]
+//! Run by two harnesses that each start a server configured with the constants below:
+//! shoal-api's unit tests (`src/resp/tests.rs`, against the in-memory fake node, so the
+//! front end is tested alone) and `shoal-api/tests/resp.rs` (against a real node).
+//! `resp_suite!(start)` expands to one `#[tokio::test]` per scenario.
 
 mod commands;
 mod protocol;
@@ -61,9 +59,10 @@ pub struct Server {
 }
 
 /// One `#[tokio::test]` per scenario, each on a fresh server from `$start(Options)`.
+#[macro_export]
 macro_rules! resp_suite {
     ($start:path) => {
-        resp_suite!(@tests $start;
+        $crate::resp_suite!(@tests $start;
             connection_commands, string_commands, key_commands, multi_key_commands_stay_in_one_shard,
             scan_and_keys, flushall, cluster_commands, pipelining_keeps_order, resp3_after_hello,
             inline_commands, malformed_frame_closes_only_that_connection, http_request_closes_the_connection,
@@ -73,21 +72,21 @@ macro_rules! resp_suite {
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn flushall_disabled() {
-            let options = suite::Options { allow_flush: false, ..Default::default() };
-            suite::flushall_disabled($start(options).await).await;
+            let options = $crate::resp::Options { allow_flush: false, ..Default::default() };
+            $crate::resp::flushall_disabled($start(options).await).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn connection_limit() {
-            let options = suite::Options { max_connections: 2, ..Default::default() };
-            suite::connection_limit($start(options).await).await;
+            let options = $crate::resp::Options { max_connections: 2, ..Default::default() };
+            $crate::resp::connection_limit($start(options).await).await;
         }
     };
     (@tests $start:path; $($name:ident),*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                suite::$name($start(suite::Options::default()).await).await;
+                $crate::resp::$name($start($crate::resp::Options::default()).await).await;
             }
         )*
     };

@@ -1,13 +1,11 @@
 //! The HTTP conformance suite: drives a server over loopback with reqwest, checking
 //! statuses, bodies, headers, limits and paging.
 //!
-//! Shared by two harnesses that each start a server configured with the constants below:
-//! the crate's unit tests (`tests.rs`, against an in-memory fake node, so the front end can
-//! be tested alone) and `tests/http.rs` (against a real node). `http_suite!(start)` expands
-//! to one `#[tokio::test]` per scenario. It uses only public crates, so both can include
-//! it; the helpers also serve each harness's own scenarios.
-
-#![allow(dead_code)]
+//! Run by two harnesses that each start a server configured with the constants below:
+//! shoal-api's unit tests (`src/http/tests.rs`, against the in-memory fake node, so the
+//! front end is tested alone) and `shoal-api/tests/http.rs` (against a real node).
+//! `http_suite!(start)` expands to one `#[tokio::test]` per scenario; the helpers also
+//! serve each harness's own scenarios.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -29,9 +27,10 @@ pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One `#[tokio::test]` per scenario, each on a fresh server from `$start()`.
+#[macro_export]
 macro_rules! http_suite {
     ($start:path) => {
-        http_suite!(@tests $start;
+        $crate::http_suite!(@tests $start;
             put_get_delete_round_trip, keys_are_any_bytes_and_may_contain_slashes,
             if_version_is_compare_and_set, if_absent_only_creates, ttl_expires_keys,
             listing_pages_cover_every_key_exactly_once, bad_read_parameters_are_rejected,
@@ -43,7 +42,7 @@ macro_rules! http_suite {
         $(
             #[tokio::test]
             async fn $name() {
-                suite::$name($start().await).await;
+                $crate::http::$name($start().await).await;
             }
         )*
     };
