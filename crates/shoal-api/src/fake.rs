@@ -340,6 +340,7 @@ impl Backend for FakeNode {
                 state: Default::default(),
                 disk: None,
                 memory: None,
+                down_for_ms: None,
             }],
             shards: self
                 .layout
@@ -362,6 +363,7 @@ impl Backend for FakeNode {
             rebalance_paused: false,
             moves_pending: 0,
             rebalance_limits: Default::default(),
+            ..Default::default()
         }
     }
 }

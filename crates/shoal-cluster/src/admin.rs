@@ -134,10 +134,11 @@ pub(crate) fn admit(map: &mut ClusterMap, node: &NodeInfo) -> Result<bool, Error
     if id == 0 {
         return Err(Error::Invalid("node id must be 1 or greater".into()));
     }
-    if map.removed.contains(&id) {
+    if map.removed.contains(&id) || map.dead.contains(&id) {
         return Err(Error::Invalid(format!(
-            "node {id} was removed from this cluster and node ids are never reused: \
-             start the new node with an unused --id and an empty --data-dir"
+            "node {id} was removed from this cluster (or declared dead and replaced) and node \
+             ids are never reused: start the new node with an unused --id and an empty \
+             --data-dir"
         )));
     }
     if let Some(other) = map

@@ -58,6 +58,10 @@ impl Default for ClusterConfig {
     }
 }
 
+/// `--dead-after`'s default: as CockroachDB's `server.time_until_store_dead`, long enough
+/// that a restart or a reboot never moves data, short enough to heal within minutes.
+pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(300);
+
 /// Tunables with defaults.
 #[derive(Debug, Clone)]
 pub struct Tuning {
@@ -81,6 +85,9 @@ pub struct Tuning {
     pub memory: MemoryBudget,
     /// The reconciler's limits (moves in flight, per-move timeout).
     pub moves: crate::mover::MoveLimits,
+    /// A node unreachable for this long is declared dead and its replicas re-created on
+    /// live nodes (`--dead-after`; zero: never). See `healer` for the rules.
+    pub dead_after: Duration,
     /// How long `--join` keeps asking the given members for admission.
     pub join_patience: Duration,
     /// Worker threads of the runtime that runs the Raft groups.
@@ -138,6 +145,7 @@ impl Default for Tuning {
             startup_timeout: Duration::from_secs(30),
             memory: MemoryBudget::default(),
             moves: crate::mover::MoveLimits::default(),
+            dead_after: DEFAULT_DEAD_AFTER,
             join_patience: Duration::from_secs(30),
             raft_threads: default_raft_threads(),
             group_commit_wait: Duration::from_millis(1),

@@ -87,7 +87,7 @@ impl Executor {
 
     /// Why a removed node refuses a command.
     pub(crate) fn removed_error(&self) -> Error {
-        crate::join::removed_error(self.me(), &self.map.current().cluster_id)
+        crate::join::removed_error(self.me(), &self.map.current())
     }
 
     pub(crate) fn local_group(&self, group: ShardId) -> Option<Arc<Group>> {

@@ -205,10 +205,12 @@ fn read_identity(data_dir: &Path) -> Result<Option<Identity>, Error> {
 }
 
 /// The error a node removed from the cluster starts (or stops serving) with.
-pub(crate) fn removed_error(me: u64, cluster_id: &str) -> Error {
-    Error::Removed {
-        node: me,
-        cluster: cluster_id.to_string(),
+pub(crate) fn removed_error(me: u64, map: &ClusterMap) -> Error {
+    let cluster = map.cluster_id.clone();
+    if map.dead.contains(&me) {
+        Error::Replaced { node: me, cluster }
+    } else {
+        Error::Removed { node: me, cluster }
     }
 }
 

@@ -16,6 +16,7 @@ mod disk_guard;
 mod executor;
 mod group;
 mod handler;
+mod healer;
 mod join;
 mod leadership;
 mod local;
@@ -37,6 +38,7 @@ mod view;
 
 pub use clock::now_ms;
 pub use cluster_map::MapRx;
+pub use config::DEFAULT_DEAD_AFTER;
 pub use memory::{MemoryBudget, MemoryReport};
 pub use node::{
     ClusterConfig, Node, NodeConfig, NodeStats, Tuning, available_cores, default_raft_threads,

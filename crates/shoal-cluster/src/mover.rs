@@ -175,6 +175,8 @@ pub(crate) fn admit_moves(
 pub(crate) struct Reconciler {
     pub control: Control,
     pub limits: MoveLimits,
+    /// Down this long, a node is declared dead (`healer`); zero: never.
+    pub dead_after: Duration,
 }
 
 impl Reconciler {
@@ -226,10 +228,39 @@ impl Reconciler {
         let Some((map, _)) = read_stored(&self.control.engine)? else {
             return Ok(());
         };
-        // Drained nodes that hold nothing any more leave the map for good.
+        // Nodes down for longer than dead-after are declared dead, within the rules
+        // (`healer`); placement then leaves them out and their replicas move to live nodes.
+        let peers = &self.control.peers;
+        let verdict = crate::healer::judge(&map, self.control.me, self.dead_after, |n| {
+            peers.down_for(n)
+        });
+        if !verdict.declare.is_empty() {
+            let meta = self.meta()?;
+            let declare = verdict.declare.clone();
+            let stored = update_map(&meta, &self.control.engine, move |m| {
+                let mut changed = false;
+                for n in &declare {
+                    if m.node(*n).is_some() && !m.dead.contains(n) {
+                        m.dead.push(*n);
+                        changed = true;
+                    }
+                }
+                Ok(changed)
+            })
+            .await?;
+            self.control.map.offer(stored);
+            tracing::warn!(
+                nodes = ?verdict.declare,
+                dead_after_secs = self.dead_after.as_secs(),
+                "declared unreachable nodes dead: re-creating their replicas on live nodes"
+            );
+            return Ok(());
+        }
+        // Drained and dead nodes that hold nothing any more leave the map for good.
         let done: Vec<u64> = map
             .draining
             .iter()
+            .chain(map.dead.iter())
             .copied()
             .filter(|n| map.groups_of(*n).is_empty())
             .filter(|n| {
@@ -243,6 +274,7 @@ impl Reconciler {
             update_map(&meta, &self.control.engine, |m| {
                 m.nodes.retain(|n| !done.contains(&n.id));
                 m.draining.retain(|n| !done.contains(n));
+                m.dead.retain(|n| !done.contains(n));
                 for n in &done {
                     if !m.removed.contains(n) {
                         m.removed.push(*n);
@@ -251,7 +283,7 @@ impl Reconciler {
                 Ok(true)
             })
             .await?;
-            tracing::info!(nodes = ?done, "drained nodes removed from the cluster");
+            tracing::info!(nodes = ?done, "drained or dead nodes removed from the cluster");
             return Ok(());
         }
         // Resume what the map says is in flight (after a metadata leader change).

@@ -120,8 +120,8 @@ impl Node {
                 seed = latest;
             }
         }
-        if seed.removed.contains(&me) {
-            return Err(crate::join::removed_error(me, &cluster_id).into());
+        if seed.removed.contains(&me) || seed.dead.contains(&me) {
+            return Err(crate::join::removed_error(me, &seed).into());
         }
         // A restart, or a member rebuilding on an empty directory: either may have
         // forgotten what it acknowledged, so its replicas are guarded (`catch_up`).
@@ -477,6 +477,7 @@ impl Node {
                 max_moves_per_node: tuning.moves.max_moves_per_node as u64,
                 move_timeout_secs: tuning.moves.timeout.as_secs(),
             },
+            tuning.dead_after,
         )
     }
 

@@ -22,6 +22,8 @@ struct PeerEntry {
     info: NodeInfo,
     status: Option<NodeStatus>,
     last_answer: Option<Instant>,
+    /// When this node started tracking it: "down since" for a peer never heard from.
+    tracked_since: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +42,7 @@ impl Peers {
                         info: n.clone(),
                         status: None,
                         last_answer: None,
+                        tracked_since: Instant::now(),
                     },
                 )
             })
@@ -58,6 +61,7 @@ impl Peers {
                 info: n.clone(),
                 status: None,
                 last_answer: None,
+                tracked_since: Instant::now(),
             });
         }
     }
@@ -81,6 +85,17 @@ impl Peers {
             .get(&node)
             .and_then(|e| e.last_answer)
             .is_some_and(|t| t.elapsed() < DOWN_AFTER)
+    }
+
+    /// How long `node` has not answered (since its last answer, or since this node began
+    /// tracking it), or `None` while it is up. A node not tracked counts as up: it is not
+    /// in the map this node knows, so nothing may be decided about it.
+    pub fn down_for(&self, node: u64) -> Option<Duration> {
+        let table = self.table.read().expect("peers lock");
+        let entry = table.get(&node)?;
+        let since = entry.last_answer.unwrap_or(entry.tracked_since);
+        let silent = since.elapsed();
+        (entry.last_answer.is_none() || silent >= DOWN_AFTER).then_some(silent)
     }
 
     pub fn info(&self, node: u64) -> Option<NodeInfo> {

@@ -168,9 +168,18 @@ impl ReplicaKeeper {
     /// Opens what `map` gives this node and deletes what it no longer does; true when
     /// everything succeeded.
     async fn reconcile(&self, map: &ClusterMap) -> bool {
-        if map.removed.contains(&self.me) {
+        if map.removed.contains(&self.me) || map.dead.contains(&self.me) {
             if !self.removed.swap(true, Ordering::SeqCst) {
-                tracing::error!("{}", crate::join::removed_error(self.me, &map.cluster_id));
+                tracing::error!("{}", crate::join::removed_error(self.me, map));
+            }
+            // Stop every replica (keeping its data for whoever inspects the machine): a
+            // node declared dead was replaced, and its groups must not hear from it again.
+            for group in self.groups.all() {
+                if let Some(open) = self.groups.remove(group.id)
+                    && let Err(e) = open.raft.shutdown().await
+                {
+                    tracing::warn!(group = group.id, error = %e, "a replica did not stop cleanly");
+                }
             }
             return true;
         }

@@ -36,6 +36,7 @@ pub(crate) async fn start(inner: &Inner, me: u64, lone: bool) -> Result<(), Erro
     let reconciler = Reconciler {
         control: inner.control.clone(),
         limits: inner.tuning.moves.clone(),
+        dead_after: inner.tuning.dead_after,
     };
     inner
         .services

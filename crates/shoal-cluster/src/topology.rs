@@ -139,6 +139,7 @@ impl Topology {
             meta_learners: Vec::new(),
             draining: Vec::new(),
             removed: Vec::new(),
+            dead: Vec::new(),
             moves: Vec::new(),
             rebalance_paused: false,
         };

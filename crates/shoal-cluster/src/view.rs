@@ -16,8 +16,10 @@ pub(crate) fn cluster_view(
     info: NodeInfo,
     memory: MemoryStatus,
     rebalance_limits: RebalanceLimits,
+    dead_after: std::time::Duration,
 ) -> ClusterView {
     let me = exec.me();
+    let down_for = |n| exec.peers.down_for(n);
     let map = exec.map.current();
     let shards = map
         .shards
@@ -60,6 +62,7 @@ pub(crate) fn cluster_view(
                     state: map.node_state(n.id).unwrap_or_default(),
                     disk: Some(exec.engine.disk().status()),
                     memory: Some(memory),
+                    down_for_ms: None,
                 }
             } else {
                 NodeView {
@@ -68,6 +71,7 @@ pub(crate) fn cluster_view(
                     state: map.node_state(n.id).unwrap_or_default(),
                     disk: exec.peers.disk(n.id),
                     memory: exec.peers.memory(n.id),
+                    down_for_ms: exec.peers.down_for(n.id).map(|d| d.as_millis() as u64),
                 }
             }
         })
@@ -119,5 +123,8 @@ pub(crate) fn cluster_view(
         rebalance_paused: map.rebalance_paused,
         moves_pending: crate::mover::pending_moves(&map) as u64,
         rebalance_limits,
+        under_replicated: crate::healer::under_replicated(&map, me, down_for),
+        dead_after_secs: dead_after.as_secs(),
+        healing_held: crate::healer::judge(&map, me, dead_after, down_for).held,
     }
 }

@@ -69,6 +69,12 @@ pub enum Error {
         "node {node} was removed from cluster {cluster} and refuses to serve its stale data: to bring this machine back, move its --data-dir aside and start it with an unused --id and --join"
     )]
     Removed { node: u64, cluster: String },
+    /// This node was declared dead (down longer than the cluster's `--dead-after`) and its
+    /// replicas re-created elsewhere: it serves nothing.
+    #[error(
+        "node {node} was declared dead by cluster {cluster} (unreachable for longer than --dead-after) and its replicas were re-created on other nodes; it refuses to serve its stale data: to bring this machine back, move its --data-dir aside and start it with an unused --id and --join"
+    )]
+    Replaced { node: u64, cluster: String },
     #[error("storage error: {0}")]
     Storage(String),
     #[error("internal error: {0}")]
@@ -118,6 +124,7 @@ impl Error {
             Error::Overloaded { .. } => "overloaded",
             Error::DiskFull { .. } => "disk_full",
             Error::Removed { .. } => "node_removed",
+            Error::Replaced { .. } => "node_replaced",
             Error::Storage(_) => "storage",
             Error::Internal(_) => "internal",
         }

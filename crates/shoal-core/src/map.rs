@@ -45,6 +45,9 @@ pub enum NodeState {
     Draining,
     /// Removed for good; its id is never reused.
     Removed,
+    /// Unreachable for longer than `--dead-after`: its replicas are re-created on live
+    /// nodes, then it leaves the map as removed. It refuses to serve if it comes back.
+    Dead,
 }
 
 impl NodeState {
@@ -54,6 +57,7 @@ impl NodeState {
             NodeState::Active => "active",
             NodeState::Draining => "draining",
             NodeState::Removed => "removed",
+            NodeState::Dead => "dead",
         }
     }
 }
@@ -94,6 +98,10 @@ pub struct ClusterMap {
     /// Ids of removed nodes: never admitted again.
     #[serde(default)]
     pub removed: Vec<u64>,
+    /// Members declared dead (down longer than `--dead-after`) whose replicas are being
+    /// re-created elsewhere; each becomes removed once it holds none.
+    #[serde(default)]
+    pub dead: Vec<u64>,
     /// Replica moves in flight, at most one per group.
     #[serde(default)]
     pub moves: Vec<MoveRecord>,
@@ -161,6 +169,9 @@ impl ClusterMap {
             return Some(NodeState::Removed);
         }
         self.node(id)?;
+        if self.dead.contains(&id) {
+            return Some(NodeState::Dead);
+        }
         if self.draining.contains(&id) {
             return Some(NodeState::Draining);
         }
@@ -184,7 +195,7 @@ impl ClusterMap {
             .nodes
             .iter()
             .map(|n| n.id)
-            .filter(|id| !self.draining.contains(id))
+            .filter(|id| !self.draining.contains(id) && !self.dead.contains(id))
             .collect();
         ids.sort_unstable();
         ids
@@ -224,6 +235,9 @@ pub struct NodeView {
     /// absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryStatus>,
+    /// How long it has been unreachable as the answering node sees it (absent: up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_for_ms: Option<u64>,
 }
 
 /// A node's resident set size (0 where the platform does not say) and its memory budget
@@ -307,6 +321,16 @@ pub struct ClusterView {
     /// Moves still needed to reach the target placement (0: balanced).
     #[serde(default)]
     pub moves_pending: u64,
+    /// Groups with fewer voters on live, non-dead nodes than the replication factor.
+    #[serde(default)]
+    pub under_replicated: Vec<ShardId>,
+    /// How long a node may be down before it is declared dead and replaced (0: never).
+    #[serde(default)]
+    pub dead_after_secs: u64,
+    /// Why dead nodes are not being replaced right now, when they are not (too few live
+    /// nodes, too many down at once, a group that would lose its majority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healing_held: Option<String>,
     /// The answering node's rebalancing limits (its `--rebalance-*` flags; the metadata
     /// leader's apply to moves, each group leader's pace applies to its snapshots).
     #[serde(default)]

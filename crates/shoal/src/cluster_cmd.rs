@@ -249,6 +249,16 @@ fn snapshot_columns(m: &shoal_core::map::MoveView) -> (String, String, String) {
     }
 }
 
+/// `90` -> "1m30s", `12` -> "12s", `7300` -> "2h1m".
+fn short_duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 if secs.is_multiple_of(60) => format!("{}m", secs / 60),
+        60..3600 => format!("{}m{}s", secs / 60, secs % 60),
+        _ => format!("{}h{}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
 pub(crate) fn render(view: &ClusterView) -> String {
     let up = view.nodes.iter().filter(|n| n.up).count();
     let led = view.shards.iter().filter(|s| s.leader.is_some()).count();
@@ -308,7 +318,11 @@ pub(crate) fn render(view: &ClusterView) -> String {
                     .count();
                 vec![
                     n.info.id.to_string(),
-                    if n.up { "up" } else { "down" }.to_string(),
+                    match n.down_for_ms {
+                        _ if n.up => "up".to_string(),
+                        Some(ms) => format!("down {}", short_duration(ms / 1000)),
+                        None => "down".to_string(),
+                    },
                     n.state.as_str().to_string(),
                     replicas(n.info.id).to_string(),
                     dash(&n.info.resp_addr),
@@ -342,6 +356,22 @@ pub(crate) fn render(view: &ClusterView) -> String {
             .collect(),
     ));
     out.push('\n');
+    if !view.under_replicated.is_empty() {
+        let groups: Vec<String> = view
+            .under_replicated
+            .iter()
+            .map(|g| g.to_string())
+            .collect();
+        out.push_str(&format!(
+            "under-replicated: {} group(s) with fewer than {} healthy voters: {}\n",
+            groups.len(),
+            view.replication,
+            groups.join(", ")
+        ));
+    }
+    if let Some(why) = &view.healing_held {
+        out.push_str(&format!("self-healing held: {why}\n"));
+    }
     let limits = view.rebalance_limits;
     let pace = match limits.max_bytes_per_sec {
         0 => "unpaced".to_string(),
@@ -349,7 +379,7 @@ pub(crate) fn render(view: &ClusterView) -> String {
     };
     out.push_str(&format!(
         "rebalancing: {} move(s) in flight, {} more needed{}; limits: {} move(s) at once, {} per node, \
-         snapshots {pace}, {} s per move\n",
+         snapshots {pace}, {} s per move; {}\n",
         view.moves.len(),
         view.moves_pending.saturating_sub(view.moves.len() as u64),
         if view.rebalance_paused {
@@ -360,6 +390,10 @@ pub(crate) fn render(view: &ClusterView) -> String {
         limits.max_moves,
         limits.max_moves_per_node,
         limits.move_timeout_secs,
+        match view.dead_after_secs {
+            0 => "dead nodes never replaced (--dead-after 0)".to_string(),
+            s => format!("a node down {} is replaced", short_duration(s)),
+        },
     ));
     if !view.moves.is_empty() {
         let node = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
@@ -435,6 +469,7 @@ mod tests {
                 rss_bytes: 412 << 20,
                 budget_bytes: 1 << 30,
             }),
+            down_for_ms: (!up).then_some(12_000),
         };
         let view = ClusterView {
             cluster_id: "abc".into(),
@@ -467,7 +502,21 @@ mod tests {
             ],
             ..Default::default()
         };
+        let mut view = view;
+        view.under_replicated = vec![1, 2];
+        view.healing_held = Some("2 live node(s) cannot hold 3 replicas".into());
+        view.dead_after_secs = 300;
+        view.replication = 3;
         let text = render(&view);
+        assert!(
+            text.contains("under-replicated: 2 group(s) with fewer than 3 healthy voters: 1, 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("self-healing held: 2 live node(s) cannot hold 3 replicas\n"),
+            "{text}"
+        );
+        assert!(text.contains("; a node down 5m is replaced\n"), "{text}");
         assert!(
             text.contains("1/2 nodes up, 1/2 shards with a leader, 1 node low on disk\n"),
             "{text}"
@@ -479,7 +528,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("2     down  active  2         127.0.0.1:7002  -     127.0.0.1:7202  0"),
+            text.contains(
+                "2     down 12s  active  2         127.0.0.1:7002  -     127.0.0.1:7202  0"
+            ),
             "{text}"
         );
         assert!(

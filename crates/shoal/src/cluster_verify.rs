@@ -240,6 +240,15 @@ pub(crate) fn findings(view: &ClusterView) -> Vec<String> {
             }
         }
     }
+    if !view.under_replicated.is_empty() {
+        found.push(format!(
+            "group(s) {:?} have fewer healthy voters than they should (under-replicated){}",
+            view.under_replicated,
+            view.healing_held
+                .as_ref()
+                .map_or(String::new(), |why| format!("; self-healing held: {why}"))
+        ));
+    }
     if !view.moves.is_empty() {
         found.push(format!("{} replica move(s) in flight", view.moves.len()));
     } else if view.moves_pending > 0 {
@@ -326,6 +335,7 @@ mod tests {
             state: NodeState::Active,
             disk: None,
             memory: None,
+            down_for_ms: None,
         };
         let shard = |id: u32, start: u16, end: u32, replicas: Vec<u64>| ShardView {
             id,

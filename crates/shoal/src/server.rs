@@ -79,6 +79,14 @@ pub struct ServerArgs {
     /// and retried later.
     #[arg(long, default_value_t = shoal_cluster::mover::MoveLimits::default().timeout.as_secs(), help_heading = "Rebalancing")]
     rebalance_move_timeout_secs: u64,
+    /// How long a node may be unreachable before the cluster declares it dead and re-creates
+    /// its replicas on live nodes: a number of seconds, or with a unit (`90s`, `5m`, `1h`);
+    /// `0` never declares a node dead. Used by the metadata leader; a dead node that comes
+    /// back refuses to serve. Nothing is declared while more than replication - 1 nodes are
+    /// down, while the rest could not hold the replication factor, or where a shard would
+    /// lose its majority (see docs/architecture.md, "Dead nodes").
+    #[arg(long, default_value = "5m", value_parser = parse_duration, help_heading = "Rebalancing")]
+    dead_after: std::time::Duration,
     /// Replicas of every shard (at most the number of nodes). Same on every node.
     #[arg(long, default_value_t = 3, help_heading = "Cluster")]
     replication: u32,
@@ -329,6 +337,7 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         group_commit_wait: std::time::Duration::from_micros(args.group_commit_wait_us),
         leader_balance_interval: std::time::Duration::from_millis(args.leader_balance_interval_ms),
         join_patience: std::time::Duration::from_secs(args.join_timeout_secs),
+        dead_after: args.dead_after,
         moves: shoal_cluster::mover::MoveLimits {
             max_moves: args.rebalance_max_moves.max(1),
             max_moves_per_node: args.rebalance_max_moves_per_node.max(1),
@@ -437,5 +446,48 @@ impl StopSignals {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `--dead-after`: `300`, `300s`, `5m` or `1h`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration: give seconds (90) or 90s, 5m, 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        other => return Err(format!("unknown unit '{other}' in '{text}': use s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn dead_after_takes_seconds_or_a_unit() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(
+            parse_duration("5 minutes")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
     }
 }

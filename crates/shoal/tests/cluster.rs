@@ -14,6 +14,9 @@ mod disk_full;
 #[path = "cluster/elastic.rs"]
 mod elastic;
 
+#[path = "cluster/healing.rs"]
+mod healing;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -100,7 +100,7 @@ pub fn status_of(err: &Error) -> StatusCode {
             StatusCode::PRECONDITION_FAILED
         }
         Error::Disabled(..) => StatusCode::FORBIDDEN,
-        Error::Removed { .. } => StatusCode::GONE,
+        Error::Removed { .. } | Error::Replaced { .. } => StatusCode::GONE,
         // NotLeader should be rare over HTTP (the node forwards to the leader); when it
         // does surface it is transient, so it is a 503 with a leader hint, not a 500.
         Error::NoLeader { .. }

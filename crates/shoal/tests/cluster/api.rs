@@ -24,6 +24,12 @@ pub struct ClusterView {
     /// Replica moves in flight, and moves still needed to reach the target placement.
     pub moves: Vec<Value>,
     pub moves_pending: u64,
+    /// Groups with fewer healthy voters than they should have, and why dead nodes are not
+    /// being replaced when they are not.
+    #[serde(default)]
+    pub under_replicated: Vec<u32>,
+    #[serde(default)]
+    pub healing_held: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -32,8 +38,11 @@ pub struct NodeView {
     pub resp_addr: String,
     pub http_addr: String,
     pub up: bool,
-    /// joining, active, draining.
+    /// joining, active, draining, dead.
     pub state: String,
+    /// How long it has been unreachable, as the answering node sees it.
+    #[serde(default)]
+    pub down_for_ms: Option<u64>,
     /// Free space under its data directory, by its last report.
     #[serde(default)]
     pub disk: Option<DiskView>,

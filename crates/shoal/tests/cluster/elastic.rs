@@ -10,7 +10,7 @@ use super::*;
 const BALANCE: Duration = Duration::from_secs(180);
 
 /// Polls node `asking` until the cluster has `members` nodes, no move in flight or pending.
-async fn wait_balanced(api: &Api, asking: u64, members: usize) -> ClusterView {
+pub(super) async fn wait_balanced(api: &Api, asking: u64, members: usize) -> ClusterView {
     poll_until(
         &format!("a balanced cluster of {members} nodes (as node {asking} sees it)"),
         BALANCE,
@@ -39,7 +39,7 @@ async fn wait_balanced(api: &Api, asking: u64, members: usize) -> ClusterView {
 
 /// Writes fresh keys through the nodes in `targets` in turn until `stop`; returns the
 /// acknowledged writes. Any failure but a transient one fails the test.
-fn start_writer(
+pub(super) fn start_writer(
     prefix: &'static str,
     api: Api,
     targets: Arc<Mutex<Vec<u64>>>,
@@ -264,7 +264,7 @@ async fn wait_for_move_to(api: &Api, asking: u64, node: u64) -> ClusterView {
 }
 
 /// Runs `shoal cluster verify` against node `via`: its exit status and what it printed.
-fn run_verify(cluster: &Cluster, via: u64) -> (bool, String) {
+pub(super) fn run_verify(cluster: &Cluster, via: u64) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args([
             "cluster",
@@ -282,7 +282,7 @@ fn run_verify(cluster: &Cluster, via: u64) -> (bool, String) {
 
 /// Polls until `shoal cluster verify` passes (leaders spread by the balancer take a moment
 /// after the last move), then checks what it printed.
-async fn wait_verified(cluster: &Cluster, via: u64) {
+pub(super) async fn wait_verified(cluster: &Cluster, via: u64) {
     poll_until("shoal cluster verify passes", BALANCE, || async {
         match run_verify(cluster, via) {
             (true, _) => Ok(()),

@@ -268,6 +268,7 @@ mod tests {
             state: Default::default(),
             disk: None,
             memory: None,
+            down_for_ms: None,
         };
         let shard = |id, start, end, leader| ShardView {
             id,
