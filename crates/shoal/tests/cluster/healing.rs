@@ -182,3 +182,76 @@ async fn a_pause_under_dead_after_moves_nothing_and_over_it_replaces_the_node_wh
         done.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_into_halves_longer_than_dead_after_declares_only_what_the_rules_allow() {
+    let dead_after = DEAD_AFTER_SECS.to_string();
+    let cluster = Cluster::start_with(5, &["--dead-after", &dead_after]).await;
+    let api = cluster.api().clone();
+    let before = api.view(1).await.expect("view");
+    cluster.partition(&[&[1, 2, 3], &[4, 5]]).await;
+    let targets = Arc::new(Mutex::new(vec![1, 2, 3]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = start_writer("split", api.clone(), targets, stop.clone(), written.clone());
+
+    // Well past dead-after on both sides.
+    let majority = poll_until("nodes 4 and 5 down past --dead-after", RECOVERY, || async {
+        let view = api.view(1).await.map_err(|e| e.to_string())?;
+        let down = |id: u64| {
+            view.nodes
+                .iter()
+                .find(|n| n.id == id)
+                .and_then(|n| n.down_for_ms)
+                .unwrap_or(0)
+        };
+        let past = (DEAD_AFTER_SECS + 2) * 1000;
+        if down(4) > past && down(5) > past {
+            Ok(view)
+        } else {
+            Err(format!("down for {} and {} ms", down(4), down(5)))
+        }
+    })
+    .await;
+    // The rules: two down of five is within replication - 1, three stay live, but a shard
+    // with voters on both 4 and 5 would lose its majority: then neither is declared.
+    let shared = before
+        .shards
+        .iter()
+        .any(|s| s.replicas.contains(&4) && s.replicas.contains(&5));
+    let dead: Vec<u64> = majority
+        .nodes
+        .iter()
+        .filter(|n| n.state == "dead")
+        .map(|n| n.id)
+        .collect();
+    if shared {
+        assert!(dead.is_empty(), "{majority:?}");
+        assert_eq!(majority.epoch, before.epoch, "the majority moved nothing");
+        let held = majority.healing_held.clone().unwrap_or_default();
+        assert!(held.contains("without a majority of live voters"), "{held}");
+    }
+    // The minority side has no metadata quorum: its map never changes.
+    let minority = api.view(4).await.expect("node 4 answers");
+    assert_eq!(minority.epoch, before.epoch, "{minority:?}");
+    assert!(
+        minority.nodes.iter().all(|n| n.state == "active"),
+        "{minority:?}"
+    );
+
+    cluster.heal().await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = writer.await.expect("writer");
+    // Shards with two voters on the minority side cannot commit (a PUT to one of them waits
+    // for a leader until it times out), the others can.
+    assert!(!acked.is_empty(), "the majority side served writes");
+    if shared {
+        wait_verified(&cluster, 1).await;
+        assert_all_readable(&api, &[1, 4], &acked).await;
+    } else {
+        // Both were declared dead and replaced: the three others hold everything.
+        wait_balanced(&api, 1, 3).await;
+        wait_verified(&cluster, 1).await;
+        assert_all_readable(&api, &[1, 2, 3], &acked).await;
+    }
+}
