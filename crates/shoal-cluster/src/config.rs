@@ -104,8 +104,8 @@ pub struct Tuning {
     /// How long any request may take in all before the client gets `Timeout` (a read) or
     /// `Indeterminate` (a write, which may still commit later).
     pub request_timeout: Duration,
-    /// How often each peer is asked for its status (liveness and leaders).
-    pub status_interval: Duration,
+    /// Gossip: where, how often, how quickly a silent peer counts as down (`gossip`).
+    pub gossip: crate::gossip::GossipOptions,
     /// How often each leader checks whether a group it leads should go back to its
     /// preferred leader (see `leadership`); zero turns leader balancing off.
     pub leader_balance_interval: Duration,
@@ -152,7 +152,7 @@ impl Default for Tuning {
             route_timeout: Duration::from_secs(5),
             forward_timeout: Duration::from_secs(8),
             request_timeout: Duration::from_secs(10),
-            status_interval: Duration::from_millis(250),
+            gossip: crate::gossip::GossipOptions::default(),
             unsafe_unconfirmed_reads: false,
             transport: TransportOptions::default(),
             min_free_disk_bytes: shoal_storage::DEFAULT_MIN_FREE_BYTES,

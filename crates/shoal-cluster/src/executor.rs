@@ -156,6 +156,7 @@ mod tests {
                 },
             },
         );
+        peers.set_live(2, true);
         let engine = Engine::open(dir, &Default::default()).unwrap();
         let executor = Executor {
             config: ExecutorConfig::new(1, Limits::default(), false, &Tuning::default()),

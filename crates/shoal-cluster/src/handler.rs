@@ -24,13 +24,35 @@ use crate::memory::process_rss_bytes;
 /// served once the node is fully started.
 pub(crate) struct Handler {
     pub(crate) groups: Arc<Groups>,
-    pub(crate) map: Arc<MapCell>,
+    pub(crate) source: StatusSource,
     pub(crate) disk: Arc<shoal_storage::DiskSpace>,
     pub(crate) catching_up: Arc<CatchingUp>,
     /// Set once the node has started (`Handler::serve`).
     pub(crate) served: OnceLock<Served>,
     pub(crate) info: NodeInfo,
+}
+
+/// What a node tells its peers about itself (a status request, gossip): its replicas'
+/// leaders and progress, its disk, its memory and the map epoch it knows.
+#[derive(Clone)]
+pub(crate) struct StatusSource {
+    pub(crate) info: NodeInfo,
+    pub(crate) groups: Arc<Groups>,
+    pub(crate) disk: Arc<shoal_storage::DiskSpace>,
+    pub(crate) map: Arc<MapCell>,
     pub(crate) memory_budget_bytes: u64,
+}
+
+impl StatusSource {
+    pub(crate) fn status(&self) -> NodeStatus {
+        node_status(
+            &self.info,
+            &self.groups,
+            &self.disk,
+            self.memory_budget_bytes,
+            self.map.current().epoch,
+        )
+    }
 }
 
 /// What answers requests once the node has started.
@@ -46,9 +68,7 @@ impl Handler {
     }
 }
 
-/// What a node tells its peers about itself: its replicas' leaders and progress, its disk,
-/// its memory and the map epoch it knows.
-pub(crate) fn node_status(
+fn node_status(
     info: &NodeInfo,
     groups: &Groups,
     disk: &shoal_storage::DiskSpace,
@@ -134,12 +154,6 @@ impl PeerHandler for Handler {
     }
 
     fn status(&self) -> NodeStatus {
-        node_status(
-            &self.info,
-            &self.groups,
-            &self.disk,
-            self.memory_budget_bytes,
-            self.map.current().epoch,
-        )
+        self.source.status()
     }
 }

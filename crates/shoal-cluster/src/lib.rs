@@ -14,6 +14,7 @@ mod config;
 mod control;
 mod disk_guard;
 mod executor;
+pub mod gossip;
 mod group;
 mod handler;
 mod healer;
@@ -29,7 +30,6 @@ mod replicas;
 mod router;
 mod services;
 mod start_error;
-mod status;
 mod supervisor;
 #[cfg(test)]
 mod tests;

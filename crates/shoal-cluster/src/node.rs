@@ -205,14 +205,20 @@ impl Node {
         let group_count = seed.shards.iter().map(|s| s.id).max().unwrap_or(0) as usize + 1;
         let groups = Arc::new(Groups::new((0..group_count).map(|_| None).collect()));
         let map = Arc::new(MapCell::new(seed.clone()));
+        let source = crate::handler::StatusSource {
+            info: info.clone(),
+            groups: groups.clone(),
+            disk: engine.disk().clone(),
+            map: map.clone(),
+            memory_budget_bytes: tuning.memory.total_bytes,
+        };
         let handler = Arc::new(crate::handler::Handler {
             groups: groups.clone(),
-            map: map.clone(),
+            source: source.clone(),
             disk: engine.disk().clone(),
             catching_up: Arc::new(CatchingUp::default()),
             served: OnceLock::new(),
             info: info.clone(),
-            memory_budget_bytes: tuning.memory.total_bytes,
         });
         // Dropped on a start error, which stops what it started.
         let services = Supervisor::new(tokio::runtime::Handle::current());
@@ -340,6 +346,36 @@ impl Node {
             }
             groups.insert(group);
         }
+        // Gossip (liveness, every peer's status) on the peer port's host, UDP.
+        let gossip = match &cluster.peer_addr {
+            Some(peer_addr) => {
+                let addr = tuning.gossip.addr.as_deref().unwrap_or(peer_addr);
+                let listen = crate::gossip::resolve(addr).await?;
+                let mut seeds: Vec<String> = seed
+                    .nodes
+                    .iter()
+                    .filter(|n| n.id != me && !n.peer_addr.is_empty())
+                    .map(|n| n.peer_addr.clone())
+                    .collect();
+                seeds.extend(cluster.join.iter().cloned());
+                let (handle, book) = crate::gossip::start(
+                    me,
+                    &cluster_id,
+                    listen,
+                    seeds,
+                    &tuning.gossip,
+                    faults.clone(),
+                    &source.status(),
+                )
+                .await?;
+                Some(crate::services::Gossiping {
+                    handle,
+                    book,
+                    source,
+                })
+            }
+            None => None,
+        };
         let layout =
             ShardLayout::from_ranges(seed.shards.iter().map(|s| (s.id, s.range)).collect());
         let lone = seed.nodes.len() == 1 && cluster.join.is_empty();
@@ -411,7 +447,7 @@ impl Node {
             }
         }
         let inner = &node.inner;
-        crate::services::start(inner, me, lone).await?;
+        crate::services::start(inner, me, lone, gossip).await?;
         tracing::info!(
             node = node.id(),
             shards = node.layout().len(),

@@ -1,7 +1,8 @@
-//! What this node knows of the others: their client addresses, whether they answer, and
-//! which shards they lead. Learned by asking every peer for its `NodeStatus` a few times a
-//! second over the peer transport. Advisory only (routing hints and `cluster status`):
-//! Raft decides who leads, and a stale hint costs one redirected hop.
+//! What this node knows of the others: their client addresses, whether they are alive, and
+//! which shards they lead. Learned from gossip (`gossip.rs`): liveness from its failure
+//! detector, the rest from each peer's published `NodeStatus`. Advisory only (routing hints,
+//! `cluster status`, the dead-node rules): Raft decides who leads, and a stale hint costs one
+//! redirected hop.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -14,16 +15,28 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster_map::MapRx;
 
-/// A peer is "down" once it has not answered a status request for this long.
-pub const DOWN_AFTER: Duration = Duration::from_millis(1500);
-
 #[derive(Debug, Clone)]
 struct PeerEntry {
     info: NodeInfo,
     status: Option<NodeStatus>,
-    last_answer: Option<Instant>,
+    /// Alive by the failure detector.
+    live: bool,
+    /// Since when it has not been alive (`None`: never seen alive since it was tracked).
+    down_since: Option<Instant>,
     /// When this node started tracking it: "down since" for a peer never heard from.
     tracked_since: Instant,
+}
+
+impl PeerEntry {
+    fn new(info: NodeInfo) -> Self {
+        Self {
+            info,
+            status: None,
+            live: false,
+            down_since: None,
+            tracked_since: Instant::now(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -35,17 +48,7 @@ impl Peers {
     pub fn new(nodes: &[NodeInfo]) -> Peers {
         let table = nodes
             .iter()
-            .map(|n| {
-                (
-                    n.id,
-                    PeerEntry {
-                        info: n.clone(),
-                        status: None,
-                        last_answer: None,
-                        tracked_since: Instant::now(),
-                    },
-                )
-            })
+            .map(|n| (n.id, PeerEntry::new(n.clone())))
             .collect();
         Peers {
             table: RwLock::new(table),
@@ -57,12 +60,9 @@ impl Peers {
     pub fn sync(&self, nodes: &[NodeInfo]) {
         let mut table = self.table.write().expect("peers lock");
         for n in nodes {
-            table.entry(n.id).or_insert_with(|| PeerEntry {
-                info: n.clone(),
-                status: None,
-                last_answer: None,
-                tracked_since: Instant::now(),
-            });
+            table
+                .entry(n.id)
+                .or_insert_with(|| PeerEntry::new(n.clone()));
         }
     }
 
@@ -74,7 +74,20 @@ impl Peers {
             entry.info.resp_addr = status.info.resp_addr.clone();
             entry.info.http_addr = status.info.http_addr.clone();
             entry.status = Some(status);
-            entry.last_answer = Some(Instant::now());
+        }
+    }
+
+    /// Records whether `node` is alive (by the failure detector); ignored for a node not
+    /// in the map.
+    pub fn set_live(&self, node: u64, live: bool) {
+        let mut table = self.table.write().expect("peers lock");
+        if let Some(entry) = table.get_mut(&node) {
+            if live {
+                entry.down_since = None;
+            } else if entry.live {
+                entry.down_since = Some(Instant::now());
+            }
+            entry.live = live;
         }
     }
 
@@ -83,19 +96,16 @@ impl Peers {
             .read()
             .expect("peers lock")
             .get(&node)
-            .and_then(|e| e.last_answer)
-            .is_some_and(|t| t.elapsed() < DOWN_AFTER)
+            .is_some_and(|e| e.live)
     }
 
-    /// How long `node` has not answered (since its last answer, or since this node began
-    /// tracking it), or `None` while it is up. A node not tracked counts as up: it is not
+    /// How long `node` has not been alive (since the failure detector last saw it alive,
+    /// or since this node began tracking it), or `None` while it is up. A node not tracked counts as up: it is not
     /// in the map this node knows, so nothing may be decided about it.
     pub fn down_for(&self, node: u64) -> Option<Duration> {
         let table = self.table.read().expect("peers lock");
         let entry = table.get(&node)?;
-        let since = entry.last_answer.unwrap_or(entry.tracked_since);
-        let silent = since.elapsed();
-        (entry.last_answer.is_none() || silent >= DOWN_AFTER).then_some(silent)
+        (!entry.live).then(|| entry.down_since.unwrap_or(entry.tracked_since).elapsed())
     }
 
     pub fn info(&self, node: u64) -> Option<NodeInfo> {
@@ -111,7 +121,7 @@ impl Peers {
         let table = self.table.read().expect("peers lock");
         table
             .values()
-            .filter(|e| e.last_answer.is_some_and(|t| t.elapsed() < DOWN_AFTER))
+            .filter(|e| e.live)
             .filter_map(|e| e.status.as_ref())
             .flat_map(|s| s.replicas.iter())
             .filter(|r| r.shard == shard)
@@ -236,6 +246,7 @@ mod tests {
         router.set_addr(2, "n2:1".into());
         let peers = Arc::new(Peers::new(&seed.nodes));
         peers.record(4, status(4));
+        peers.set_live(4, true);
         assert!(!peers.is_up(4), "a node outside the map is ignored");
 
         let cancel = CancellationToken::new();
@@ -257,6 +268,8 @@ mod tests {
         wait_for(|| router.addr(4).is_some()).await;
         assert_eq!(router.addr(4).as_deref(), Some("n4:1"));
         peers.record(4, status(4));
+        assert!(!peers.is_up(4), "up only once the failure detector says so");
+        peers.set_live(4, true);
         assert!(peers.is_up(4));
         assert_eq!(peers.info(4).unwrap().resp_addr, "n4:6379");
 
@@ -278,11 +291,42 @@ mod tests {
         };
         let peers = Peers::new(&[node(1), node(2)]);
         peers.record(2, status(2));
+        peers.set_live(2, true);
         peers.sync(&[node(1), node(2), node(3)]);
         assert!(peers.is_up(2));
         assert_eq!(peers.info(2).unwrap().resp_addr, "n2:6379");
         assert_eq!(peers.info(3).unwrap().peer_addr, "n3:1");
         assert!(!peers.is_up(3));
+    }
+
+    #[test]
+    fn down_for_counts_from_the_last_time_alive_or_from_tracking() {
+        let node = |id: u64| NodeInfo {
+            id,
+            peer_addr: format!("n{id}:1"),
+            resp_addr: String::new(),
+            http_addr: String::new(),
+        };
+        let peers = Peers::new(&[node(1), node(2)]);
+        assert!(
+            peers.down_for(2).is_some(),
+            "never seen alive: down since tracked"
+        );
+        peers.set_live(2, true);
+        assert_eq!(peers.down_for(2), None);
+        peers.set_live(2, false);
+        let first = peers.down_for(2).expect("down");
+        std::thread::sleep(Duration::from_millis(5));
+        peers.set_live(2, false);
+        assert!(
+            peers.down_for(2).unwrap() > first,
+            "a second report keeps the start"
+        );
+        assert_eq!(
+            peers.down_for(9),
+            None,
+            "a node outside the map is never judged"
+        );
     }
 
     async fn wait_for(done: impl Fn() -> bool) {

@@ -8,17 +8,23 @@ use shoal_core::shard::META_GROUP;
 
 use crate::bootstrap::{MapPublisher, publish_map};
 use crate::cluster_map::{MapFollower, adopt_stored};
+use crate::gossip::{AddressBook, GossipService};
+use crate::handler::StatusSource;
 use crate::leadership::LeaderBalancer;
 use crate::mover::Reconciler;
 use crate::node::Inner;
 use crate::peers::PeerBook;
 use crate::reaper::Reaper;
 use crate::replicas::ReplicaKeeper;
-use crate::status::StatusPoll;
 
 /// Starts every service of a node whose groups are open; `lone`: a node started without
 /// peers (it may gain some later: the peer services run anyway).
-pub(crate) async fn start(inner: &Inner, me: u64, lone: bool) -> Result<(), Error> {
+pub(crate) async fn start(
+    inner: &Inner,
+    me: u64,
+    lone: bool,
+    gossip: Option<Gossiping>,
+) -> Result<(), Error> {
     start_map_services(inner, lone).await?;
     let reaper = Reaper::new(inner.groups.clone(), inner.engine.clone(), &inner.tuning);
     inner.services.start("reaper", |cancel| reaper.run(cancel));
@@ -54,8 +60,15 @@ pub(crate) async fn start(inner: &Inner, me: u64, lone: bool) -> Result<(), Erro
             .services
             .start("leader-balancer", |cancel| balancer.run(cancel));
     }
-    start_peer_services(inner);
+    start_peer_services(inner, gossip);
     Ok(())
+}
+
+/// Gossip, started with the peer listener (`gossip::start`), for its service to run.
+pub(crate) struct Gossiping {
+    pub handle: chitchat::ChitchatHandle,
+    pub book: AddressBook,
+    pub source: StatusSource,
 }
 
 /// On a node with a metadata replica: adopts the stored map if it is newer than the seed,
@@ -99,8 +112,8 @@ async fn start_map_services(inner: &Inner, lone: bool) -> Result<(), Error> {
 }
 
 /// Starts the services that keep this node's view of its peers current, the `PeerBook` and
-/// the `StatusPoll` (idle while the map has no other node).
-fn start_peer_services(inner: &Inner) {
+/// the `GossipService` (a node without a peer address has no peers).
+fn start_peer_services(inner: &Inner, gossip: Option<Gossiping>) {
     let me = inner.config.id;
     let book = PeerBook {
         me,
@@ -109,17 +122,21 @@ fn start_peer_services(inner: &Inner) {
         peers: inner.peers.clone(),
     };
     inner.services.start("peer-book", |cancel| book.run(cancel));
-    let poll = StatusPoll {
+    let Some(gossip) = gossip else {
+        return;
+    };
+    let service = GossipService {
         me,
+        handle: gossip.handle,
+        book: gossip.book,
+        source: gossip.source,
+        interval: inner.tuning.gossip.interval,
         map: inner.map.subscribe(),
         cell: inner.map.clone(),
         router: inner.router.clone(),
         peers: inner.peers.clone(),
         groups: inner.groups.clone(),
         disk: inner.engine.disk().clone(),
-        interval: inner.tuning.status_interval,
     };
-    inner
-        .services
-        .start("status-poll", |cancel| poll.run(cancel));
+    inner.services.start("gossip", |cancel| service.run(cancel));
 }

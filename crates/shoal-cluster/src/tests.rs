@@ -5,9 +5,9 @@ use shoal_core::Limits;
 use crate::{Node, NodeConfig};
 
 /// The disk sampler, the TTL reaper, the map follower, the replica keeper, the reconciler,
-/// the leader balancer, the peer book and the status poll: a lone node runs them all (idle
-/// until it has peers), so it can be joined.
-const LONE_NODE_SERVICES: usize = 8;
+/// the leader balancer and the peer book: a lone node runs them all (idle until it has
+/// peers), so it can be joined. Gossip runs where there is a peer address (not here).
+const LONE_NODE_SERVICES: usize = 7;
 
 fn lone_node(dir: &std::path::Path) -> NodeConfig {
     NodeConfig {

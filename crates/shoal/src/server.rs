@@ -45,6 +45,12 @@ pub struct ServerArgs {
     /// when --initial-cluster lists other nodes; must match this node's entry there.
     #[arg(long, env = "SHOAL_PEER_ADDR", help_heading = "Cluster")]
     peer_addr: Option<String>,
+    /// UDP address this node gossips on (liveness, and each node's addresses, leaders and
+    /// free disk). Default: the --peer-addr's host and port, over UDP. A node gossiping
+    /// elsewhere is still found (it introduces itself to the members' peer addresses,
+    /// which gossip on the default).
+    #[arg(long, help_heading = "Cluster")]
+    gossip_addr: Option<String>,
     /// Every founding member as ID=HOST:PORT (peer addresses), comma-separated, the same on
     /// every node, e.g. 1=10.0.0.1:7001,2=10.0.0.2:7001,3=10.0.0.3:7001. Omit for a single
     /// node. Start the nodes in any order; a restarted node rejoins with its data directory.
@@ -346,6 +352,10 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         },
         min_free_disk_bytes: args.min_free_disk_mib.saturating_mul(1 << 20),
         storage_open_files: fd_plan.storage_files,
+        gossip: shoal_cluster::gossip::GossipOptions {
+            addr: args.gossip_addr.clone(),
+            ..Default::default()
+        },
         transport: shoal_cluster::TransportOptions {
             snapshot_bytes_per_sec: args.rebalance_max_bytes_per_sec,
             ..Default::default()
