@@ -341,6 +341,7 @@ impl Backend for FakeNode {
                 disk: None,
                 memory: None,
                 down_for_ms: None,
+                suspect: false,
             }],
             shards: self
                 .layout

@@ -38,6 +38,10 @@ use crate::group::Groups;
 use crate::handler::StatusSource;
 use crate::peers::Peers;
 
+/// A live peer whose heartbeat has not grown for this many rounds is suspect: the failure
+/// detector has not given up on it yet, but it has gone quiet.
+const SUSPECT_AFTER_ROUNDS: u32 = 4;
+
 /// The one key every node publishes.
 pub(crate) const STATUS_KEY: &str = "status";
 
@@ -220,6 +224,8 @@ impl Socket for FaultySocket {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Heard {
     pub live: bool,
+    /// Its heartbeat counter, which grows while it gossips.
+    pub heartbeat: u64,
     pub status: Option<NodeStatus>,
     pub addr: SocketAddr,
 }
@@ -242,12 +248,13 @@ pub(crate) fn members(chitchat: &chitchat::Chitchat) -> BTreeMap<u64, Heard> {
     newest
         .into_iter()
         .map(|(node, id)| {
-            let status = chitchat
-                .node_state(id)
+            let state = chitchat.node_state(id);
+            let status = state
                 .and_then(|s| s.get(STATUS_KEY))
                 .and_then(|json| serde_json::from_str(json).ok());
             let heard = Heard {
                 live: live.contains(&id),
+                heartbeat: state.map_or(0, |s| u64::from(s.heartbeat())),
                 status,
                 addr: id.gossip_advertise_addr,
             };
@@ -313,6 +320,8 @@ impl GossipService {
                 continue;
             }
             self.peers.set_live(node, heard.live);
+            self.peers
+                .heartbeat(node, heard.heartbeat, self.interval * SUSPECT_AFTER_ROUNDS);
             if let Some(status) = heard.status.filter(|_| heard.live) {
                 if newest.is_none_or(|(_, e)| status.map_epoch > e) {
                     newest = Some((node, status.map_epoch));

@@ -25,6 +25,8 @@ struct PeerEntry {
     down_since: Option<Instant>,
     /// When this node started tracking it: "down since" for a peer never heard from.
     tracked_since: Instant,
+    /// Its last gossip heartbeat, when that last grew, and how long quiet makes it suspect.
+    heartbeat: (u64, Instant, Duration),
 }
 
 impl PeerEntry {
@@ -35,6 +37,7 @@ impl PeerEntry {
             live: false,
             down_since: None,
             tracked_since: Instant::now(),
+            heartbeat: (0, Instant::now(), Duration::MAX),
         }
     }
 }
@@ -89,6 +92,27 @@ impl Peers {
             }
             entry.live = live;
         }
+    }
+
+    /// Records `node`'s gossip heartbeat; quiet for `suspect_after`, a live node is suspect.
+    pub fn heartbeat(&self, node: u64, beat: u64, suspect_after: Duration) {
+        let mut table = self.table.write().expect("peers lock");
+        if let Some(entry) = table.get_mut(&node) {
+            if beat != entry.heartbeat.0 {
+                entry.heartbeat = (beat, Instant::now(), suspect_after);
+            } else {
+                entry.heartbeat.2 = suspect_after;
+            }
+        }
+    }
+
+    /// Alive by the failure detector, but its heartbeat has not grown for a while.
+    pub fn is_suspect(&self, node: u64) -> bool {
+        self.table
+            .read()
+            .expect("peers lock")
+            .get(&node)
+            .is_some_and(|e| e.live && e.heartbeat.1.elapsed() > e.heartbeat.2)
     }
 
     pub fn is_up(&self, node: u64) -> bool {
@@ -327,6 +351,29 @@ mod tests {
             None,
             "a node outside the map is never judged"
         );
+    }
+
+    #[test]
+    fn a_live_peer_whose_heartbeat_stops_growing_is_suspect() {
+        let node = |id: u64| NodeInfo {
+            id,
+            peer_addr: format!("n{id}:1"),
+            resp_addr: String::new(),
+            http_addr: String::new(),
+        };
+        let quiet = Duration::from_millis(20);
+        let peers = Peers::new(&[node(1), node(2)]);
+        peers.set_live(2, true);
+        peers.heartbeat(2, 7, quiet);
+        assert!(!peers.is_suspect(2));
+        std::thread::sleep(quiet * 2);
+        peers.heartbeat(2, 7, quiet);
+        assert!(peers.is_suspect(2), "same heartbeat for longer than {quiet:?}");
+        peers.heartbeat(2, 8, quiet);
+        assert!(!peers.is_suspect(2), "it grew again");
+        std::thread::sleep(quiet * 2);
+        peers.set_live(2, false);
+        assert!(!peers.is_suspect(2), "down, not suspect");
     }
 
     async fn wait_for(done: impl Fn() -> bool) {

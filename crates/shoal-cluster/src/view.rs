@@ -63,6 +63,7 @@ pub(crate) fn cluster_view(
                     disk: Some(exec.engine.disk().status()),
                     memory: Some(memory),
                     down_for_ms: None,
+                    suspect: false,
                 }
             } else {
                 NodeView {
@@ -72,6 +73,7 @@ pub(crate) fn cluster_view(
                     disk: exec.peers.disk(n.id),
                     memory: exec.peers.memory(n.id),
                     down_for_ms: exec.peers.down_for(n.id).map(|d| d.as_millis() as u64),
+                    suspect: exec.peers.is_suspect(n.id),
                 }
             }
         })

@@ -238,6 +238,9 @@ pub struct NodeView {
     /// How long it has been unreachable as the answering node sees it (absent: up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down_for_ms: Option<u64>,
+    /// Up, but gone quiet: its gossip heartbeat has not grown for a few rounds.
+    #[serde(default)]
+    pub suspect: bool,
 }
 
 /// A node's resident set size (0 where the platform does not say) and its memory budget

@@ -319,6 +319,7 @@ pub(crate) fn render(view: &ClusterView) -> String {
                 vec![
                     n.info.id.to_string(),
                     match n.down_for_ms {
+                        _ if n.up && n.suspect => "suspect".to_string(),
                         _ if n.up => "up".to_string(),
                         Some(ms) => format!("down {}", short_duration(ms / 1000)),
                         None => "down".to_string(),
@@ -470,6 +471,7 @@ mod tests {
                 budget_bytes: 1 << 30,
             }),
             down_for_ms: (!up).then_some(12_000),
+            suspect: false,
         };
         let view = ClusterView {
             cluster_id: "abc".into(),

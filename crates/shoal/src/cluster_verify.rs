@@ -336,6 +336,7 @@ mod tests {
             disk: None,
             memory: None,
             down_for_ms: None,
+            suspect: false,
         };
         let shard = |id: u32, start: u16, end: u32, replicas: Vec<u64>| ShardView {
             id,

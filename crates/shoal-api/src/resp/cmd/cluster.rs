@@ -269,6 +269,7 @@ mod tests {
             disk: None,
             memory: None,
             down_for_ms: None,
+            suspect: false,
         };
         let shard = |id, start, end, leader| ShardView {
             id,
