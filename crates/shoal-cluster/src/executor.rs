@@ -68,8 +68,8 @@ pub(crate) struct Executor {
     pub(crate) stopped: Arc<AtomicBool>,
     /// Set once the cluster map says this node was removed: it serves nothing more.
     pub(crate) removed: Arc<AtomicBool>,
-    /// Commands accepted since start (INFO's total_commands_processed).
-    pub(crate) commands: AtomicU64,
+    /// Commands accepted since start (INFO's total_commands_processed; gossiped as load).
+    pub(crate) commands: Arc<AtomicU64>,
 }
 
 impl Executor {
@@ -138,6 +138,7 @@ mod tests {
             2,
             NodeStatus {
                 map_epoch: seed.epoch,
+                commands: 0,
                 info: seed.node(2).unwrap().clone(),
                 replicas: vec![ReplicaStatus {
                     shard,
@@ -168,7 +169,7 @@ mod tests {
             engine,
             stopped: Arc::default(),
             removed: Arc::default(),
-            commands: AtomicU64::new(0),
+            commands: Arc::default(),
         };
         (Arc::new(executor), shard)
     }

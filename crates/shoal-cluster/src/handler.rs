@@ -41,6 +41,8 @@ pub(crate) struct StatusSource {
     pub(crate) disk: Arc<shoal_storage::DiskSpace>,
     pub(crate) map: Arc<MapCell>,
     pub(crate) memory_budget_bytes: u64,
+    /// Commands accepted since start (the executor counts them).
+    pub(crate) commands: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StatusSource {
@@ -51,6 +53,7 @@ impl StatusSource {
             &self.disk,
             self.memory_budget_bytes,
             self.map.current().epoch,
+            self.commands.load(Ordering::Relaxed),
         )
     }
 }
@@ -74,6 +77,7 @@ fn node_status(
     disk: &shoal_storage::DiskSpace,
     memory_budget_bytes: u64,
     map_epoch: u64,
+    commands: u64,
 ) -> NodeStatus {
     NodeStatus {
         info: info.clone(),
@@ -97,6 +101,7 @@ fn node_status(
             budget_bytes: memory_budget_bytes,
         },
         map_epoch,
+        commands,
     }
 }
 

@@ -205,12 +205,14 @@ impl Node {
         let group_count = seed.shards.iter().map(|s| s.id).max().unwrap_or(0) as usize + 1;
         let groups = Arc::new(Groups::new((0..group_count).map(|_| None).collect()));
         let map = Arc::new(MapCell::new(seed.clone()));
+        let commands = Arc::new(AtomicU64::new(0));
         let source = crate::handler::StatusSource {
             info: info.clone(),
             groups: groups.clone(),
             disk: engine.disk().clone(),
             map: map.clone(),
             memory_budget_bytes: tuning.memory.total_bytes,
+            commands: commands.clone(),
         };
         let handler = Arc::new(crate::handler::Handler {
             groups: groups.clone(),
@@ -404,7 +406,7 @@ impl Node {
             engine: engine.clone(),
             stopped: stopped.clone(),
             removed: removed.clone(),
-            commands: AtomicU64::new(0),
+            commands,
         });
         handler.serve(Served {
             executor: executor.clone(),

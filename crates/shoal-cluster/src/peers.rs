@@ -236,6 +236,7 @@ mod tests {
     fn status(id: u64) -> NodeStatus {
         NodeStatus {
             map_epoch: 0,
+            commands: 0,
             info: NodeInfo {
                 id,
                 peer_addr: String::new(),
@@ -368,7 +369,10 @@ mod tests {
         assert!(!peers.is_suspect(2));
         std::thread::sleep(quiet * 2);
         peers.heartbeat(2, 7, quiet);
-        assert!(peers.is_suspect(2), "same heartbeat for longer than {quiet:?}");
+        assert!(
+            peers.is_suspect(2),
+            "same heartbeat for longer than {quiet:?}"
+        );
         peers.heartbeat(2, 8, quiet);
         assert!(!peers.is_suspect(2), "it grew again");
         std::thread::sleep(quiet * 2);

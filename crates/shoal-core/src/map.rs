@@ -395,4 +395,7 @@ pub struct NodeStatus {
     /// The epoch of the newest cluster map the node knows: a peer that knows an older one
     /// asks it for the map.
     pub map_epoch: u64,
+    /// Commands the node has accepted since it started: its load (two reports give a rate).
+    #[serde(default)]
+    pub commands: u64,
 }

@@ -36,6 +36,7 @@ impl PeerHandler for StatusOnly {
     fn status(&self) -> NodeStatus {
         NodeStatus {
             map_epoch: 0,
+            commands: 0,
             info: NodeInfo {
                 id: self.id,
                 peer_addr: String::new(),
