@@ -1063,13 +1063,16 @@ async fn ttl_expiry_holds_through_a_leader_failover() {
     const TTL: Duration = Duration::from_secs(2);
     let mut cluster = Cluster::start(3).await;
     let api = cluster.api().clone();
-    let written = Instant::now();
     for i in 0..20 {
         let node = [1, 2, 3][i % 3];
         api.put_ttl(node, &format!("ttl-{i}"), "short-lived", TTL.as_secs())
             .await
             .unwrap_or_else(|e| panic!("put ttl-{i} via node {node}: {e}"));
     }
+    // Each key expires TTL after its write was proposed, which is before its PUT was
+    // answered: so all have expired by TTL after the last answer. (Taking the time before
+    // the first PUT raced: on a loaded machine the 20 PUTs took longer than the margin.)
+    let written = Instant::now();
     let keep = put_batch(&api, &[1, 2, 3], "no-ttl", 10).await;
     let leader = cluster.leader_of_key("ttl-0").await;
     cluster.kill(leader);
