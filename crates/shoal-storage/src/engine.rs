@@ -193,6 +193,11 @@ fn corrupt_journal(dir: &Path, cause: String) -> StorageError {
     )
 }
 
+/// Above this, a recovered sequence number can only come from a damaged journal: fjall
+/// reserves the top bit and asserts below it, and a node would need 2^62 writes to get
+/// here (a million writes a second for 146,000 years).
+const MAX_SANE_SEQNO: u64 = 1 << 62;
+
 impl Engine {
     /// Opens (or creates) the engine under `dir`. fjall replays its journal here; a torn
     /// tail from a crash is cut at the last intact batch (every batch is checksummed),
@@ -236,6 +241,19 @@ impl Engine {
             ),
             other => other.into(),
         })?;
+        // A damaged batch header can pass recovery with an absurd sequence number (its
+        // checksum does not cover it): fjall then panics on the first write ("ran out of
+        // sequence numbers") and poisons every group. Seen once in the damaged-journal test
+        // (a corrupted byte). No real journal comes near 2^62 writes: refuse it as corrupt.
+        if db.seqno() >= MAX_SANE_SEQNO {
+            return Err(corrupt_journal(
+                dir,
+                format!(
+                    "it recovered an impossible sequence number ({:#x})",
+                    db.seqno()
+                ),
+            ));
+        }
         let sizes = MemtableSizes::for_write_buffers(options.write_buffer_bytes);
         let open = |name: &str, memtable: u64| {
             db.keyspace(name, || {
