@@ -111,7 +111,7 @@ impl Executor {
 
 #[cfg(test)]
 mod tests {
-    use shoal_core::map::{DiskStatus, MemoryStatus, NodeStatus, ReplicaStatus};
+    use shoal_core::map::{NodeStatus, ReplicaStatus};
     use shoal_core::{Command, Consistency, WriteOp};
 
     use super::*;
@@ -138,7 +138,6 @@ mod tests {
             2,
             NodeStatus {
                 map_epoch: seed.epoch,
-                commands: 0,
                 info: seed.node(2).unwrap().clone(),
                 replicas: vec![ReplicaStatus {
                     shard,
@@ -147,14 +146,7 @@ mod tests {
                     last_applied: 7,
                     key_count: 1,
                 }],
-                disk: DiskStatus {
-                    free_bytes: u64::MAX,
-                    reserve_bytes: 0,
-                },
-                memory: MemoryStatus {
-                    rss_bytes: 0,
-                    budget_bytes: 0,
-                },
+                ..crate::peers::tests::status(2)
             },
         );
         peers.set_live(2, true);

@@ -232,7 +232,7 @@ pub(crate) struct Heard {
 
 /// Every node id's newest generation in `chitchat`, with its liveness and status.
 pub(crate) fn members(chitchat: &chitchat::Chitchat) -> BTreeMap<u64, Heard> {
-    let live: Vec<&ChitchatId> = chitchat.live_nodes().collect();
+    let live: std::collections::BTreeSet<&ChitchatId> = chitchat.live_nodes().collect();
     let mut newest: BTreeMap<u64, &ChitchatId> = BTreeMap::new();
     for id in chitchat.node_states().keys() {
         let Ok(node) = id.node_id.parse::<u64>() else {

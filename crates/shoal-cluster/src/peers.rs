@@ -226,14 +226,15 @@ impl PeerBook {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use shoal_core::map::{DiskStatus, MemoryStatus};
 
     use super::*;
     use crate::cluster_map::MapCell;
     use crate::topology::Topology;
 
-    fn status(id: u64) -> NodeStatus {
+    /// A status report from node `id`: no replicas, plenty of disk.
+    pub(crate) fn status(id: u64) -> NodeStatus {
         NodeStatus {
             map_epoch: 0,
             commands: 0,
@@ -252,6 +253,16 @@ mod tests {
                 rss_bytes: 0,
                 budget_bytes: 0,
             },
+        }
+    }
+
+    /// Node `id` as the map lists it.
+    fn node(id: u64) -> NodeInfo {
+        NodeInfo {
+            id,
+            peer_addr: format!("n{id}:1"),
+            resp_addr: String::new(),
+            http_addr: String::new(),
         }
     }
 
@@ -308,12 +319,6 @@ mod tests {
 
     #[test]
     fn sync_keeps_what_was_learned_of_known_nodes() {
-        let node = |id: u64| NodeInfo {
-            id,
-            peer_addr: format!("n{id}:1"),
-            resp_addr: String::new(),
-            http_addr: String::new(),
-        };
         let peers = Peers::new(&[node(1), node(2)]);
         peers.record(2, status(2));
         peers.set_live(2, true);
@@ -326,12 +331,6 @@ mod tests {
 
     #[test]
     fn down_for_counts_from_the_last_time_alive_or_from_tracking() {
-        let node = |id: u64| NodeInfo {
-            id,
-            peer_addr: format!("n{id}:1"),
-            resp_addr: String::new(),
-            http_addr: String::new(),
-        };
         let peers = Peers::new(&[node(1), node(2)]);
         assert!(
             peers.down_for(2).is_some(),
@@ -356,12 +355,6 @@ mod tests {
 
     #[test]
     fn a_live_peer_whose_heartbeat_stops_growing_is_suspect() {
-        let node = |id: u64| NodeInfo {
-            id,
-            peer_addr: format!("n{id}:1"),
-            resp_addr: String::new(),
-            http_addr: String::new(),
-        };
         let quiet = Duration::from_millis(20);
         let peers = Peers::new(&[node(1), node(2)]);
         peers.set_live(2, true);
