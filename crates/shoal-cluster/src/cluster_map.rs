@@ -85,17 +85,26 @@ pub(crate) struct MapFollower {
 impl MapFollower {
     pub(crate) async fn run(self, cancel: CancellationToken) {
         let mut seen = None;
+        // Kept across rounds: a fresh `raft.metrics()` is a copy of a receiver that has
+        // seen no update, so its `changed()` is ready at once, and taking one per round
+        // spun this loop on a core of every node.
+        let mut watching = None;
         loop {
-            // The metadata replica may open (or close) at runtime: look it up each time.
-            let Some(meta) = self.groups.get(META_GROUP) else {
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => continue,
-                }
+            let metrics = match &mut watching {
+                Some(metrics) => metrics,
+                // The metadata replica may open (or close) at runtime: looked up again
+                // after the one watched stops.
+                None => match self.groups.get(META_GROUP) {
+                    Some(meta) => watching.insert(meta.raft.metrics()),
+                    None => {
+                        tokio::select! {
+                            biased;
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => continue,
+                        }
+                    }
+                },
             };
-            let mut metrics = meta.raft.metrics();
-            drop(meta);
             let applied = metrics.borrow_watched().last_applied.map(|id| id.index);
             if applied != seen {
                 seen = applied;
@@ -114,6 +123,7 @@ impl MapFollower {
                 changed = metrics.changed() => {
                     // The group stopped (shutting down, or the replica was removed).
                     if changed.is_err() {
+                        watching = None;
                         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     }
                 }
