@@ -55,6 +55,10 @@ pub trait Backend: Send + Sync + 'static {
     fn set_rebalance_paused(&self, _paused: bool) -> BoxFuture<'static, Result<(), Error>> {
         Box::pin(async { Err(Error::Invalid("this node cannot change the cluster".into())) })
     }
+    /// Raft's runtime statistics of the groups this node leads, as text.
+    fn raft_stats(&self) -> BoxFuture<'static, String> {
+        Box::pin(async { "this node runs no Raft groups\n".to_string() })
+    }
     /// This node's id.
     fn id(&self) -> u64;
     fn limits(&self) -> Limits;
@@ -153,6 +157,11 @@ impl Backend for Node {
         Node::cluster_view(self)
     }
 
+    fn raft_stats(&self) -> BoxFuture<'static, String> {
+        let node = self.clone();
+        Box::pin(async move { node.raft_stats().await })
+    }
+
     fn stats(&self) -> Vec<(&'static str, u64)> {
         let s = Node::stats(self);
         vec![
@@ -166,6 +175,8 @@ impl Backend for Node {
             ("shoal_disk_free_bytes", s.disk_free_bytes),
             ("shoal_disk_reserve_bytes", s.disk_reserve_bytes),
             ("shoal_disk_refused", s.disk_refused),
+            ("shoal_append_entries_received", s.append_entries_received),
+            ("shoal_append_entries_empty", s.append_entries_empty),
         ]
     }
 

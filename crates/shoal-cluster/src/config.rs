@@ -70,6 +70,11 @@ pub struct Tuning {
     /// Log entries a shard leader keeps in flight at once.
     pub max_inflight_entries: usize,
     pub heartbeat_ms: u64,
+    /// A follower that acknowledged an AppendEntries sent this recently (ms) gets no
+    /// heartbeat: under steady writes the replication traffic proves the leader alive, so
+    /// heartbeats only flow to idle groups (openraft's `heartbeat_min_interval`; 0: always
+    /// send them). Must stay below `election_timeout_ms.0 - 1.25 * heartbeat_ms`.
+    pub heartbeat_min_interval_ms: u64,
     pub election_timeout_ms: (u64, u64),
     /// Log entries between snapshots of a shard.
     pub snapshot_every: u64,
@@ -136,6 +141,7 @@ impl Default for Tuning {
             max_pending_per_shard: 65_536,
             max_inflight_entries: 4,
             heartbeat_ms: 100,
+            heartbeat_min_interval_ms: 100,
             election_timeout_ms: (300, 600),
             snapshot_every: 20_000,
             reap_interval: Duration::from_millis(100),

@@ -43,5 +43,7 @@ pub use memory::{MemoryBudget, MemoryReport};
 pub use node::{
     ClusterConfig, Node, NodeConfig, NodeStats, Tuning, available_cores, default_raft_threads,
 };
-pub use shoal_raft::transport::{DEFAULT_SNAPSHOT_BYTES_PER_SEC, Faults, TransportOptions};
+pub use shoal_raft::transport::{
+    DEFAULT_APPEND_PIPELINE, DEFAULT_SNAPSHOT_BYTES_PER_SEC, Faults, TransportOptions,
+};
 pub use start_error::StartError;

@@ -146,6 +146,16 @@ impl Node {
             Config {
                 cluster_name: format!("shoal-{cluster_id}"),
                 heartbeat_interval: tuning.heartbeat_ms,
+                // Clamped to what openraft accepts: interval + this + a tick (13/64 of an
+                // interval) below the election timeout.
+                heartbeat_min_interval: Some(
+                    tuning.heartbeat_min_interval_ms.min(
+                        tuning
+                            .election_timeout_ms
+                            .0
+                            .saturating_sub(tuning.heartbeat_ms + tuning.heartbeat_ms / 4 + 1),
+                    ),
+                ),
                 election_timeout_min: tuning.election_timeout_ms.0,
                 election_timeout_max: tuning.election_timeout_ms.1,
                 snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
@@ -566,6 +576,7 @@ impl Node {
     pub fn stats(&self) -> NodeStats {
         let storage = self.inner.engine.stats();
         let disk = self.inner.engine.disk();
+        let transport = self.inner.router.counters();
         let sum = |f: fn(&Group) -> &AtomicU64| {
             self.data_groups()
                 .iter()
@@ -583,6 +594,8 @@ impl Node {
             disk_free_bytes: disk.free_bytes(),
             disk_reserve_bytes: disk.reserve_bytes(),
             disk_refused: disk.refused(),
+            append_entries_received: transport.append_entries_received.load(Ordering::Relaxed),
+            append_entries_empty: transport.append_entries_empty.load(Ordering::Relaxed),
         }
     }
 
@@ -614,6 +627,30 @@ impl Node {
     }
 
     /// This node's replicas of every group, the metadata group first.
+    /// openraft's runtime statistics (batch sizes, per-stage latencies) of every group this
+    /// node leads, as text: `GET /v1/debug/raft-stats`, for tuning the write path.
+    pub async fn raft_stats(&self) -> String {
+        let mut out = String::new();
+        for group in self.all_groups() {
+            if !group.is_leader() {
+                continue;
+            }
+            match group.raft.runtime_stats().await {
+                Ok(stats) => out.push_str(&format!(
+                    "group {} (led by node {}):\n{}\n",
+                    group.id,
+                    self.id(),
+                    stats.display().human_readable()
+                )),
+                Err(e) => out.push_str(&format!("group {}: {e}\n", group.id)),
+            }
+        }
+        if out.is_empty() {
+            out.push_str("this node leads no group\n");
+        }
+        out
+    }
+
     pub(crate) fn all_groups(&self) -> Vec<Arc<Group>> {
         self.inner.groups.all()
     }
@@ -708,6 +745,10 @@ pub struct NodeStats {
     pub disk_free_bytes: u64,
     pub disk_reserve_bytes: u64,
     pub disk_refused: u64,
+    /// AppendEntries received as a follower, and those without entries (heartbeats and
+    /// commit-index updates).
+    pub append_entries_received: u64,
+    pub append_entries_empty: u64,
 }
 
 impl Drop for Inner {

@@ -167,6 +167,19 @@ pub struct ServerArgs {
     /// bounds the wait only under sustained load.
     #[arg(long, default_value_t = Tuning::default().group_commit_wait.as_micros() as u64, env = "SHOAL_GROUP_COMMIT_WAIT_US", help_heading = "Tuning")]
     group_commit_wait_us: u64,
+    /// AppendEntries each shard keeps in flight to each follower (1: send the next only
+    /// after the previous is answered). More lets a leader send new entries while a
+    /// follower is still syncing earlier ones.
+    #[arg(long, default_value_t = shoal_cluster::DEFAULT_APPEND_PIPELINE as u64, env = "SHOAL_APPEND_PIPELINE", value_parser = clap::value_parser!(u64).range(1..=64), help_heading = "Tuning")]
+    append_pipeline: u64,
+    /// Skip a shard's heartbeat to a follower that acknowledged replication within the last
+    /// heartbeat interval (under steady writes, heartbeats then only go to idle shards).
+    #[arg(long, default_value_t = true, env = "SHOAL_HEARTBEAT_SUPPRESSION", action = clap::ArgAction::Set, help_heading = "Tuning")]
+    heartbeat_suppression: bool,
+    /// How long, in microseconds, an AppendEntries that only moves a follower's commit index
+    /// forward waits for one with new entries, which replaces it (0: sent at once).
+    #[arg(long, default_value_t = shoal_cluster::TransportOptions::default().commit_update_delay.as_micros() as u64, env = "SHOAL_COMMIT_UPDATE_DELAY_US", value_parser = clap::value_parser!(u64).range(0..=100_000), help_heading = "Tuning")]
+    commit_update_delay_us: u64,
     /// How often, in milliseconds, each shard leader checks whether to hand the shard back
     /// to its preferred leader (the node that led it at bootstrap), once that node is back
     /// and caught up, so leaders spread out again after a failover (0: never).
@@ -331,6 +344,13 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
     let tuning = Tuning {
         election_timeout_ms,
         heartbeat_ms: (election_timeout_ms.0 / 3).max(10),
+        // Heartbeats are suppressed for a heartbeat interval after an acknowledged
+        // AppendEntries (the node clamps it to what the election timeout allows).
+        heartbeat_min_interval_ms: if args.heartbeat_suppression {
+            (election_timeout_ms.0 / 3).max(10)
+        } else {
+            0
+        },
         unsafe_unconfirmed_reads: args.unsafe_unconfirmed_reads,
         max_inflight_entries: args.max_inflight_entries,
         max_pending_per_shard: args.max_pending_per_shard,
@@ -358,6 +378,8 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         },
         transport: shoal_cluster::TransportOptions {
             snapshot_bytes_per_sec: args.rebalance_max_bytes_per_sec,
+            append_pipeline: args.append_pipeline as usize,
+            commit_update_delay: std::time::Duration::from_micros(args.commit_update_delay_us),
             ..Default::default()
         },
         ..Tuning::default()

@@ -13,6 +13,8 @@
 //! - `GET /health`, `GET /v1/cluster`.
 //! - `PUT /v1/debug/blocked-peers` with `{"peers": [2, 3]}`: cut this node off from those
 //!   peers (fault injection for tests; refused unless the node runs with it).
+//! - `GET /v1/debug/raft-stats`: openraft's runtime statistics (batch sizes, per-stage
+//!   latencies) of each group this node leads, as text.
 //! - `PUT /v1/debug/disk-free` with `{"bytes": N}` or `{"bytes": null}`: report N bytes of
 //!   free disk space instead of the real figure (fault injection, likewise).
 //!
@@ -148,6 +150,7 @@ pub(crate) fn router_for(backend: Arc<dyn Backend>, config: HttpConfig) -> Route
         )
         .route("/v1/debug/blocked-peers", axum::routing::put(blocked_peers))
         .route("/v1/debug/disk-free", axum::routing::put(disk_free))
+        .route("/v1/debug/raft-stats", get(raft_stats))
         .route("/v1/kv", get(list::list_keys))
         .route("/v1/txn", axum::routing::post(txn::transaction))
         // `/v1/kv/` is the empty key: routed so it gets a precise `empty_key` error.
@@ -269,6 +272,10 @@ async fn disk_free(
     let request: DiskFree = debug_body(&body, "{\"bytes\": free bytes or null}")?;
     state.backend.set_disk_free_override(request.bytes)?;
     Ok(Json(json!({ "disk_free_override": request.bytes })))
+}
+
+async fn raft_stats(State(state): State<AppState>) -> String {
+    state.backend.raft_stats().await
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {

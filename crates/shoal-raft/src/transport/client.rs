@@ -55,6 +55,13 @@ pub struct TransportOptions {
     /// writes waited 300-400 ms where 150 would have done. A peer that is really gone is
     /// found by `silence_timeout` or the connection's reset, not by this.
     pub append_timeout_min: Duration,
+    /// AppendEntries each group keeps in flight to each follower (1: wait for each answer
+    /// before sending the next, openraft's default). More lets a leader send new entries
+    /// while a follower is still syncing the previous ones.
+    pub append_pipeline: usize,
+    /// How long a commit-index-only AppendEntries waits for one with entries to replace
+    /// it (zero: sent at once). See `group_network`.
+    pub commit_update_delay: Duration,
     /// Snapshot bytes per second this node sends, all transfers together (replica moves
     /// and lagging followers); 0: as fast as the network and disks go.
     pub snapshot_bytes_per_sec: u64,
@@ -72,6 +79,8 @@ impl Default for TransportOptions {
             snapshot_chunk_timeout: Duration::from_secs(60),
             silence_timeout: Duration::from_secs(2),
             append_timeout_min: Duration::from_secs(1),
+            append_pipeline: DEFAULT_APPEND_PIPELINE,
+            commit_update_delay: Duration::from_millis(2),
             snapshot_bytes_per_sec: DEFAULT_SNAPSHOT_BYTES_PER_SEC,
         }
     }
@@ -101,6 +110,9 @@ impl std::error::Error for CallError {}
 const CONNECTING: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
+
+/// Default `TransportOptions::append_pipeline` (see `benchmarks.md`, "The write path").
+pub const DEFAULT_APPEND_PIPELINE: usize = 8;
 
 /// Default pace of outgoing snapshots (see `benchmarks.md`, "Growing a cluster").
 pub const DEFAULT_SNAPSHOT_BYTES_PER_SEC: u64 = 32 * 1024 * 1024;
@@ -152,6 +164,16 @@ struct RouterInner {
     runtime: tokio::runtime::Handle,
     /// Outgoing snapshots: paced, and tracked for `cluster status`.
     snapshots: super::snapshots::SnapshotTraffic,
+    counters: Arc<TransportCounters>,
+}
+
+/// What the transport counts, for INFO.
+#[derive(Debug, Default)]
+pub struct TransportCounters {
+    /// AppendEntries this node received as a follower, with or without entries.
+    pub append_entries_received: AtomicU64,
+    /// Of those, the ones without entries (heartbeats and commit-index updates).
+    pub append_entries_empty: AtomicU64,
 }
 
 impl PeerRouter {
@@ -175,6 +197,7 @@ impl PeerRouter {
                 responder: SharedResponder::default(),
                 runtime,
                 snapshots: super::snapshots::SnapshotTraffic::new(options.snapshot_bytes_per_sec),
+                counters: Arc::default(),
                 options,
             }),
         }
@@ -199,6 +222,10 @@ impl PeerRouter {
 
     pub fn options(&self) -> &TransportOptions {
         &self.inner.options
+    }
+
+    pub fn counters(&self) -> &Arc<TransportCounters> {
+        &self.inner.counters
     }
 
     pub(super) fn cluster_id(&self) -> &str {
@@ -288,7 +315,7 @@ impl PeerRouter {
         target: u64,
         request: Request,
         timeout: Duration,
-    ) -> impl Future<Output = Result<Response, CallError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Response, CallError>> + Send + use<> {
         let queued = self.enqueue(target, request);
         async move {
             let rx = queued?;

@@ -6,6 +6,7 @@
 mod client;
 mod connection;
 mod faults;
+mod group_network;
 mod server;
 mod snapshots;
 pub mod wire;
@@ -22,14 +23,16 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft_multi::{GroupNetworkAdapter, GroupRouter};
+use openraft_multi::GroupRouter;
 use shoal_core::ShardId;
 use tokio::io::AsyncReadExt;
 
 pub use client::{
-    CallError, DEFAULT_SNAPSHOT_BYTES_PER_SEC, PeerRouter, TransportOptions, guest_call,
+    CallError, DEFAULT_APPEND_PIPELINE, DEFAULT_SNAPSHOT_BYTES_PER_SEC, PeerRouter,
+    TransportCounters, TransportOptions, guest_call,
 };
 pub use faults::Faults;
+pub use group_network::GroupNetwork;
 pub use server::{PeerHandler, Responder, ServerConfig, serve};
 pub use snapshots::TransferProgress;
 use wire::{Request, Response, SnapshotChunk};
@@ -68,6 +71,29 @@ impl PeerRouter {
             .await
             .map_err(|e| RPCError::Unreachable(unreachable(target, e)))
     }
+
+    /// Queues one AppendEntries for `target` now, before the returned future is polled, so
+    /// calls made one after another are sent in that order (`group_network` relies on it).
+    fn append_call(
+        &self,
+        target: u64,
+        group: ShardId,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> impl Future<Output = Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>>>
+    + Send
+    + use<> {
+        let floor = self.options().append_timeout_min;
+        let timeout = option.hard_ttl().max(floor);
+        let call = self.call(target, Request::AppendEntries { group, rpc }, timeout);
+        async move {
+            match call.await {
+                Ok(Response::AppendEntries(r)) => Ok(r),
+                Ok(_) => Err(RPCError::Unreachable(unexpected(target))),
+                Err(e) => Err(RPCError::Unreachable(unreachable(target, e))),
+            }
+        }
+    }
 }
 
 impl GroupRouter<TypeConfig, ShardId> for PeerRouter {
@@ -80,17 +106,7 @@ impl GroupRouter<TypeConfig, ShardId> for PeerRouter {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let request = Request::AppendEntries { group, rpc };
-        let floor = self.options().append_timeout_min;
-        let option = if option.hard_ttl() < floor {
-            RPCOption::new(floor)
-        } else {
-            option
-        };
-        match self.raft_call(target, request, option).await? {
-            Response::AppendEntries(r) => Ok(r),
-            _ => Err(RPCError::Unreachable(unexpected(target))),
-        }
+        self.append_call(target, group, rpc, option).await
     }
 
     async fn vote(
@@ -207,13 +223,13 @@ impl NetworkFactory {
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
-    type Network = GroupNetworkAdapter<TypeConfig, ShardId, PeerRouter>;
+    type Network = GroupNetwork;
 
     async fn new_client(
         &mut self,
         target: u64,
         _node: &openraft::impls::BasicNode,
     ) -> Self::Network {
-        GroupNetworkAdapter::new(self.router.clone(), target, self.group)
+        GroupNetwork::new(self.router.clone(), target, self.group)
     }
 }

@@ -3,8 +3,10 @@
 //! a peer with this node's groups or its command executor.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use shoal_core::{Command, Consistency, Error, Reply, ShardId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
-use super::client::{HELLO_TIMEOUT, PeerRouter, refuse};
+use super::client::{HELLO_TIMEOUT, PeerRouter, TransportCounters, refuse};
 use super::connection::Offer;
 use super::faults::Faults;
 use super::wire::{
@@ -98,6 +100,7 @@ pub struct Responder {
     incoming: Mutex<HashMap<(u64, ShardId), Incoming>>,
     raft_runtime: tokio::runtime::Handle,
     stopped: watch::Receiver<bool>,
+    counters: Arc<TransportCounters>,
 }
 
 impl Responder {
@@ -149,12 +152,44 @@ impl Responder {
                 tokio::spawn(async move { respond(fut.await.map(Response::Admin)).await });
             }
             other => {
+                if let Request::AppendEntries { rpc, .. } = &other {
+                    self.counters
+                        .append_entries_received
+                        .fetch_add(1, Ordering::Relaxed);
+                    if rpc.entries.is_empty() {
+                        self.counters
+                            .append_entries_empty
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 let responder = self.clone();
-                self.raft_runtime.spawn(async move {
+                spawn_in_order(&self.raft_runtime, async move {
                     respond(handle_raft(&responder, from, other).await).await
                 });
             }
         }
+    }
+}
+
+/// Runs `task` here until it first waits, then as a task on `runtime`.
+///
+/// A leader keeps several AppendEntries of one group in flight to a follower
+/// (`group_network`), and the follower's Raft must see them in the order they were sent: one
+/// that overtakes its predecessor finds a gap in the log, is refused as a conflict, and
+/// restarts replication. Spawned tasks start in no set order (tokio runs the newest first),
+/// but everything `handle_raft` does before its first wait, up to and including queueing
+/// the request into the group's Raft channel (a bounded channel whose waiting senders are
+/// served first come, first served), happens here, in the order the connection read the
+/// requests. The rest (waiting for the follower's fsync) runs as a task.
+fn spawn_in_order<F>(runtime: &tokio::runtime::Handle, task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut task = Box::pin(task);
+    // The task is polled again on `runtime` with a real waker, which replaces this one.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if task.as_mut().poll(&mut cx).is_pending() {
+        runtime.spawn(task);
     }
 }
 
@@ -177,6 +212,7 @@ pub fn serve(
         handler,
         incoming: Mutex::new(HashMap::new()),
         stopped: shutdown.clone(),
+        counters: router.counters().clone(),
     }));
     // Connections that have not said who they are yet: each may hold a task, a socket and up
     // to MAX_HELLO_BYTES for HELLO_TIMEOUT, so anyone who can reach the port is bounded.
