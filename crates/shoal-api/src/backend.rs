@@ -177,6 +177,7 @@ impl Backend for Node {
             ("shoal_disk_refused", s.disk_refused),
             ("shoal_append_entries_received", s.append_entries_received),
             ("shoal_append_entries_empty", s.append_entries_empty),
+            ("shoal_append_entries_conflicts", s.append_entries_conflicts),
         ]
     }
 

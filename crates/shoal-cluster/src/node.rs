@@ -596,6 +596,7 @@ impl Node {
             disk_refused: disk.refused(),
             append_entries_received: transport.append_entries_received.load(Ordering::Relaxed),
             append_entries_empty: transport.append_entries_empty.load(Ordering::Relaxed),
+            append_entries_conflicts: transport.append_entries_conflicts.load(Ordering::Relaxed),
         }
     }
 
@@ -745,10 +746,11 @@ pub struct NodeStats {
     pub disk_free_bytes: u64,
     pub disk_reserve_bytes: u64,
     pub disk_refused: u64,
-    /// AppendEntries received as a follower, and those without entries (heartbeats and
-    /// commit-index updates).
+    /// AppendEntries received as a follower, those without entries (heartbeats and
+    /// commit-index updates), and those answered with a conflict.
     pub append_entries_received: u64,
     pub append_entries_empty: u64,
+    pub append_entries_conflicts: u64,
 }
 
 impl Drop for Inner {

@@ -17,6 +17,9 @@ mod elastic;
 #[path = "cluster/healing.rs"]
 mod healing;
 
+#[path = "cluster/replication.rs"]
+mod replication;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -174,6 +174,10 @@ pub struct TransportCounters {
     pub append_entries_received: AtomicU64,
     /// Of those, the ones without entries (heartbeats and commit-index updates).
     pub append_entries_empty: AtomicU64,
+    /// Of those, the ones answered with a conflict: the log before them did not match.
+    /// A new leader's first request to each follower may be one; under steady writes
+    /// there are none, unless requests overtake each other.
+    pub append_entries_conflicts: AtomicU64,
 }
 
 impl PeerRouter {

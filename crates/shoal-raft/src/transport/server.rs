@@ -408,11 +408,16 @@ async fn handle_raft(shared: &Responder, from: u64, request: Request) -> Result<
         .group(group_id)
         .ok_or_else(|| format!("group {group_id} is not open on node {}", shared.config.me))?;
     match request {
-        Request::AppendEntries { rpc, .. } => raft
-            .append_entries(rpc)
-            .await
-            .map(Response::AppendEntries)
-            .map_err(|e| e.to_string()),
+        Request::AppendEntries { rpc, .. } => {
+            let response = raft.append_entries(rpc).await.map_err(|e| e.to_string())?;
+            if response.is_conflict() {
+                shared
+                    .counters
+                    .append_entries_conflicts
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Response::AppendEntries(response))
+        }
         Request::Vote { rpc, .. } => raft
             .vote(rpc)
             .await
