@@ -23,7 +23,7 @@ use openraft::OptionalSend;
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::entry::RaftEntry;
 use openraft::error::{RPCError, ReplicationClosed, StreamingError};
-use openraft::network::{Backoff, RPCOption, RaftNetworkV2};
+use openraft::network::{RPCOption, RaftNetworkV2};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
     TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
@@ -59,7 +59,6 @@ type AppendResponse = Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeCon
 /// An AppendEntries on its way, with the range it covers: what its answer acknowledges.
 type InFlight = BoxFuture<'static, (AppendResponse, Range)>;
 
-#[derive(Clone)]
 struct Range {
     prev: Option<LogId>,
     last: Option<LogId>,
@@ -207,7 +206,7 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.router
-            .append_entries(self.target, self.group, rpc, option)
+            .append_call(self.target, self.group, rpc, option)
             .await
     }
 
@@ -271,10 +270,6 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         self.router
             .transfer_leader(self.target, self.group, req, option)
             .await
-    }
-
-    fn backoff(&self) -> Option<Backoff> {
-        None
     }
 }
 

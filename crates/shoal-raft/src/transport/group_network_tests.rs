@@ -72,6 +72,16 @@ impl Follower {
         }
     }
 
+    /// A pipeline of `depth` and `hold` over `input`, sending to this follower.
+    fn pipeline(
+        &self,
+        input: impl Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
+        depth: usize,
+        hold: Duration,
+    ) -> impl Stream<Item = AppendResult> + Unpin {
+        Box::pin(Pipeline::new(input, self.sender(), depth, hold).answers())
+    }
+
     fn sent(&self) -> Vec<(u64, usize)> {
         self.sent.lock().unwrap().clone()
     }
@@ -103,8 +113,7 @@ async fn keeps_depth_requests_in_flight_and_answers_in_order() {
     for i in 0..5 {
         tx.send(request(i, 1)).unwrap();
     }
-    let mut answers =
-        Box::pin(Pipeline::new(input, follower.sender(), 3, Duration::ZERO).answers());
+    let mut answers = follower.pipeline(input, 3, Duration::ZERO);
     assert!(poll!(answers.next()).is_pending());
     assert_eq!(
         follower.sent(),
@@ -134,8 +143,7 @@ async fn a_conflict_ends_the_stream() {
     for i in 3..6 {
         tx.send(request(i, 1)).unwrap();
     }
-    let mut answers =
-        Box::pin(Pipeline::new(input, follower.sender(), 2, Duration::ZERO).answers());
+    let mut answers = follower.pipeline(input, 2, Duration::ZERO);
     assert!(poll!(answers.next()).is_pending());
     follower.answer(0, AppendEntriesResponse::Conflict);
     assert_eq!(
@@ -156,8 +164,7 @@ async fn a_partial_success_ends_the_stream() {
     let (tx, input) = input();
     tx.send(request(0, 4)).unwrap();
     tx.send(request(4, 1)).unwrap();
-    let mut answers =
-        Box::pin(Pipeline::new(input, follower.sender(), 2, Duration::ZERO).answers());
+    let mut answers = follower.pipeline(input, 2, Duration::ZERO);
     assert!(poll!(answers.next()).is_pending());
     follower.answer(0, AppendEntriesResponse::PartialSuccess(Some(log_id(2))));
     assert_eq!(answers.next().await.unwrap().unwrap(), Ok(Some(log_id(2))));
@@ -170,8 +177,7 @@ async fn a_transport_error_ends_the_stream() {
     let (tx, input) = input();
     tx.send(request(0, 1)).unwrap();
     tx.send(request(1, 1)).unwrap();
-    let mut answers =
-        Box::pin(Pipeline::new(input, follower.sender(), 2, Duration::ZERO).answers());
+    let mut answers = follower.pipeline(input, 2, Duration::ZERO);
     assert!(poll!(answers.next()).is_pending());
     follower.owed.lock().unwrap().clear(); // the connection dropped every call
     assert!(answers.next().await.unwrap().is_err());
@@ -185,7 +191,7 @@ async fn a_commit_only_request_gives_way_to_one_with_entries() {
     tx.send(request(5, 0)).unwrap();
     tx.send(request(5, 2)).unwrap();
     let hold = Duration::from_millis(2);
-    let mut answers = Box::pin(Pipeline::new(input, follower.sender(), 4, hold).answers());
+    let mut answers = follower.pipeline(input, 4, hold);
     assert!(poll!(answers.next()).is_pending());
     assert_eq!(follower.sent(), vec![(5, 2)]);
     tokio::time::advance(hold * 2).await;
@@ -203,7 +209,7 @@ async fn a_commit_only_request_goes_once_its_hold_ends() {
     let (tx, input) = input();
     tx.send(request(5, 0)).unwrap();
     let hold = Duration::from_millis(2);
-    let mut answers = Box::pin(Pipeline::new(input, follower.sender(), 4, hold).answers());
+    let mut answers = follower.pipeline(input, 4, hold);
     assert!(poll!(answers.next()).is_pending());
     assert!(follower.sent().is_empty(), "held");
     tokio::time::advance(hold).await;
@@ -221,8 +227,7 @@ async fn a_commit_only_request_goes_at_once_when_the_input_ends() {
     let (tx, input) = input();
     tx.send(request(5, 0)).unwrap();
     drop(tx);
-    let mut answers =
-        Box::pin(Pipeline::new(input, follower.sender(), 4, Duration::from_secs(60)).answers());
+    let mut answers = follower.pipeline(input, 4, Duration::from_secs(60));
     assert!(poll!(answers.next()).is_pending());
     assert_eq!(follower.sent(), vec![(5, 0)]);
     follower.answer(0, AppendEntriesResponse::Success);
