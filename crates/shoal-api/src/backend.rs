@@ -59,6 +59,10 @@ pub trait Backend: Send + Sync + 'static {
     fn raft_stats(&self) -> BoxFuture<'static, String> {
         Box::pin(async { "this node runs no Raft groups\n".to_string() })
     }
+    /// The leader of `shard` as far as this node knows (routing hints for clients).
+    fn leader_of(&self, _shard: ShardId) -> Option<u64> {
+        None
+    }
     /// This node's id.
     fn id(&self) -> u64;
     fn limits(&self) -> Limits;
@@ -131,6 +135,10 @@ impl Backend for Node {
     fn set_rebalance_paused(&self, paused: bool) -> BoxFuture<'static, Result<(), Error>> {
         let node = self.clone();
         Box::pin(async move { node.set_rebalance_paused(paused).await })
+    }
+
+    fn leader_of(&self, shard: ShardId) -> Option<u64> {
+        Node::leader_of(self, shard)
     }
 
     fn id(&self) -> u64 {

@@ -329,6 +329,7 @@ impl Backend for FakeNode {
             peer_addr: String::new(),
             resp_addr: self.config.resp_addr.clone(),
             http_addr: String::new(),
+            grpc_addr: String::new(),
         };
         ClusterView {
             cluster_id: "fake".into(),

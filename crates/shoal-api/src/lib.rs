@@ -1,4 +1,4 @@
-//! shoal-api: the front ends. Each translates its protocol into `shoal_core::Command`s,
+//! shoal-api: the front ends (RESP, HTTP/JSON, gRPC). Each translates its protocol into `shoal_core::Command`s,
 //! calls `shoal_cluster::Node::execute`, and renders the reply or error. No storage or
 //! consensus logic lives here.
 
@@ -8,6 +8,7 @@ pub mod connections;
 /// unit tests use it, other crates with the `test-util` feature.
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+pub mod grpc;
 pub mod http;
 pub mod resp;
 

@@ -27,6 +27,7 @@ async fn start_node() -> (Server, Node) {
         shards: suite::SHARDS,
         resp_addr: "127.0.0.1:0".into(),
         http_addr: addr.to_string(),
+        grpc_addr: String::new(),
         limits: Limits {
             max_key_bytes: suite::MAX_KEY_BYTES,
             max_value_bytes: suite::MAX_VALUE_BYTES,

@@ -25,6 +25,7 @@ async fn start(options: Options) -> Server {
         shards: suite::SHARDS,
         resp_addr: addr.to_string(),
         http_addr: "127.0.0.1:0".into(),
+        grpc_addr: String::new(),
         limits: Limits {
             max_key_bytes: suite::MAX_KEY_BYTES,
             max_value_bytes: suite::MAX_VALUE_BYTES,

@@ -162,9 +162,12 @@ pub(crate) fn admit(map: &mut ClusterMap, node: &NodeInfo) -> Result<bool, Error
         }
         // The same node asking again (a retried or repeated join): nothing new, but keep
         // its client addresses current.
-        let changed = known.resp_addr != node.resp_addr || known.http_addr != node.http_addr;
+        let changed = known.resp_addr != node.resp_addr
+            || known.http_addr != node.http_addr
+            || known.grpc_addr != node.grpc_addr;
         known.resp_addr = node.resp_addr.clone();
         known.http_addr = node.http_addr.clone();
+        known.grpc_addr = node.grpc_addr.clone();
         return Ok(changed);
     }
     map.nodes.push(node.clone());
@@ -360,6 +363,7 @@ mod tests {
             peer_addr: addr.into(),
             resp_addr: String::new(),
             http_addr: String::new(),
+            grpc_addr: String::new(),
         }
     }
 

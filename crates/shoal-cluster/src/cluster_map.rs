@@ -179,6 +179,7 @@ pub(crate) fn grown(mut map: ClusterMap, id: u64, peer_addr: &str) -> ClusterMap
         peer_addr: peer_addr.into(),
         resp_addr: String::new(),
         http_addr: String::new(),
+        grpc_addr: String::new(),
     });
     map
 }
@@ -200,6 +201,7 @@ mod tests {
                 peer_addr: String::new(),
                 resp_addr: String::new(),
                 http_addr: String::new(),
+                grpc_addr: String::new(),
             }],
             shards: vec![ShardInfo {
                 id: 1,

@@ -18,6 +18,8 @@ pub struct NodeConfig {
     pub shards: u32,
     pub resp_addr: String,
     pub http_addr: String,
+    /// Where this node serves gRPC; empty: it does not.
+    pub grpc_addr: String,
     pub limits: Limits,
     /// Whether FLUSHALL/FLUSHDB may run.
     pub allow_flush: bool,

@@ -90,6 +90,7 @@ impl Node {
             peer_addr: cluster.peer_addr.clone().unwrap_or_default(),
             resp_addr: config.resp_addr.clone(),
             http_addr: config.http_addr.clone(),
+            grpc_addr: config.grpc_addr.clone(),
         };
         let (mut seed, founding) = crate::join::seed_map(&config, &info, &tuning).await?;
         let cluster_id = seed.cluster_id.clone();
@@ -675,6 +676,7 @@ impl Node {
                 .unwrap_or_default(),
             resp_addr: self.inner.config.resp_addr.clone(),
             http_addr: self.inner.config.http_addr.clone(),
+            grpc_addr: self.inner.config.grpc_addr.clone(),
         }
     }
 

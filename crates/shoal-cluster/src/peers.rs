@@ -76,6 +76,7 @@ impl Peers {
             // The peer address stays as configured; client addresses come from the peer.
             entry.info.resp_addr = status.info.resp_addr.clone();
             entry.info.http_addr = status.info.http_addr.clone();
+            entry.info.grpc_addr = status.info.grpc_addr.clone();
             entry.status = Some(status);
         }
     }
@@ -243,6 +244,7 @@ pub(crate) mod tests {
                 peer_addr: String::new(),
                 resp_addr: format!("n{id}:6379"),
                 http_addr: String::new(),
+                grpc_addr: String::new(),
             },
             replicas: Vec::new(),
             disk: DiskStatus {
@@ -263,6 +265,7 @@ pub(crate) mod tests {
             peer_addr: format!("n{id}:1"),
             resp_addr: String::new(),
             http_addr: String::new(),
+            grpc_addr: String::new(),
         }
     }
 

@@ -16,6 +16,7 @@ fn lone_node(dir: &std::path::Path) -> NodeConfig {
         shards: 2,
         resp_addr: "127.0.0.1:0".into(),
         http_addr: "127.0.0.1:0".into(),
+        grpc_addr: String::new(),
         limits: Limits::default(),
         allow_flush: true,
         max_keys_reply: 1000,

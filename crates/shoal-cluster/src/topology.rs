@@ -123,6 +123,7 @@ impl Topology {
                     peer_addr: addr.clone(),
                     resp_addr: String::new(),
                     http_addr: String::new(),
+                    grpc_addr: String::new(),
                 })
                 .collect(),
             shards: layout

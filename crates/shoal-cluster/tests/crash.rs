@@ -19,6 +19,7 @@ fn config(dir: &Path) -> NodeConfig {
         shards: 8,
         resp_addr: "127.0.0.1:0".into(),
         http_addr: "127.0.0.1:0".into(),
+        grpc_addr: String::new(),
         limits: Limits::default(),
         allow_flush: false,
         max_keys_reply: 1000,

@@ -18,6 +18,9 @@ pub struct NodeInfo {
     /// from the peer status exchange).
     pub resp_addr: String,
     pub http_addr: String,
+    /// Empty when the node serves no gRPC (or has not reported it yet).
+    #[serde(default)]
+    pub grpc_addr: String,
 }
 
 /// One shard: its slot range and the nodes holding its replicas.

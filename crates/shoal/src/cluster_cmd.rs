@@ -459,6 +459,7 @@ mod tests {
                 peer_addr: format!("127.0.0.1:720{id}"),
                 resp_addr: format!("127.0.0.1:700{id}"),
                 http_addr: String::new(),
+                grpc_addr: String::new(),
             },
             up,
             state: Default::default(),

@@ -330,6 +330,7 @@ mod tests {
                 peer_addr: String::new(),
                 resp_addr: String::new(),
                 http_addr: String::new(),
+                grpc_addr: String::new(),
             },
             up: true,
             state: NodeState::Active,

@@ -27,7 +27,8 @@ pub struct DemoArgs {
     /// removed at exit. Reusing it restarts the same cluster with its data.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Node N serves RESP on BASE+N, HTTP on BASE+100+N and talks to peers on BASE+200+N.
+    /// Node N serves RESP on BASE+N, HTTP on BASE+100+N, gRPC on BASE+300+N and talks to
+    /// peers on BASE+200+N.
     #[arg(long, default_value_t = 7000)]
     base_port: u16,
     /// Replicas per shard.
@@ -42,6 +43,7 @@ struct DemoNode {
     id: u16,
     resp: String,
     http: String,
+    grpc: String,
     log: PathBuf,
     child: Child,
     running: bool,
@@ -71,10 +73,16 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     };
     let mut plan = Vec::new();
     for id in 1..=n {
-        plan.push((id, port(0, id)?, port(100, id)?, port(200, id)?));
+        plan.push((
+            id,
+            port(0, id)?,
+            port(100, id)?,
+            port(200, id)?,
+            port(300, id)?,
+        ));
     }
-    for (_, resp, http, peer) in &plan {
-        for p in [resp, http, peer] {
+    for (_, resp, http, peer, grpc) in &plan {
+        for p in [resp, http, peer, grpc] {
             std::net::TcpListener::bind(("127.0.0.1", *p)).map_err(|e| {
                 format!("port {p} is not free ({e}); pick other ports with --base-port")
             })?;
@@ -94,12 +102,12 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
     let initial_cluster = plan
         .iter()
-        .map(|(id, _, _, peer)| format!("{id}=127.0.0.1:{peer}"))
+        .map(|(id, _, _, peer, _)| format!("{id}=127.0.0.1:{peer}"))
         .collect::<Vec<_>>()
         .join(",");
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the shoal binary: {e}"))?;
     let mut nodes = Vec::new();
-    for (id, resp, http, peer) in &plan {
+    for (id, resp, http, peer, grpc) in &plan {
         let log = root.join(format!("node-{id}.log"));
         let log_file = std::fs::File::create(&log)
             .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
@@ -115,6 +123,8 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
             format!("127.0.0.1:{http}"),
             "--peer-addr".into(),
             format!("127.0.0.1:{peer}"),
+            "--grpc-addr".into(),
+            format!("127.0.0.1:{grpc}"),
             "--initial-cluster".into(),
             initial_cluster.clone(),
             "--replication".into(),
@@ -140,6 +150,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
             id: *id,
             resp: format!("127.0.0.1:{resp}"),
             http: format!("127.0.0.1:{http}"),
+            grpc: format!("127.0.0.1:{grpc}"),
             log,
             child,
             running: true,
@@ -239,13 +250,17 @@ fn print_intro(args: &DemoArgs, root: &Path, nodes: &[DemoNode]) {
         args.replication.min(u32::from(args.nodes)),
         root.display()
     );
-    println!("{:<5} {:<16} {:<24} LOG", "NODE", "RESP", "HTTP");
+    println!(
+        "{:<5} {:<16} {:<24} {:<16} LOG",
+        "NODE", "RESP", "HTTP", "GRPC"
+    );
     for node in nodes {
         println!(
-            "{:<5} {:<16} {:<24} {}",
+            "{:<5} {:<16} {:<24} {:<16} {}",
             node.id,
             node.resp,
             format!("http://{}", node.http),
+            node.grpc,
             node.log.display()
         );
     }
@@ -262,10 +277,14 @@ fn print_intro(args: &DemoArgs, root: &Path, nodes: &[DemoNode]) {
         "  curl http://{}/v1/kv/hello && shoal cluster status --addr {}",
         last.http, first.http
     );
+    println!(
+        "  grpcurl -plaintext -d '{{\"key\": \"aGVsbG8=\"}}' {} shoal.v1.KV/Get",
+        first.grpc
+    );
     // Growing: the next node's ports follow the demo's scheme.
     let next = nodes.len() as u32 + 1;
     let at = |offset: u32| u32::from(args.base_port) + offset + next;
-    if at(200) <= u32::from(u16::MAX) {
+    if at(300) <= u32::from(u16::MAX) {
         let exe = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "shoal".into());
@@ -273,11 +292,12 @@ fn print_intro(args: &DemoArgs, root: &Path, nodes: &[DemoNode]) {
             "\nGrow it: start node {next} in another terminal; it joins and replicas move to it:"
         );
         println!(
-            "  {exe} server --id {next} --data-dir {} --resp-addr 127.0.0.1:{} --http-addr 127.0.0.1:{} --peer-addr 127.0.0.1:{} --join 127.0.0.1:{} --raft-threads 1 --io-threads 1",
+            "  {exe} server --id {next} --data-dir {} --resp-addr 127.0.0.1:{} --http-addr 127.0.0.1:{} --peer-addr 127.0.0.1:{} --grpc-addr 127.0.0.1:{} --join 127.0.0.1:{} --raft-threads 1 --io-threads 1",
             root.join(format!("d{next}")).display(),
             at(0),
             at(100),
             at(200),
+            at(300),
             u32::from(args.base_port) + 201
         );
         println!(

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use shoal_api::ConnectionLimit;
+use shoal_api::grpc::{self, GrpcConfig};
 use shoal_api::http::{self, HttpConfig};
 use shoal_api::resp::{self, RespConfig};
 use shoal_cluster::topology::parse_initial_cluster;
@@ -37,6 +38,10 @@ pub struct ServerArgs {
     /// Address for the HTTP/JSON API and `shoal get|put|del|scan`.
     #[arg(long, default_value = "127.0.0.1:8080", env = "SHOAL_HTTP_ADDR")]
     http_addr: SocketAddr,
+    /// Address for gRPC clients (package shoal.v1: services KV and Cluster, with server
+    /// reflection and grpc.health.v1), or `off`.
+    #[arg(long, default_value = "127.0.0.1:50051", env = "SHOAL_GRPC_ADDR", value_parser = parse_grpc_addr)]
+    grpc_addr: GrpcAddr,
     /// Number of shards (Raft groups) the 16384 slots are split into. Part of the
     /// cluster's identity: every node must be started with the same value.
     #[arg(long, default_value_t = 16)]
@@ -226,6 +231,22 @@ fn init_logging(args: &ServerArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// `--grpc-addr`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+enum GrpcAddr {
+    Off,
+    At(SocketAddr),
+}
+
+fn parse_grpc_addr(text: &str) -> Result<GrpcAddr, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(GrpcAddr::Off);
+    }
+    text.parse().map(GrpcAddr::At).map_err(|e| {
+        format!("{e}: give HOST:PORT (an IP address and a port, e.g. 127.0.0.1:50051) or `off`")
+    })
+}
+
 async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(addr).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => {
@@ -288,6 +309,14 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
     let http_listener = bind("--http-addr", args.http_addr).await?;
     let resp_addr = resp_listener.local_addr().map_err(|e| e.to_string())?;
     let http_addr = http_listener.local_addr().map_err(|e| e.to_string())?;
+    let grpc_listener = match args.grpc_addr {
+        GrpcAddr::Off => None,
+        GrpcAddr::At(addr) => Some(bind("--grpc-addr", addr).await?),
+    };
+    let grpc_addr = match &grpc_listener {
+        Some(listener) => Some(listener.local_addr().map_err(|e| e.to_string())?),
+        None => None,
+    };
 
     let initial_cluster = match &args.initial_cluster {
         Some(spec) => parse_initial_cluster(spec)?,
@@ -326,6 +355,7 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         shards: args.shards,
         resp_addr: resp_addr.to_string(),
         http_addr: http_addr.to_string(),
+        grpc_addr: grpc_addr.map(|a| a.to_string()).unwrap_or_default(),
         limits: Limits {
             max_key_bytes: args.max_key_bytes,
             max_value_bytes: args.max_value_bytes,
@@ -420,21 +450,34 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         http_listener,
         node.clone(),
         HttpConfig {
-            connections,
+            connections: connections.clone(),
             ..HttpConfig::default()
         },
-        stopped(stop_rx),
+        stopped(stop_rx.clone()),
     ));
-    tracing::info!(%resp_addr, %http_addr, data_dir = %args.data_dir.display(), "serving");
+    let mut tasks = vec![("RESP", resp_task), ("HTTP", http_task)];
+    if let Some(listener) = grpc_listener {
+        let config = GrpcConfig {
+            connections,
+            ..GrpcConfig::default()
+        };
+        let serving = grpc::serve(listener, node.clone(), config, stopped(stop_rx));
+        tasks.push(("gRPC", tokio::spawn(serving)));
+    }
+    let grpc_note = match grpc_addr {
+        Some(addr) => format!(", gRPC on {addr}"),
+        None => String::new(),
+    };
+    tracing::info!(%resp_addr, %http_addr, grpc_addr = ?grpc_addr, data_dir = %args.data_dir.display(), "serving");
     eprintln!(
-        "shoal node {} serving RESP on {resp_addr} and HTTP on http://{http_addr}",
+        "shoal node {} serving RESP on {resp_addr}, HTTP on http://{http_addr}{grpc_note}",
         args.id
     );
 
     signals.wait().await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
-    for (name, task) in [("RESP", resp_task), ("HTTP", http_task)] {
+    for (name, task) in tasks {
         match task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "{name} server stopped with an error"),

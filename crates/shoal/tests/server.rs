@@ -161,6 +161,7 @@ impl Node {
             .arg(self.data_dir())
             .args(["--resp-addr", &format!("127.0.0.1:{}", self.resp_port)])
             .args(["--http-addr", &self.http_addr()])
+            .args(["--grpc-addr", "127.0.0.1:0"])
             .args(["--shards", SHARDS])
             .args(&self.extra_args)
             .stdout(Stdio::null())
@@ -313,21 +314,23 @@ fn one_line(stderr: &str) -> &str {
 
 #[test]
 fn an_address_in_use_is_a_one_line_error_naming_the_flag() {
-    for flag in ["--resp-addr", "--http-addr"] {
+    let flags = ["--resp-addr", "--http-addr", "--grpc-addr"];
+    for flag in flags {
         let dir = tempfile::tempdir().expect("temp dir");
         let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
         let taken_addr = taken.local_addr().expect("local addr").to_string();
-        let other_flag = if flag == "--resp-addr" {
-            "--http-addr"
-        } else {
-            "--resp-addr"
-        };
         let mut cmd = shoal();
         cmd.arg("server")
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args([flag, &taken_addr])
-            .args([other_flag, &format!("127.0.0.1:{}", free_port())]);
+            .arg(dir.path().join("data"));
+        for other in flags {
+            let addr = if other == flag {
+                taken_addr.clone()
+            } else {
+                format!("127.0.0.1:{}", free_port())
+            };
+            cmd.args([other, &addr]);
+        }
         let started = Instant::now();
         let done = run(cmd);
         assert!(
@@ -609,6 +612,7 @@ fn refused_start(data_dir: &Path) -> Finished {
         .arg(data_dir)
         .args(["--resp-addr", &format!("127.0.0.1:{resp_port}")])
         .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+        .args(["--grpc-addr", "127.0.0.1:0"])
         .args(["--shards", SHARDS]);
     run(cmd)
 }

@@ -42,6 +42,7 @@ impl PeerHandler for StatusOnly {
                 peer_addr: String::new(),
                 resp_addr: String::new(),
                 http_addr: String::new(),
+                grpc_addr: String::new(),
             },
             replicas: Vec::new(),
             disk: shoal_core::map::DiskStatus {

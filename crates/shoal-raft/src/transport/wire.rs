@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::types::{SnapshotMeta, TypeConfig, Vote};
 
 /// Bumped on any incompatible change to these messages.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The `to` of a guest's hello: a node that is not a member yet (it asks to join, or a
 /// restarted node asks for the cluster map). A guest connection carries one `Admin`

@@ -182,6 +182,7 @@ async fn commands_against_a_real_node() {
         shards: 2,
         resp_addr: "127.0.0.1:0".into(),
         http_addr: a.clone(),
+        grpc_addr: String::new(),
         limits: Default::default(),
         allow_flush: false,
         max_keys_reply: 1000,

@@ -179,6 +179,8 @@ impl NodeSpec {
             .arg(&self.data_dir)
             .args(["--resp-addr", &format!("{}:{}", self.host, self.resp_port)])
             .args(["--http-addr", &format!("{}:{}", self.host, self.http_port)])
+            // Port 0: the bound address reaches clients through the cluster map.
+            .args(["--grpc-addr", &format!("{}:0", self.host)])
             .args(["--peer-addr", &self.peer_addr()]);
         match &self.join {
             Some(join) => cmd.args(["--join", join]),

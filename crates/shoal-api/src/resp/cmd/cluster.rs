@@ -263,6 +263,7 @@ mod tests {
                 peer_addr: String::new(),
                 resp_addr: format!("127.0.0.1:{port}"),
                 http_addr: String::new(),
+                grpc_addr: String::new(),
             },
             up: true,
             state: Default::default(),
