@@ -67,6 +67,10 @@ struct State {
     last_index: u64,
     calls: u64,
     failures: HashMap<Bytes, Error>,
+    /// Failures that stop after a number of commands (the count left).
+    failures_for: HashMap<Bytes, (Error, u32)>,
+    /// Commands executed, per key (to count how often a client sent one).
+    executed: HashMap<Bytes, u32>,
     slow: HashMap<Bytes, Duration>,
     /// Every consistency level requested, to check the front end passes it through.
     consistencies: Vec<Consistency>,
@@ -115,6 +119,22 @@ impl FakeNode {
         self.state()
             .failures
             .insert(Bytes::copy_from_slice(key.as_bytes()), err);
+    }
+
+    /// The next `times` commands touching `key` fail with `err`; later ones run.
+    pub fn fail_times(&self, key: &str, err: Error, times: u32) {
+        self.state()
+            .failures_for
+            .insert(Bytes::copy_from_slice(key.as_bytes()), (err, times));
+    }
+
+    /// How many commands touching `key` reached the node (failed ones included).
+    pub fn executed(&self, key: &str) -> u32 {
+        self.state()
+            .executed
+            .get(key.as_bytes())
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Reports `shard` as stopped on this node for `err` (a storage failure).
@@ -277,7 +297,20 @@ impl Backend for FakeNode {
             state.calls += 1;
             state.consistencies.push(consistency);
             let keys = keys_of(&command);
-            let failure = keys.iter().find_map(|k| state.failures.get(*k).cloned());
+            let owned: Vec<Bytes> = keys.iter().map(|k| (*k).clone()).collect();
+            for key in &owned {
+                *state.executed.entry(key.clone()).or_default() += 1;
+            }
+            let mut failure = owned.iter().find_map(|k| state.failures.get(k).cloned());
+            for key in &owned {
+                if let Some((err, left)) = state.failures_for.get_mut(key)
+                    && *left > 0
+                {
+                    *left -= 1;
+                    failure = failure.or(Some(err.clone()));
+                }
+            }
+            let keys = keys_of(&command);
             let slow = keys.iter().find_map(|k| state.slow.get(*k).copied());
             // 0 to 2 ms, varying from call to call.
             let jitter = self
