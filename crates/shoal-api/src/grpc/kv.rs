@@ -369,8 +369,9 @@ impl Kv for KvService {
             .enumerate()
             .map(|(index, op)| ops::batch_op(op, index, limits))
             .collect::<Result<Vec<_>, Status>>()?;
-        // Every op is ordered before any is awaited (`execute` orders at the call), so
-        // two ops on one key apply in the batch's order; they run concurrently otherwise.
+        // The ops run concurrently: writes to one shard are proposed in the batch's order,
+        // but a read may be served before a write of the same batch commits (the proto
+        // says so: ordering within a batch is what Txn is for).
         let pending = parsed.into_iter().map(|op| {
             let backend = self.backend.clone();
             match op {
