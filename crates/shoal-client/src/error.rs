@@ -87,22 +87,25 @@ impl Failure {
         Failure::Lost(describe(&status))
     }
 
-    /// Whether a request that failed so is certain not to have been applied, and may be
-    /// sent again (to the same node or another).
-    pub(crate) fn safe_to_resend(&self) -> bool {
+    /// Whether a request that failed so may be sent again (to the same node or another):
+    /// a read always after a lost answer, a write only when certainly not applied.
+    pub(crate) fn safe_to_resend(&self, write: bool) -> bool {
         match self {
             // Refused before being proposed: no leader, not the leader, too busy.
-            Failure::Server { reason, .. } => matches!(
-                reason.as_str(),
-                "no_leader"
-                    | "not_leader"
-                    | "overloaded"
-                    | "shutting_down"
-                    | "node_removed"
-                    | "node_replaced"
-            ),
+            Failure::Server { reason, .. } => {
+                matches!(
+                    reason.as_str(),
+                    "no_leader"
+                        | "not_leader"
+                        | "overloaded"
+                        | "shutting_down"
+                        | "node_removed"
+                        | "node_replaced"
+                ) || (!write && reason == "timeout")
+            }
             Failure::NotSent(_) => true,
-            Failure::Lost(_) => false,
+            // A read changes nothing: sending it again is always safe.
+            Failure::Lost(_) => !write,
         }
     }
 

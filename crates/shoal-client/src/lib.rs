@@ -39,6 +39,7 @@ mod routing;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -102,6 +103,26 @@ struct Inner {
     channels: Mutex<HashMap<String, Channel>>,
     /// Serialises map refreshes: many failing requests cause one fetch, not many.
     refreshing: tokio::sync::Mutex<()>,
+    stats: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    retries: AtomicU64,
+    refreshes: AtomicU64,
+    leader_hints: AtomicU64,
+}
+
+/// What the client has done to find its way, since it connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Requests sent again after a failure that left them certainly unapplied.
+    pub retries: u64,
+    /// Times the cluster map was fetched (the first included).
+    pub map_refreshes: u64,
+    /// Responses that named another node as the shard's leader (a redirect followed on
+    /// the next request).
+    pub leader_hints: u64,
 }
 
 /// What a call is, for routing and retrying.
@@ -142,6 +163,7 @@ impl Client {
                 routing: RwLock::new(Arc::new(Routing::default())),
                 channels: Mutex::new(HashMap::new()),
                 refreshing: tokio::sync::Mutex::new(()),
+                stats: Counters::default(),
             }),
         };
         client.refresh().await?;
@@ -162,6 +184,7 @@ impl Client {
                 tokio::time::timeout(self.inner.config.request_timeout, cluster.map(request)).await;
             match answer {
                 Ok(Ok(map)) => {
+                    self.inner.stats.refreshes.fetch_add(1, Ordering::Relaxed);
                     let routing = Routing::from_map(map.get_ref());
                     *self.inner.routing.write().expect("routing lock") = Arc::new(routing);
                     return Ok(());
@@ -178,6 +201,16 @@ impl Client {
         Err(Error::Unavailable(format!(
             "could not fetch the cluster map from any node (last: {last})"
         )))
+    }
+
+    /// Counts of retries, map fetches and leader hints so far.
+    pub fn stats(&self) -> ClientStats {
+        let c = &self.inner.stats;
+        ClientStats {
+            retries: c.retries.load(Ordering::Relaxed),
+            map_refreshes: c.refreshes.load(Ordering::Relaxed),
+            leader_hints: c.leader_hints.load(Ordering::Relaxed),
+        }
     }
 
     /// The cluster map's epoch the client routes by.
@@ -509,6 +542,10 @@ impl Client {
     }
 
     fn learn_leader(&self, shard: Option<u32>, leader: u64) -> bool {
+        self.inner
+            .stats
+            .leader_hints
+            .fetch_add(1, Ordering::Relaxed);
         let Some(shard) = shard else { return true };
         let mut routing = self.inner.routing.write().expect("routing lock");
         Arc::make_mut(&mut routing).set_leader(shard, leader)
@@ -555,15 +592,12 @@ impl Client {
                 )),
             };
             attempt += 1;
-            let retry = if call.write {
-                failure.safe_to_resend()
-            } else {
-                failure.safe_to_resend() || matches!(failure, Failure::Lost(_))
-            };
+            let retry = failure.safe_to_resend(call.write);
             if !retry || attempt >= config.max_attempts {
                 return Err(failure.into_error(call.write));
             }
             tracing::debug!(%addr, attempt, ?failure, "retrying");
+            self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
             match &failure {
                 Failure::Server {
                     leader: Some(leader),

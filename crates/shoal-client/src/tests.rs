@@ -160,10 +160,16 @@ async fn transactions_are_all_or_nothing_and_batches_per_op() {
         .unwrap_err();
     assert_eq!(err.code(), Some("cross_slot"));
 
-    // A batch spans shards; each op has its own outcome, failures included.
+    // A batch spans shards; each op has its own outcome, failures included. Its ops run
+    // concurrently, so its get reads a key written before it.
+    c.put("before", "3").await.unwrap();
     let ops: Vec<Op> = (0..20)
         .map(|i| Op::put(format!("b{i}"), format!("{i}")))
-        .chain([Op::incr("{u}order", 1), Op::get("b3"), Op::get("missing")])
+        .chain([
+            Op::incr("{u}order", 1),
+            Op::get("before"),
+            Op::get("missing"),
+        ])
         .collect();
     let outcomes = c.batch(ops).await.unwrap();
     assert_eq!(outcomes.len(), 23);

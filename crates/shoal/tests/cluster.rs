@@ -20,6 +20,9 @@ mod healing;
 #[path = "cluster/replication.rs"]
 mod replication;
 
+#[path = "cluster/grpc_client.rs"]
+mod grpc_client;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

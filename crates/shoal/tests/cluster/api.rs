@@ -37,6 +37,8 @@ pub struct NodeView {
     pub id: u64,
     pub resp_addr: String,
     pub http_addr: String,
+    #[serde(default)]
+    pub grpc_addr: String,
     pub up: bool,
     /// joining, active, draining, dead.
     pub state: String,
