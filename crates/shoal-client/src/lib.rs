@@ -53,7 +53,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 pub use error::Error;
-pub use ops::{Entry, Op, OpOutcome, Page, PutOptions, Txn, Value};
+pub use ops::{Entry, Op, OpOutcome, Page, PutOptions, ScanOptions, Txn, Value};
 
 use error::Failure;
 use routing::Routing;
@@ -300,10 +300,20 @@ impl Client {
 
     /// Deletes `key`; answers whether it existed.
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<bool, Error> {
+        self.delete_if(key, None).await
+    }
+
+    /// Deletes `key` only if its version is `if_version` (when given; else the error's
+    /// code is `version_mismatch`); answers whether it existed.
+    pub async fn delete_if(
+        &self,
+        key: impl Into<Bytes>,
+        if_version: Option<u64>,
+    ) -> Result<bool, Error> {
         let key = key.into();
         let message = pb::DeleteRequest {
             key: key.clone(),
-            if_version: None,
+            if_version,
         };
         let call = Call {
             key: Some(&key),
@@ -366,22 +376,9 @@ impl Client {
         Ok(append.length)
     }
 
-    /// One page of keys starting with `prefix`, from `cursor` (a previous page's
-    /// `next_cursor`; `None`: the start), at most `limit` (0: the server's default).
-    pub async fn scan_page(
-        &self,
-        prefix: impl Into<Bytes>,
-        cursor: Option<&str>,
-        limit: u32,
-        with_values: bool,
-    ) -> Result<Page, Error> {
-        let message = pb::ScanRequest {
-            prefix: prefix.into(),
-            cursor: cursor.unwrap_or_default().to_string(),
-            limit,
-            consistency: 0,
-            with_values,
-        };
+    /// One page of keys in slot order, as `options` says (prefix, cursor, size).
+    pub async fn scan_page(&self, options: &ScanOptions) -> Result<Page, Error> {
+        let message = options.request();
         let call = Call {
             key: None,
             write: false,

@@ -256,6 +256,62 @@ pub struct Entry {
     pub expire_at_ms: Option<u64>,
 }
 
+/// What a page of a scan covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanOptions {
+    prefix: Bytes,
+    cursor: Option<String>,
+    limit: u32,
+    with_values: bool,
+    stale: bool,
+}
+
+impl ScanOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Only keys starting with `prefix`.
+    pub fn prefix(mut self, prefix: impl Into<Bytes>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+    /// Resume where a previous page's `next_cursor` said.
+    pub fn cursor(mut self, cursor: impl Into<String>) -> Self {
+        self.cursor = Some(cursor.into());
+        self
+    }
+    /// At most this many keys in the page (0: the server's default, 100).
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
+    }
+    /// Return the values too.
+    pub fn with_values(mut self) -> Self {
+        self.with_values = true;
+        self
+    }
+    /// Let any replica answer from what it has applied (possibly behind).
+    pub fn stale(mut self) -> Self {
+        self.stale = true;
+        self
+    }
+
+    pub(crate) fn request(&self) -> pb::ScanRequest {
+        let consistency = if self.stale {
+            pb::Consistency::Stale
+        } else {
+            pb::Consistency::Linearizable
+        };
+        pb::ScanRequest {
+            prefix: self.prefix.clone(),
+            cursor: self.cursor.clone().unwrap_or_default(),
+            limit: self.limit,
+            consistency: consistency as i32,
+            with_values: self.with_values,
+        }
+    }
+}
+
 /// One page of a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {

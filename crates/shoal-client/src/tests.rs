@@ -201,11 +201,11 @@ async fn scans_page_and_stream_every_key_once() {
     let mut paged = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = h
-            .client
-            .scan_page("s/", cursor.as_deref(), 7, false)
-            .await
-            .unwrap();
+        let mut options = ScanOptions::new().prefix("s/").limit(7);
+        if let Some(cursor) = &cursor {
+            options = options.cursor(cursor.clone());
+        }
+        let page = h.client.scan_page(&options).await.unwrap();
         assert!(page.entries.len() <= 7);
         paged.extend(page.entries.into_iter().map(|e| e.key));
         match page.next_cursor {
@@ -215,11 +215,8 @@ async fn scans_page_and_stream_every_key_once() {
     }
     paged.sort();
     assert_eq!(paged, keys);
-    let err = h
-        .client
-        .scan_page("s/", Some("garbage"), 7, false)
-        .await
-        .unwrap_err();
+    let garbage = ScanOptions::new().prefix("s/").cursor("garbage");
+    let err = h.client.scan_page(&garbage).await.unwrap_err();
     assert_eq!(err.code(), Some("invalid_argument"));
 }
 

@@ -1,5 +1,5 @@
-//! `shoal get|put|del|scan`: a small command-line client that talks to any node's
-//! HTTP/JSON API with plain reqwest.
+//! `shoal get|put|del|scan`: a small command-line client over the Rust client
+//! (`shoal-client`, gRPC), which routes each key to its shard's leader by itself.
 //!
 //! Output is `human` (values raw on stdout, notes on stderr) or `json` (exactly one JSON
 //! object on stdout, errors included). Exit codes: 0 success, 1 the node answered "no"
@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
-use shoal_api::http::encoding::{bytes_field, percent_encode_key};
+use shoal_api::http::encoding::bytes_field;
+use shoal_client::{ClientConfig, PutOptions, ScanOptions};
 use tokio::io::AsyncReadExt;
 
 /// Longest a request may take before the CLI gives up; a node answers or times out well
@@ -49,8 +50,8 @@ pub enum KvCommand {
 /// Where the node is and how to print; shared by every subcommand.
 #[derive(Debug, Args)]
 pub struct Connection {
-    /// HTTP address of any shoal node: host:port or http://host:port.
-    #[arg(long, env = "SHOAL_ADDR", default_value = "127.0.0.1:8080")]
+    /// gRPC address of any shoal node (its --grpc-addr): host:port.
+    #[arg(long, env = "SHOAL_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: String,
     /// `human`: values raw on stdout, notes on stderr; `json`: one JSON object on stdout.
     #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -170,7 +171,7 @@ struct Sink<'a> {
 }
 
 async fn execute(cmd: KvCommand, sink: &mut Sink<'_>) -> Result<(), CliError> {
-    let client = Client::new(&cmd.connection().addr)?;
+    let client = Client::connect(&cmd.connection().addr).await?;
     match cmd {
         KvCommand::Get(args) => get(&client, args, sink).await,
         KvCommand::Put(args) => put(&client, args, sink).await,
@@ -181,12 +182,15 @@ async fn execute(cmd: KvCommand, sink: &mut Sink<'_>) -> Result<(), CliError> {
 
 async fn get(client: &Client, args: GetArgs, sink: &mut Sink<'_>) -> Result<(), CliError> {
     let key = args.key.as_encoded_bytes();
-    let query = if args.stale { "?consistency=stale" } else { "" };
-    let url = format!("{}{query}", client.key_url(key)?);
-    let response = client.send(client.http.get(url), Some(key)).await?;
-    let version = header_u64(&response, "x-shoal-version");
-    let expire_at = header_u64(&response, "x-shoal-expire-at");
-    let value = response.bytes().await.map_err(|e| client.transport(e))?;
+    let found = if args.stale {
+        client.inner.get_stale(key.to_vec()).await
+    } else {
+        client.inner.get(key.to_vec()).await
+    };
+    let Some(found) = found.map_err(|e| client.error(e, Some(key)))? else {
+        return Err(client.refused("not_found", "no such key", Some(key), None));
+    };
+    let value = found.value;
     match args.conn.output {
         Format::Human => {
             sink.out.write_all(&value)?;
@@ -194,16 +198,16 @@ async fn get(client: &Client, args: GetArgs, sink: &mut Sink<'_>) -> Result<(), 
                 sink.out.write_all(b"\n")?;
             }
             sink.out.flush()?;
-            let version = version.map_or("unknown".into(), |v| v.to_string());
-            match expire_at {
+            let version = found.version;
+            match found.expire_at_ms {
                 Some(at) => writeln!(sink.err, "(version {version}, expires at {at} unix ms)")?,
                 None => writeln!(sink.err, "(version {version})")?,
             }
         }
         Format::Json => {
             let mut fields = bytes_field("value", &value);
-            fields.insert("version".into(), json!(version));
-            fields.insert("expire_at".into(), json!(expire_at));
+            fields.insert("version".into(), json!(found.version));
+            fields.insert("expire_at".into(), json!(found.expire_at_ms));
             write_keyed(sink, key, Value::Object(fields))?;
         }
     }
@@ -222,23 +226,21 @@ async fn put(client: &Client, args: PutArgs, sink: &mut Sink<'_>) -> Result<(), 
     } else {
         args.value.as_encoded_bytes().to_vec()
     };
-    let query: Vec<String> = [
-        args.ttl.map(|ttl| format!("ttl={ttl}")),
-        args.if_version
-            .map(|version| format!("if_version={version}")),
-        args.if_absent.then(|| "if_absent=true".to_string()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let url = with_query(client.key_url(key)?, &query);
-    let response = client
-        .send(client.http.put(url).body(value), Some(key))
-        .await?;
-    let body = client.json(response).await?;
-    let version = body["version"]
-        .as_u64()
-        .ok_or_else(|| client.unexpected(format!("the put answer has no version: {body}")))?;
+    let mut options = PutOptions::new();
+    if let Some(ttl) = args.ttl {
+        options = options.ttl(Duration::from_secs(ttl));
+    }
+    if let Some(version) = args.if_version {
+        options = options.if_version(version);
+    }
+    if args.if_absent {
+        options = options.if_absent();
+    }
+    let version = client
+        .inner
+        .put_with(key.to_vec(), value, options)
+        .await
+        .map_err(|e| client.error(e, Some(key)))?;
     match args.conn.output {
         Format::Human => writeln!(sink.out, "OK (version {version})")?,
         Format::Json => write_keyed(sink, key, json!({ "version": version }))?,
@@ -248,13 +250,10 @@ async fn put(client: &Client, args: PutArgs, sink: &mut Sink<'_>) -> Result<(), 
 
 async fn del(client: &Client, args: DelArgs, sink: &mut Sink<'_>) -> Result<(), CliError> {
     let key = args.key.as_encoded_bytes();
-    let query: Vec<String> = args
-        .if_version
-        .map(|v| format!("if_version={v}"))
-        .into_iter()
-        .collect();
-    let url = with_query(client.key_url(key)?, &query);
-    client.send(client.http.delete(url), Some(key)).await?;
+    let deleted = client.inner.delete_if(key.to_vec(), args.if_version).await;
+    if !deleted.map_err(|e| client.error(e, Some(key)))? {
+        return Err(client.refused("not_found", "no such key", Some(key), None));
+    }
     match args.conn.output {
         Format::Human => writeln!(sink.out, "OK (deleted)")?,
         Format::Json => write_keyed(sink, key, json!({ "deleted": true }))?,
@@ -264,44 +263,43 @@ async fn del(client: &Client, args: DelArgs, sink: &mut Sink<'_>) -> Result<(), 
 
 async fn scan(client: &Client, args: ScanArgs, sink: &mut Sink<'_>) -> Result<(), CliError> {
     let limit = if args.all { u64::MAX } else { args.limit };
-    let mut fixed = Vec::new();
-    if let Some(prefix) = &args.prefix {
-        fixed.push(format!(
-            "prefix={}",
-            percent_encode_key(prefix.as_encoded_bytes())
-        ));
-    }
-    if args.stale {
-        fixed.push("consistency=stale".to_string());
-    }
     let mut cursor = args.cursor.clone();
     let mut listed: u64 = 0;
     let mut items = Vec::new();
     loop {
-        let mut query = fixed.clone();
-        query.push(format!("limit={}", (limit - listed).min(MAX_PAGE)));
-        if let Some(cursor) = &cursor {
-            query.push(format!("cursor={}", percent_encode_key(cursor.as_bytes())));
+        let mut options = ScanOptions::new().limit((limit - listed).min(MAX_PAGE) as u32);
+        if let Some(prefix) = &args.prefix {
+            options = options.prefix(prefix.as_encoded_bytes().to_vec());
         }
-        let url = with_query(format!("{}/v1/kv", client.base), &query);
+        if let Some(cursor) = &cursor {
+            options = options.cursor(cursor.clone());
+        }
+        if args.stale {
+            options = options.stale();
+        }
         let page = client
-            .json(client.send(client.http.get(url), None).await?)
-            .await?;
-        let page_items = page["items"]
-            .as_array()
-            .ok_or_else(|| client.unexpected(format!("the listing has no items: {page}")))?;
-        listed += page_items.len() as u64;
+            .inner
+            .scan_page(&options)
+            .await
+            .map_err(|e| client.error(e, None))?;
+        listed += page.entries.len() as u64;
+        let page_items = page.entries.iter().map(|entry| {
+            let mut item = bytes_field("key", &entry.key);
+            item.insert("version".into(), json!(entry.version));
+            item.insert("expire_at".into(), json!(entry.expire_at_ms));
+            Value::Object(item)
+        });
         match args.conn.output {
             // Printed page by page, so `--all` over many keys starts output at once.
             Format::Human => {
                 for item in page_items {
-                    writeln!(sink.out, "{}", human_key(item))?;
+                    writeln!(sink.out, "{}", human_key(&item))?;
                 }
                 sink.out.flush()?;
             }
-            Format::Json => items.extend(page_items.iter().cloned()),
+            Format::Json => items.extend(page_items),
         }
-        cursor = page["next_cursor"].as_str().map(str::to_string);
+        cursor = page.next_cursor;
         if cursor.is_none() || listed >= limit {
             break;
         }
@@ -343,113 +341,63 @@ fn write_keyed(sink: &mut Sink<'_>, key: &[u8], fields: Value) -> Result<(), Cli
     Ok(())
 }
 
-fn with_query(url: String, params: &[String]) -> String {
-    if params.is_empty() {
-        url
-    } else {
-        format!("{url}?{}", params.join("&"))
-    }
-}
-
-fn header_u64(response: &reqwest::Response, name: &str) -> Option<u64> {
-    response.headers().get(name)?.to_str().ok()?.parse().ok()
-}
-
-/// A node's HTTP API at one address.
+/// The cluster through the Rust client, and the address the user gave, for messages.
 struct Client {
-    http: reqwest::Client,
-    /// `http://host:port`, no trailing slash.
-    base: String,
-    /// The address as the user gave it, for messages.
+    inner: shoal_client::Client,
     addr: String,
 }
 
 impl Client {
-    fn new(addr: &str) -> Result<Self, CliError> {
-        let base = base_url(addr)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| CliError::Usage(format!("cannot set up the HTTP client: {e}")))?;
+    async fn connect(addr: &str) -> Result<Self, CliError> {
+        let config = ClientConfig {
+            request_timeout: REQUEST_TIMEOUT,
+            connect_timeout: CONNECT_TIMEOUT,
+            ..ClientConfig::default()
+        };
+        let inner = shoal_client::Client::connect_with(&[addr], config)
+            .await
+            .map_err(|e| match e {
+                shoal_client::Error::InvalidAddress { addr, reason } => {
+                    CliError::Usage(format!("--addr `{addr}`: {reason}, e.g. 127.0.0.1:50051"))
+                }
+                _ => CliError::Unreachable(addr.to_string()),
+            })?;
         Ok(Self {
-            http,
-            base,
+            inner,
             addr: addr.to_string(),
         })
     }
 
-    fn key_url(&self, key: &[u8]) -> Result<String, CliError> {
-        // URL parsers resolve `.` and `..` segments (even percent-encoded), so these two
-        // keys can never reach the node over HTTP.
-        if key == b"." || key == b".." {
-            return Err(CliError::Usage(format!(
-                "the key `{}` cannot be addressed over HTTP (URLs treat it as a directory \
-                 step); use the Redis protocol for it, e.g. redis-cli",
-                String::from_utf8_lossy(key)
-            )));
+    /// The client's error as the CLI shows it.
+    fn error(&self, err: shoal_client::Error, key: Option<&[u8]>) -> CliError {
+        match err {
+            shoal_client::Error::Refused {
+                code,
+                message,
+                actual_version,
+            } => self.refused(&code, &message, key, actual_version),
+            shoal_client::Error::Indeterminate(_) => self.failed("indeterminate", err.to_string()),
+            shoal_client::Error::Unavailable(detail) => self.failed(
+                "unavailable",
+                format!("{detail}; check `shoal cluster status`, then retry"),
+            ),
+            shoal_client::Error::InvalidAddress { addr, reason } => {
+                CliError::Usage(format!("address `{addr}`: {reason}"))
+            }
         }
-        Ok(format!("{}/v1/kv/{}", self.base, percent_encode_key(key)))
     }
 
-    /// Sends a request; any non-2xx answer becomes `CliError::Refused`.
-    async fn send(
+    fn refused(
         &self,
-        request: reqwest::RequestBuilder,
+        code: &str,
+        message: &str,
         key: Option<&[u8]>,
-    ) -> Result<reqwest::Response, CliError> {
-        let response = request.send().await.map_err(|e| self.transport(e))?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| self.transport(e))?;
-        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-        let error = parsed.as_ref().map(|v| &v["error"]);
-        match error.and_then(|e| Some((e["code"].as_str()?, e["message"].as_str()?))) {
-            Some((code, message)) => Err(CliError::Refused(Refusal {
-                status,
-                code: code.to_string(),
-                line: describe(
-                    code,
-                    message,
-                    key,
-                    error.and_then(|e| e.get("actual_version")),
-                    &self.addr,
-                ),
-            })),
-            None => Err(self.unexpected(format!(
-                "HTTP {status} without a shoal error body: {}",
-                String::from_utf8_lossy(&body[..body.len().min(200)])
-            ))),
-        }
-    }
-
-    async fn json(&self, response: reqwest::Response) -> Result<Value, CliError> {
-        let body = response.bytes().await.map_err(|e| self.transport(e))?;
-        serde_json::from_slice(&body).map_err(|e| self.unexpected(format!("invalid JSON: {e}")))
-    }
-
-    fn transport(&self, err: reqwest::Error) -> CliError {
-        let detail = if err.is_connect() {
-            return CliError::Unreachable(self.addr.clone());
-        } else if err.is_timeout() {
-            let secs = REQUEST_TIMEOUT.as_secs();
-            format!("no answer within {secs}s; check the node's logs, then retry")
-        } else {
-            let chain = error_chain(&err);
-            format!(
-                "{chain}; is --addr a node's HTTP address (default port 8080), not its RESP port?"
-            )
-        };
-        self.failed("transport", detail)
-    }
-
-    /// An answer that is not what a shoal node sends.
-    fn unexpected(&self, detail: String) -> CliError {
-        let detail =
-            format!("unexpected answer ({detail}); is --addr a shoal node's HTTP address?");
-        self.failed("unexpected_response", detail)
+        actual_version: Option<Option<u64>>,
+    ) -> CliError {
+        CliError::Refused(Refusal {
+            code: code.to_string(),
+            line: describe(code, message, key, actual_version, &self.addr),
+        })
     }
 
     fn failed(&self, code: &'static str, detail: String) -> CliError {
@@ -461,19 +409,8 @@ impl Client {
     }
 }
 
-/// reqwest's own message is terse ("error sending request"); the cause says why.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Normalises `--addr` into a base URL: `host:port` gets `http://`, a trailing `/` goes.
+/// Normalises an HTTP `--addr` (of `shoal bench` and `shoal cluster`) into a base URL:
+/// `host:port` gets `http://`, a trailing `/` goes.
 pub(crate) fn base_url(addr: &str) -> Result<String, CliError> {
     let trimmed = addr.trim().trim_end_matches('/');
     let usage = |why: &str| {
@@ -508,22 +445,22 @@ fn describe(
     code: &str,
     message: &str,
     key: Option<&[u8]>,
-    actual_version: Option<&Value>,
+    actual_version: Option<Option<u64>>,
     addr: &str,
 ) -> String {
     let key = key.map(String::from_utf8_lossy).unwrap_or_default();
     let hint = match code {
         // The node's "no such key" says less than naming the key.
         "not_found" => return format!("key `{key}` not found"),
-        "version_mismatch" => match actual_version.and_then(Value::as_u64) {
+        "version_mismatch" => match actual_version.flatten() {
             Some(version) => format!("re-read the key and retry with --if-version {version}"),
             None => "the key does not exist; use --if-absent to create it".to_string(),
         },
         "key_exists" => {
             return format!("key `{key}` already exists: drop --if-absent to overwrite it");
         }
-        "unknown_route" => format!(
-            "{addr} does not serve the HTTP API this client expects: check --addr, and that \
+        "unimplemented" => format!(
+            "{addr} does not serve the gRPC API this client expects: check --addr, and that \
              client and node versions match"
         ),
         "no_leader" | "not_leader" | "overloaded" | "shutting_down" | "timeout" => {
@@ -538,7 +475,6 @@ fn describe(
 /// What the node said when it refused a request.
 #[derive(Debug)]
 pub(crate) struct Refusal {
-    status: u16,
     code: String,
     /// What the user sees: the node's message and what to do next.
     line: String,
@@ -607,11 +543,7 @@ impl CliError {
             CliError::Refused(r) => r.code.as_str(),
             CliError::Output(_) => "output",
         };
-        let mut error = json!({ "code": code, "message": self.to_string() });
-        if let CliError::Refused(r) = self {
-            error["status"] = json!(r.status);
-        }
-        json!({ "error": error })
+        json!({ "error": { "code": code, "message": self.to_string() } })
     }
 }
 

@@ -38,11 +38,12 @@ const SHARDS: &str = "4";
 const LOG_TAIL: usize = 40;
 /// Environment variables the binary reads; cleared for every child so the caller's
 /// environment cannot change what a test exercises.
-const SHOAL_ENV: [&str; 6] = [
+const SHOAL_ENV: [&str; 7] = [
     "SHOAL_ID",
     "SHOAL_DATA_DIR",
     "SHOAL_RESP_ADDR",
     "SHOAL_HTTP_ADDR",
+    "SHOAL_GRPC_ADDR",
     "SHOAL_LOG",
     "SHOAL_ADDR",
 ];
@@ -121,6 +122,7 @@ struct Node {
     root: TempDir,
     resp_port: u16,
     http_port: u16,
+    grpc_port: u16,
     starts: u32,
     /// Flags added to every start.
     extra_args: Vec<String>,
@@ -130,11 +132,12 @@ struct Node {
 
 impl Node {
     fn new() -> Node {
-        let [resp_port, http_port] = free_ports();
+        let [resp_port, http_port, grpc_port] = free_ports();
         Node {
             root: tempfile::tempdir().expect("temp dir"),
             resp_port,
             http_port,
+            grpc_port,
             starts: 0,
             extra_args: Vec::new(),
             open_file_limit: None,
@@ -145,7 +148,12 @@ impl Node {
         self.root.path().join("data")
     }
 
-    /// The HTTP address the CLI's `--addr` takes.
+    /// The gRPC address the CLI's key-value commands take as `--addr`.
+    fn grpc_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// The HTTP address `shoal bench` and `shoal cluster` take as `--addr`.
     fn http_addr(&self) -> String {
         format!("127.0.0.1:{}", self.http_port)
     }
@@ -161,7 +169,7 @@ impl Node {
             .arg(self.data_dir())
             .args(["--resp-addr", &format!("127.0.0.1:{}", self.resp_port)])
             .args(["--http-addr", &self.http_addr()])
-            .args(["--grpc-addr", "127.0.0.1:0"])
+            .args(["--grpc-addr", &self.grpc_addr()])
             .args(["--shards", SHARDS])
             .args(&self.extra_args)
             .stdout(Stdio::null())
@@ -477,7 +485,7 @@ fn help_exits_zero_and_names_the_main_flags() {
 fn cli_against_a_running_server() {
     let mut node = Node::new();
     let server = node.start();
-    let addr = node.http_addr();
+    let addr = node.grpc_addr();
     let a = addr.as_str();
 
     let put = cli(&["put", "greeting", "hello", "--addr", a]);
@@ -503,12 +511,12 @@ fn cli_against_a_running_server() {
         json!({"key": "greeting", "value": "hello", "version": version, "expire_at": null})
     );
 
-    // The address can come from SHOAL_ADDR instead of --addr.
+    // The address can come from SHOAL_GRPC_ADDR instead of --addr.
     let mut cmd = shoal();
-    cmd.args(["get", "greeting"]).env("SHOAL_ADDR", a);
+    cmd.args(["get", "greeting"]).env("SHOAL_GRPC_ADDR", a);
     assert_eq!(run(cmd).stdout, "hello");
 
-    // Written over HTTP, read over RESP, and the other way round.
+    // Written over gRPC, read over RESP, and the other way round.
     let mut con = server.connect();
     assert_eq!(get(&mut con, "greeting").as_deref(), Some("hello"));
     let _: () = redis::cmd("SET")
@@ -595,6 +603,44 @@ fn bench_measures_a_running_node_and_reports_json() {
         get(&mut con, "bench-key-000049").as_deref(),
         Some("v".repeat(100).as_str())
     );
+
+    // The same tool over gRPC and RESP, by operation count, with a mix and pipelining.
+    let (grpc, resp) = (node.grpc_addr(), format!("127.0.0.1:{}", node.resp_port));
+    for (protocol, target) in [("grpc", &grpc), ("resp", &resp)] {
+        let run = cli(&[
+            "bench",
+            "--protocol",
+            protocol,
+            "--addr",
+            target,
+            "--output",
+            "json",
+            "--ops",
+            "400",
+            "--mix",
+            "1:1",
+            "--pipeline",
+            "4",
+            "--connections",
+            "2",
+            "--keys",
+            "50",
+            "--distribution",
+            "zipf",
+        ]);
+        assert!(run.status.success(), "{run:?}");
+        let r: Value = serde_json::from_str(&run.stdout).expect("JSON report");
+        assert_eq!(
+            (r["protocol"].as_str(), r["op"].as_str()),
+            (Some(protocol), Some("mix"))
+        );
+        assert_eq!(
+            (r["ok"].as_u64(), r["errors"].as_u64()),
+            (Some(400), Some(0)),
+            "{r}"
+        );
+        assert!(r["latency_ms"]["p999"].as_f64().unwrap() > 0.0, "{r}");
+    }
 
     let refused = cli(&["bench", "--addr", addr.as_str(), "--connections", "0"]);
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
