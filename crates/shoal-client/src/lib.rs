@@ -394,6 +394,14 @@ impl Client {
 
     /// Every key starting with `prefix`, at most `limit` (0: all), streamed from one node
     /// page by page. Not retried part-way: a failure mid-stream is returned.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: shoal_client::Client) -> Result<(), shoal_client::Error> {
+    /// for entry in client.scan("user:", 0, false).await? {
+    ///     println!("{:?} at version {}", entry.key, entry.version);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn scan(
         &self,
         prefix: impl Into<Bytes>,
@@ -451,7 +459,19 @@ impl Client {
     }
 
     /// Runs independent `ops` on any keys: grouped by the node leading each key's shard,
-    /// one Batch call per node, concurrently. One outcome per op, in order; not atomic.
+    /// one Batch call per node, concurrently. One outcome per op, in order; not atomic,
+    /// and two ops on one key have no order between them (use [`Client::txn`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: shoal_client::Client) -> Result<(), shoal_client::Error> {
+    /// use shoal_client::{Op, OpOutcome};
+    ///
+    /// let ops = (0..100).map(|i| Op::put(format!("user:{i}"), "new")).collect();
+    /// let outcomes = client.batch(ops).await?;
+    /// let failed = outcomes.iter().filter(|o| matches!(o, OpOutcome::Failed { .. }));
+    /// assert_eq!(failed.count(), 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn batch(&self, ops: Vec<Op>) -> Result<Vec<OpOutcome>, Error> {
         let routing = self.routing();
         let mut groups: HashMap<Option<String>, Vec<usize>> = HashMap::new();

@@ -24,6 +24,7 @@ pub struct PutOptions {
 }
 
 impl PutOptions {
+    /// No condition, no expiry: a plain put.
     pub fn new() -> Self {
         Self::default()
     }
@@ -87,9 +88,11 @@ pub enum Op {
 }
 
 impl Op {
+    /// Reads `key` (in a transaction: as the ops before it left it).
     pub fn get(key: impl Into<Bytes>) -> Op {
         Op::Get { key: key.into() }
     }
+    /// Writes `key`.
     pub fn put(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Op {
         Op::Put {
             key: key.into(),
@@ -97,6 +100,7 @@ impl Op {
             options: PutOptions::default(),
         }
     }
+    /// Writes `key` under `options` (conditions, time to live).
     pub fn put_with(key: impl Into<Bytes>, value: impl Into<Bytes>, options: PutOptions) -> Op {
         Op::Put {
             key: key.into(),
@@ -104,18 +108,21 @@ impl Op {
             options,
         }
     }
+    /// Deletes `key`.
     pub fn delete(key: impl Into<Bytes>) -> Op {
         Op::Delete {
             key: key.into(),
             if_version: None,
         }
     }
+    /// Adds `by` to the integer in `key`.
     pub fn incr(key: impl Into<Bytes>, by: i64) -> Op {
         Op::Incr {
             key: key.into(),
             by,
         }
     }
+    /// Appends `value` to `key`'s value.
     pub fn append(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Op {
         Op::Append {
             key: key.into(),
@@ -203,6 +210,25 @@ impl OpOutcome {
 
 /// A transaction: ops on keys of one shard (a `{hash tag}` puts keys together), applied
 /// atomically if every compared key still has its version.
+///
+/// ```no_run
+/// # async fn demo(client: shoal_client::Client) -> Result<(), shoal_client::Error> {
+/// use shoal_client::{Op, OpOutcome, Txn};
+///
+/// // Take one from the stock and record the order, only if nobody touched the stock
+/// // since we read it at version 41 and the order does not exist yet.
+/// let txn = Txn::new()
+///     .compare("{shop}stock", 41)
+///     .compare("{shop}order:7", 0)
+///     .op(Op::incr("{shop}stock", -1))
+///     .op(Op::put("{shop}order:7", "paid"));
+/// match client.txn(txn).await {
+///     Ok(outcomes) => assert!(matches!(outcomes[0], OpOutcome::Incr(_))),
+///     Err(e) if e.code() == Some("compare_failed") => { /* re-read and try again */ }
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Txn {
     pub(crate) compare: Vec<(Bytes, u64)>,
@@ -210,6 +236,7 @@ pub struct Txn {
 }
 
 impl Txn {
+    /// An empty transaction: add compares and ops.
     pub fn new() -> Self {
         Self::default()
     }
@@ -218,6 +245,7 @@ impl Txn {
         self.compare.push((key.into(), version));
         self
     }
+    /// Adds `op`, applied after the ones before it.
     pub fn op(mut self, op: Op) -> Self {
         self.ops.push(op);
         self
@@ -267,6 +295,7 @@ pub struct ScanOptions {
 }
 
 impl ScanOptions {
+    /// Every key, from the start, a page of the server's default size.
     pub fn new() -> Self {
         Self::default()
     }

@@ -468,7 +468,8 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         Some(addr) => format!(", gRPC on {addr}"),
         None => String::new(),
     };
-    tracing::info!(%resp_addr, %http_addr, grpc_addr = ?grpc_addr, data_dir = %args.data_dir.display(), "serving");
+    let grpc_shown = grpc_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(%resp_addr, %http_addr, grpc_addr = %grpc_shown, data_dir = %args.data_dir.display(), "serving");
     eprintln!(
         "shoal node {} serving RESP on {resp_addr}, HTTP on http://{http_addr}{grpc_note}",
         args.id

@@ -119,6 +119,7 @@ pub async fn serve_backend(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(io::Error::other)?;
+    let addr = listener.local_addr()?;
     let incoming = incoming(listener, config.connections.clone());
     // Tell probes we are going away before the listener stops.
     let shutdown = async move {
@@ -128,7 +129,8 @@ pub async fn serve_backend(
             .set_not_serving::<ClusterServer<ClusterService>>()
             .await;
     };
-    tonic::transport::Server::builder()
+    tracing::info!(%addr, "gRPC listening");
+    let served = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .timeout(config.max_call_duration)
         // Finds clients that vanished without closing (a pulled cable, a frozen VM).
@@ -142,7 +144,9 @@ pub async fn serve_backend(
         .add_service(cluster)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-        .map_err(io::Error::other)
+        .map_err(io::Error::other);
+    tracing::info!(%addr, "gRPC stopped");
+    served
 }
 
 /// Accepted connections that fit under `limit`; the others are closed at once (a gRPC
