@@ -27,8 +27,8 @@ impl Routing {
         for shard in &map.shards {
             for range in &shard.slots {
                 let end = (range.end as usize).min(slot_shard.len() - 1);
-                for slot in range.start as usize..=end {
-                    slot_shard[slot] = shard.id;
+                if let Some(slots) = slot_shard.get_mut(range.start as usize..=end) {
+                    slots.fill(shard.id);
                 }
             }
             if shard.leader != 0 {
