@@ -150,7 +150,7 @@ pub async fn serve_backend(
 }
 
 /// Accepted connections that fit under `limit`; the others are closed at once (a gRPC
-/// client then sees UNAVAILABLE and may try another node).
+/// client's call then fails unsent, UNAVAILABLE or CANCELLED, and may go to another node).
 fn incoming(
     listener: tokio::net::TcpListener,
     limit: ConnectionLimit,

@@ -113,3 +113,90 @@ async fn a_deadline_is_honoured() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_oversized_message_is_refused_and_the_node_keeps_serving() {
+    use shoal_proto::v1::{BatchRequest, Op, PutRequest, op};
+    let (s, _) = start_fake().await;
+    let mut kv = KvClient::connect(s.base.clone()).await.unwrap();
+    // 80 values of 60 KiB: each under the value limit, together over the 4 MiB message cap.
+    let ops = (0..80)
+        .map(|i| Op {
+            op: Some(op::Op::Put(PutRequest {
+                key: format!("big{i}").into(),
+                value: vec![b'v'; 60 * 1024].into(),
+                ..PutRequest::default()
+            })),
+        })
+        .collect();
+    let status = kv
+        .batch(BatchRequest {
+            ops,
+            consistency: 0,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{status:?}"
+    );
+    assert!(status.message().contains("message"), "{status:?}");
+    // The connection and the node are fine.
+    let get = GetRequest {
+        key: "big0".into(),
+        consistency: 0,
+    };
+    expect_status(kv.get(get).await, Code::NotFound, "not_found");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn connections_count_against_the_shared_limit() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let node = Arc::new(FakeNode::new(FakeConfig::default()));
+    let limit = crate::ConnectionLimit::new(1);
+    let config = GrpcConfig {
+        connections: limit.clone(),
+        ..GrpcConfig::default()
+    };
+    let s = Server::spawn(
+        addr,
+        |shutdown| serve_backend(listener, node, config, shutdown),
+        async {},
+    );
+    let get = || GetRequest {
+        key: "k".into(),
+        consistency: 0,
+    };
+    let mut first = KvClient::connect(s.base.clone()).await.unwrap();
+    expect_status(first.get(get()).await, Code::NotFound, "not_found");
+    assert_eq!(limit.open(), 1);
+    // The second connection is closed at once: its call fails, the first one still works.
+    let second = tonic::transport::Endpoint::from_shared(s.base.clone())
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = second {
+        // hyper reports the closed connection as a request it never sent.
+        let status = KvClient::new(channel).get(get()).await.unwrap_err();
+        assert!(
+            matches!(status.code(), Code::Unavailable | Code::Cancelled),
+            "{status:?}"
+        );
+    }
+    expect_status(first.get(get()).await, Code::NotFound, "not_found");
+    drop(first);
+    shoal_conformance::http::eventually(
+        std::time::Duration::from_secs(10),
+        "the first connection's place to free",
+        || {
+            let limit = limit.clone();
+            async move { limit.open() == 0 }
+        },
+    )
+    .await;
+    let mut third = KvClient::connect(s.base.clone()).await.unwrap();
+    expect_status(third.get(get()).await, Code::NotFound, "not_found");
+    s.stop().await;
+}
