@@ -101,7 +101,7 @@ struct Inner {
     routing: RwLock<Arc<Routing>>,
     /// One channel (one HTTP/2 connection, reconnecting by itself) per node address.
     channels: Mutex<HashMap<String, Channel>>,
-    /// Serialises map refreshes: many failing requests cause one fetch, not many.
+    /// Serialises map fetches (see `refresh_after_failure`).
     refreshing: tokio::sync::Mutex<()>,
     stats: Counters,
 }
@@ -173,6 +173,24 @@ impl Client {
     /// Fetches the cluster map again from the first node that answers.
     pub async fn refresh(&self) -> Result<(), Error> {
         let _one = self.inner.refreshing.lock().await;
+        self.fetch_map().await
+    }
+
+    /// After a failure: fetches the map unless another request fetched it while this one
+    /// waited its turn, so a burst of failing requests costs one fetch, not one each.
+    async fn refresh_after_failure(&self) {
+        let seen = self.inner.stats.refreshes.load(Ordering::Acquire);
+        let _one = self.inner.refreshing.lock().await;
+        if self.inner.stats.refreshes.load(Ordering::Acquire) != seen {
+            return;
+        }
+        if let Err(e) = self.fetch_map().await {
+            tracing::debug!(error = %e, "map refresh failed");
+        }
+    }
+
+    /// Fetches the map; the caller holds `refreshing`.
+    async fn fetch_map(&self) -> Result<(), Error> {
         let mut candidates = self.routing().addrs();
         candidates.extend(self.inner.seeds.iter().cloned());
         let mut last = String::from("no address to ask");
@@ -184,9 +202,9 @@ impl Client {
                 tokio::time::timeout(self.inner.config.request_timeout, cluster.map(request)).await;
             match answer {
                 Ok(Ok(map)) => {
-                    self.inner.stats.refreshes.fetch_add(1, Ordering::Relaxed);
                     let routing = Routing::from_map(map.get_ref());
                     *self.inner.routing.write().expect("routing lock") = Arc::new(routing);
+                    self.inner.stats.refreshes.fetch_add(1, Ordering::Release);
                     return Ok(());
                 }
                 Ok(Err(status)) => last = format!("{addr}: {}", status.message()),
@@ -598,7 +616,7 @@ impl Client {
                         && !self.learn_leader(shard, leader)
                     {
                         // A leader the map has no address for: the map is old.
-                        let _ = self.refresh().await;
+                        self.refresh_after_failure().await;
                     }
                     return Ok(response.into_inner());
                 }
@@ -621,13 +639,13 @@ impl Client {
                     ..
                 } => {
                     if !self.learn_leader(shard, *leader) {
-                        let _ = self.refresh().await;
+                        self.refresh_after_failure().await;
                     }
                 }
                 // The node is gone or has no leader for the shard: ask the others.
                 _ => {
                     self.forget_leader(shard);
-                    let _ = self.refresh().await;
+                    self.refresh_after_failure().await;
                 }
             }
             tokio::time::sleep(backoff(config, attempt)).await;
