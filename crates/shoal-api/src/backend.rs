@@ -63,6 +63,11 @@ pub trait Backend: Send + Sync + 'static {
     fn leader_of(&self, _shard: ShardId) -> Option<u64> {
         None
     }
+    /// The epoch of this node's cluster map (0: no map, as in tests), so clients can tell
+    /// theirs is old.
+    fn map_epoch(&self) -> u64 {
+        0
+    }
     /// This node's id.
     fn id(&self) -> u64;
     fn limits(&self) -> Limits;
@@ -139,6 +144,10 @@ impl Backend for Node {
 
     fn leader_of(&self, shard: ShardId) -> Option<u64> {
         Node::leader_of(self, shard)
+    }
+
+    fn map_epoch(&self) -> u64 {
+        Node::map_epoch(self)
     }
 
     fn id(&self) -> u64 {

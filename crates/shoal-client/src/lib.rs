@@ -4,8 +4,9 @@
 //! key's slot as the nodes do, and sends the request straight to the leader of the key's
 //! shard over one HTTP/2 connection per node, skipping the forwarding hop. Responses name
 //! the leader when it was another node, so a stale leader is corrected after one request;
-//! the map is fetched again when a hint names a node it does not know or a node stops
-//! answering.
+//! the map is fetched again when a response carries a newer map epoch than the client's
+//! (`x-shoal-epoch`; in the background, once per epoch), when a hint names a node it does
+//! not know, or when a node stops answering.
 //!
 //! Retries are bounded (`ClientConfig::max_attempts`, exponential backoff with jitter) and
 //! only ever safe: reads are retried on any failure, writes only when they certainly were
@@ -45,10 +46,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
-use shoal_proto::LEADER_METADATA;
 use shoal_proto::v1 as pb;
 use shoal_proto::v1::cluster_client::ClusterClient;
 use shoal_proto::v1::kv_client::KvClient;
+use shoal_proto::{EPOCH_METADATA, LEADER_METADATA};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -103,6 +104,8 @@ struct Inner {
     channels: Mutex<HashMap<String, Channel>>,
     /// Serialises map fetches (see `refresh_after_failure`).
     refreshing: tokio::sync::Mutex<()>,
+    /// The newest map epoch a response announced (see `note_epoch`).
+    wanted_epoch: AtomicU64,
     stats: Counters,
 }
 
@@ -163,6 +166,7 @@ impl Client {
                 routing: RwLock::new(Arc::new(Routing::default())),
                 channels: Mutex::new(HashMap::new()),
                 refreshing: tokio::sync::Mutex::new(()),
+                wanted_epoch: AtomicU64::new(0),
                 stats: Counters::default(),
             }),
         };
@@ -586,6 +590,20 @@ impl Client {
         Arc::make_mut(&mut routing).set_leader(shard, leader)
     }
 
+    /// A node answered with map `epoch`: when it is newer than the client's, fetch the map
+    /// in the background, once per epoch seen (a node still on an older map must not set
+    /// off a fetch on every response).
+    fn note_epoch(&self, epoch: u64) {
+        if epoch <= self.routing().epoch {
+            return;
+        }
+        if self.inner.wanted_epoch.fetch_max(epoch, Ordering::AcqRel) >= epoch {
+            return;
+        }
+        let client = self.clone();
+        tokio::spawn(async move { client.refresh_after_failure().await });
+    }
+
     fn forget_leader(&self, shard: Option<u32>) {
         let Some(shard) = shard else { return };
         let mut routing = self.inner.routing.write().expect("routing lock");
@@ -617,6 +635,9 @@ impl Client {
                     {
                         // A leader the map has no address for: the map is old.
                         self.refresh_after_failure().await;
+                    }
+                    if let Some(epoch) = metadata_u64(response.metadata(), EPOCH_METADATA) {
+                        self.note_epoch(epoch);
                     }
                     return Ok(response.into_inner());
                 }
@@ -664,7 +685,11 @@ fn backoff(config: &ClientConfig, attempt: u32) -> Duration {
 }
 
 fn leader_hint(metadata: &tonic::metadata::MetadataMap) -> Option<u64> {
-    metadata.get(LEADER_METADATA)?.to_str().ok()?.parse().ok()
+    metadata_u64(metadata, LEADER_METADATA)
+}
+
+fn metadata_u64(metadata: &tonic::metadata::MetadataMap, key: &str) -> Option<u64> {
+    metadata.get(key)?.to_str().ok()?.parse().ok()
 }
 
 fn with_timeout<T>(message: T, timeout: Duration) -> Request<T> {

@@ -507,6 +507,11 @@ impl Node {
         self.inner.executor.leader_of(shard)
     }
 
+    /// The epoch of this node's latest known cluster map.
+    pub fn map_epoch(&self) -> u64 {
+        self.inner.map.current().epoch
+    }
+
     /// This node's latest known cluster map, and its changes.
     pub fn cluster_map(&self) -> MapRx {
         self.inner.map.subscribe()

@@ -18,3 +18,6 @@ pub const ERROR_DOMAIN: &str = "shoal";
 /// Metadata key naming the node id that leads the shard a call went to, when it is not the
 /// node that answered.
 pub const LEADER_METADATA: &str = "x-shoal-leader";
+/// Metadata key carrying the epoch of the answering node's cluster map, on every KV
+/// response: a client whose map is older fetches it again.
+pub const EPOCH_METADATA: &str = "x-shoal-epoch";

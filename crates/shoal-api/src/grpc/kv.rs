@@ -9,13 +9,13 @@ use futures_util::Stream;
 use futures_util::future::join_all;
 use shoal_core::command::ScanCursor;
 use shoal_core::{Command, Consistency, Error, Reply, WriteOp, WriteReply};
-use shoal_proto::LEADER_METADATA;
 use shoal_proto::v1::kv_server::Kv;
 use shoal_proto::v1::{
     AppendRequest, AppendResponse, BatchRequest, BatchResponse, DeleteRequest, DeleteResponse,
     GetRequest, GetResponse, IncrRequest, IncrResponse, KeyValue, PutRequest, PutResponse,
     ScanRequest, ScanResponse, TxnRequest, TxnResponse, op_result,
 };
+use shoal_proto::{EPOCH_METADATA, LEADER_METADATA};
 use tonic::{Code, Request, Response, Status};
 
 use super::GrpcConfig;
@@ -58,10 +58,18 @@ impl KvService {
         }
     }
 
-    /// `message` as a response naming the shard's leader when it is another node, so a
-    /// client can go there directly next time.
+    /// `message` as a response carrying the node's map epoch, and naming the shard's leader
+    /// when it is another node, so a client can go there directly next time.
     fn respond<T>(&self, key: &[u8], message: T) -> Response<T> {
         let mut response = Response::new(message);
+        let epoch = self.backend.map_epoch();
+        if epoch > 0 {
+            let value = epoch
+                .to_string()
+                .parse()
+                .expect("digits are valid metadata");
+            response.metadata_mut().insert(EPOCH_METADATA, value);
+        }
         let shard = self.backend.layout().shard_of_key(key);
         if let Some(leader) = self.backend.leader_of(shard)
             && leader != self.backend.id()

@@ -174,3 +174,34 @@ async fn python_stubs_generated_from_the_proto_drive_a_cluster() {
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }
+
+/// A node joins: the map's epoch moves on, and the client learns it from the epoch every
+/// response carries (no request needs to fail for that) and fetches the new map, so it
+/// routes to the new node's shards once they move there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_follows_a_changed_map_by_its_epoch() {
+    let mut cluster = Cluster::start(3).await;
+    cluster.wait_for_leaders(1).await;
+    let addrs = grpc_addrs(&cluster).await;
+    let client = Client::connect(&addrs[0]).await.expect("connects");
+    let before = client.map_epoch();
+    let refreshes = client.stats().map_refreshes;
+    cluster.add_node().await;
+    let mut i = 0u64;
+    poll_until("the client to take a newer map", LEADER_TIMEOUT, || {
+        i += 1;
+        let (client, key) = (client.clone(), format!("epoch-{i}"));
+        async move {
+            client.put(key, "v").await.map_err(|e| e.to_string())?;
+            let epoch = client.map_epoch();
+            if epoch > before {
+                Ok(())
+            } else {
+                Err(format!("still at epoch {epoch}"))
+            }
+        }
+    })
+    .await;
+    let stats = client.stats();
+    assert!(stats.map_refreshes > refreshes, "{stats:?}");
+}
