@@ -470,10 +470,11 @@ async fn bench(args: &BenchArgs) -> Result<serde_json::Value, String> {
             (Protocol::Resp, _) | (_, Route::Node) => "node",
             (_, Route::Leader) => "leader",
         },
-        "consistency": match (op, args.stale) {
-            ("put", _) => serde_json::Value::Null,
-            (_, true) => "stale".into(),
-            (_, false) => "linearizable".into(),
+        // Over RESP the server may be any Redis: what its reads guarantee is its own.
+        "consistency": match (op, args.protocol, args.stale) {
+            ("put", _, _) | (_, Protocol::Resp, _) => serde_json::Value::Null,
+            (_, _, true) => "stale".into(),
+            (_, _, false) => "linearizable".into(),
         },
         "connections": args.connections,
         "pipeline": args.pipeline,
@@ -554,6 +555,7 @@ fn render(report: &serde_json::Value) -> String {
     let text = |field: &str| report[field].as_str().unwrap_or("").to_string();
     let op = match (text("op").as_str(), report["consistency"].as_str()) {
         ("mix", Some(c)) => format!("mix {} reads:writes ({c} reads)", text("mix")),
+        ("mix", None) => format!("mix {} reads:writes", text("mix")),
         (op, Some(c)) => format!("{op} ({c})"),
         (op, None) => op.to_string(),
     };
