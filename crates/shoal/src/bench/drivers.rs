@@ -241,6 +241,8 @@ pub enum Setup {
     Grpc {
         addr: String,
         route: Route,
+        /// With `--shared-client`: the one smart client every connection uses.
+        shared: Option<shoal_client::Client>,
     },
     Resp {
         url: String,
@@ -263,10 +265,14 @@ impl Setup {
             Setup::Grpc {
                 addr,
                 route: Route::Leader,
+                shared,
             } => {
-                let client = shoal_client::Client::connect(addr)
-                    .await
-                    .map_err(|e| format!("cannot connect over gRPC to {addr}: {e}"))?;
+                let client = match shared {
+                    Some(client) => client.clone(),
+                    None => shoal_client::Client::connect(addr)
+                        .await
+                        .map_err(|e| format!("cannot connect over gRPC to {addr}: {e}"))?,
+                };
                 Ok(Driver::GrpcSmart {
                     client,
                     value,
@@ -276,6 +282,7 @@ impl Setup {
             Setup::Grpc {
                 addr,
                 route: Route::Node,
+                ..
             } => {
                 let channel = Channel::from_shared(format!("http://{addr}"))
                     .map_err(|e| format!("--addr {addr}: {e}"))?

@@ -158,6 +158,11 @@ pub struct BenchArgs {
     /// Size of each written value (and of the values --preload writes).
     #[arg(long, alias = "value-bytes", default_value_t = 100)]
     pub value_size: usize,
+    /// gRPC, leader-routed: every connection shares one client, so all calls to a node
+    /// are multiplexed over one HTTP/2 connection (how an application uses the client);
+    /// without it each connection has its own client and TCP connections.
+    #[arg(long)]
+    pub shared_client: bool,
     /// Where HTTP and gRPC requests go (RESP always goes to --addr).
     #[arg(long, value_enum, default_value_t = Route::Leader)]
     pub route: Route,
@@ -197,6 +202,9 @@ impl BenchArgs {
                 "--value-size must be at most {MAX_VALUE_BYTES} (the server's default value limit), not {}",
                 self.value_size
             ));
+        }
+        if self.shared_client && (self.protocol != Protocol::Grpc || self.route != Route::Leader) {
+            return Err("--shared-client is for --protocol grpc with --route leader".into());
         }
         if self.protocol == Protocol::Resp && self.stale {
             return Err("--stale is for HTTP and gRPC; RESP reads are linearizable".into());
@@ -333,6 +341,14 @@ async fn setup(args: &BenchArgs) -> Result<(Setup, Option<usize>), String> {
             let addr = addr.trim_start_matches("http://").to_string();
             Ok((
                 Setup::Grpc {
+                    shared: match args.shared_client {
+                        true => Some(
+                            shoal_client::Client::connect(&addr)
+                                .await
+                                .map_err(|e| format!("cannot connect over gRPC to {addr}: {e}"))?,
+                        ),
+                        false => None,
+                    },
                     addr,
                     route: args.route,
                 },
