@@ -11,6 +11,7 @@ pub mod fake;
 pub mod grpc;
 pub mod http;
 pub mod resp;
+pub mod secure;
 
 pub use connections::{ConnectionLimit, ConnectionPermit};
 

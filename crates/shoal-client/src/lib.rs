@@ -74,6 +74,58 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// Largest message the client sends or accepts.
     pub max_message_bytes: usize,
+    /// TLS, for a cluster started with `--tls-cert`: every node's certificate is checked
+    /// against the CA, and the client certificate, if any, is presented.
+    pub tls: Option<ClientTls>,
+}
+
+/// The client's TLS material, in PEM.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// The CA that signed the nodes' certificates.
+    pub ca_pem: Vec<u8>,
+    /// A client certificate and its key, for nodes that ask for one.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never prints the key.
+        f.debug_struct("ClientTls")
+            .field("identity", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// Reads the CA file, and the certificate and key files when given.
+    pub fn from_files(
+        ca: &std::path::Path,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> std::io::Result<Self> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
+            })
+        };
+        Ok(ClientTls {
+            ca_pem: read(ca)?,
+            identity: match identity {
+                Some((cert, key)) => Some((read(cert)?, read(key)?)),
+                None => None,
+            },
+        })
+    }
+
+    /// As tonic's TLS settings, for a channel of one's own.
+    pub fn tonic(&self) -> tonic::transport::ClientTlsConfig {
+        let config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem));
+        match &self.identity {
+            Some((cert, key)) => config.identity(tonic::transport::Identity::from_pem(cert, key)),
+            None => config,
+        }
+    }
 }
 
 impl Default for ClientConfig {
@@ -85,6 +137,7 @@ impl Default for ClientConfig {
             backoff_base: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
             max_message_bytes: 64 * 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -551,11 +604,19 @@ impl Client {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::InvalidAddress {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?
+        let scheme = match self.inner.config.tls {
+            Some(_) => "https",
+            None => "http",
+        };
+        let invalid = |e: tonic::transport::Error| Error::InvalidAddress {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(invalid)?;
+        if let Some(tls) = &self.inner.config.tls {
+            endpoint = endpoint.tls_config(tls.tonic()).map_err(invalid)?;
+        }
+        let endpoint = endpoint
             .connect_timeout(self.inner.config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
@@ -698,9 +759,12 @@ fn with_timeout<T>(message: T, timeout: Duration) -> Request<T> {
     request
 }
 
-/// `addr` as `host:port`, whether given with `http://` or not.
+/// `addr` as `host:port`, whether given with `http://`, `https://` or neither.
 fn normalise(addr: &str) -> Result<String, Error> {
-    let bare = addr.strip_prefix("http://").unwrap_or(addr);
+    let bare = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
     let bare = bare.trim_end_matches('/');
     if bare.is_empty() || !bare.contains(':') || bare.contains('/') {
         return Err(Error::InvalidAddress {

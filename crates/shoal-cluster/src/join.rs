@@ -55,6 +55,7 @@ pub(crate) fn save_map(data_dir: &Path, map: &ClusterMap) -> Result<(), Error> {
 pub(crate) async fn request_admission(
     seeds: &[String],
     me: &NodeInfo,
+    tls: Option<&shoal_tls::Tls>,
     patience: Duration,
 ) -> Result<ClusterMap, Error> {
     let payload = encode(&AdminRequest::Join(me.clone()));
@@ -63,7 +64,16 @@ pub(crate) async fn request_admission(
     let mut failures: std::collections::BTreeMap<&str, String> = Default::default();
     loop {
         for seed in seeds {
-            match guest_call(seed, me.id, "", payload.clone(), Duration::from_secs(10)).await {
+            match guest_call(
+                seed,
+                me.id,
+                "",
+                tls,
+                payload.clone(),
+                Duration::from_secs(10),
+            )
+            .await
+            {
                 Ok(answer) => match decode::<Result<AdminReply, Error>>(&answer)? {
                     Ok(AdminReply::Map(map)) => return Ok(map),
                     Ok(other) => {
@@ -101,13 +111,19 @@ pub(crate) async fn request_admission(
 
 /// Asks the members at `seeds` for their cluster map (a restarted node that may have been
 /// removed while it was down). `None` when none answers quickly.
-pub(crate) async fn fetch_map(seeds: &[String], me: u64, cluster_id: &str) -> Option<ClusterMap> {
+pub(crate) async fn fetch_map(
+    seeds: &[String],
+    me: u64,
+    cluster_id: &str,
+    tls: Option<&shoal_tls::Tls>,
+) -> Option<ClusterMap> {
     let payload = encode(&AdminRequest::Map);
     for seed in seeds {
         if let Ok(answer) = guest_call(
             seed,
             me,
             cluster_id,
+            tls,
             payload.clone(),
             Duration::from_secs(2),
         )
@@ -150,7 +166,13 @@ pub(crate) async fn seed_map(
         {
             return Ok((map, None));
         }
-        let map = request_admission(&cluster.join, info, tuning.join_patience).await?;
+        let map = request_admission(
+            &cluster.join,
+            info,
+            tuning.transport.tls.as_ref(),
+            tuning.join_patience,
+        )
+        .await?;
         if let Some(identity) = identity
             && identity.cluster_id != map.cluster_id
         {

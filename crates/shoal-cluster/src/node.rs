@@ -113,7 +113,8 @@ impl Node {
             } else {
                 cluster.join.clone()
             };
-            if let Some(latest) = crate::join::fetch_map(&seeds, me, &cluster_id).await
+            if let Some(latest) =
+                crate::join::fetch_map(&seeds, me, &cluster_id, tuning.transport.tls.as_ref()).await
                 && latest.cluster_id == cluster_id
                 && latest.epoch > seed.epoch
             {

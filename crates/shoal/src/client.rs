@@ -56,6 +56,8 @@ pub struct Connection {
     /// `human`: values raw on stdout, notes on stderr; `json`: one JSON object on stdout.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub output: Format,
+    #[command(flatten)]
+    pub tls: crate::client_tls::ClientTlsArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -171,7 +173,9 @@ struct Sink<'a> {
 }
 
 async fn execute(cmd: KvCommand, sink: &mut Sink<'_>) -> Result<(), CliError> {
-    let client = Client::connect(&cmd.connection().addr).await?;
+    let conn = cmd.connection();
+    let tls = conn.tls.grpc().map_err(CliError::Usage)?;
+    let client = Client::connect(&conn.addr, tls).await?;
     match cmd {
         KvCommand::Get(args) => get(&client, args, sink).await,
         KvCommand::Put(args) => put(&client, args, sink).await,
@@ -348,10 +352,11 @@ struct Client {
 }
 
 impl Client {
-    async fn connect(addr: &str) -> Result<Self, CliError> {
+    async fn connect(addr: &str, tls: Option<shoal_client::ClientTls>) -> Result<Self, CliError> {
         let config = ClientConfig {
             request_timeout: REQUEST_TIMEOUT,
             connect_timeout: CONNECT_TIMEOUT,
+            tls,
             ..ClientConfig::default()
         };
         let inner = shoal_client::Client::connect_with(&[addr], config)
@@ -421,15 +426,26 @@ pub(crate) fn base_url(addr: &str) -> Result<String, CliError> {
     if trimmed.is_empty() {
         return Err(usage("is empty"));
     }
-    if trimmed.starts_with("https://") {
-        return Err(usage("uses https, which shoal does not serve yet"));
-    }
+    let tls = crate::client_tls::ClientTlsArgs::current().enabled();
+    let scheme = if tls { "https" } else { "http" };
     let with_scheme = if trimmed.starts_with("http://") {
+        if tls {
+            return Err(usage(
+                "uses http:// with --tls-ca; use https:// or host:port",
+            ));
+        }
+        trimmed.to_string()
+    } else if trimmed.starts_with("https://") {
+        if !tls {
+            return Err(usage(
+                "uses https://: give --tls-ca, the CA that signed the node's certificate",
+            ));
+        }
         trimmed.to_string()
     } else if trimmed.contains("://") {
-        return Err(usage("has a scheme other than http://"));
+        return Err(usage("has a scheme other than http:// or https://"));
     } else {
-        format!("http://{trimmed}")
+        format!("{scheme}://{trimmed}")
     };
     let url =
         reqwest::Url::parse(&with_scheme).map_err(|e| usage(&format!("is not valid ({e})")))?;

@@ -38,7 +38,7 @@ pub enum ClusterCommand {
 
 #[derive(Debug, Args)]
 pub struct RemoveNodeArgs {
-    /// HTTP address of any node: host:port or http://host:port.
+    /// HTTP address of any node: host:port, http://host:port or https://host:port.
     #[arg(long, env = "SHOAL_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: String,
     /// Id of the node to remove.
@@ -52,6 +52,8 @@ pub struct RemoveNodeArgs {
     pub timeout_secs: u64,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub output: Format,
+    #[command(flatten)]
+    pub tls: crate::client_tls::ClientTlsArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,32 +67,44 @@ pub struct RebalanceArgs {
     /// `pause`: start no new replica move; `resume`: start them again.
     #[arg(value_enum)]
     pub action: RebalanceAction,
-    /// HTTP address of any node: host:port or http://host:port.
+    /// HTTP address of any node: host:port, http://host:port or https://host:port.
     #[arg(long, env = "SHOAL_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: String,
+    #[command(flatten)]
+    pub tls: crate::client_tls::ClientTlsArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct WaitArgs {
-    /// HTTP address of any node: host:port or http://host:port.
+    /// HTTP address of any node: host:port, http://host:port or https://host:port.
     #[arg(long, env = "SHOAL_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: String,
     /// Give up after this many seconds (exit 1).
     #[arg(long, default_value_t = 3600)]
     pub timeout_secs: u64,
+    #[command(flatten)]
+    pub tls: crate::client_tls::ClientTlsArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// HTTP address of any node: host:port or http://host:port.
+    /// HTTP address of any node: host:port, http://host:port or https://host:port.
     #[arg(long, env = "SHOAL_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: String,
     /// `human`: tables; `json`: the node's cluster view as one JSON object.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub output: Format,
+    #[command(flatten)]
+    pub tls: crate::client_tls::ClientTlsArgs,
 }
 
 pub async fn run(cmd: ClusterCommand) -> ExitCode {
+    match &cmd {
+        ClusterCommand::RemoveNode(a) => a.tls.apply(),
+        ClusterCommand::Rebalance(a) => a.tls.apply(),
+        ClusterCommand::WaitBalanced(a) => a.tls.apply(),
+        ClusterCommand::Verify(a) | ClusterCommand::Status(a) => a.tls.apply(),
+    }
     match cmd {
         ClusterCommand::RemoveNode(args) => crate::cluster_verify::remove_node(args).await,
         ClusterCommand::Rebalance(args) => crate::cluster_verify::rebalance(args).await,
@@ -157,11 +171,13 @@ pub(crate) fn http_client(
     timeout: Duration,
 ) -> Result<(String, reqwest::Client), String> {
     let base = base_url(addr).map_err(|e| e.to_string())?;
-    let http = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .timeout(timeout)
-        .build()
-        .map_err(|e| e.to_string())?;
+        .timeout(timeout);
+    if let Some(tls) = crate::client_tls::ClientTlsArgs::current().rustls()? {
+        builder = builder.use_preconfigured_tls(tls);
+    }
+    let http = builder.build().map_err(|e| e.to_string())?;
     Ok((base, http))
 }
 

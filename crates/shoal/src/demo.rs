@@ -37,6 +37,60 @@ pub struct DemoArgs {
     /// Number of shards.
     #[arg(long, default_value_t = 16)]
     shards: u32,
+    /// Run the cluster with TLS everywhere: a throwaway CA and a certificate per node are
+    /// made under the data directory (tls/), peers talk mutual TLS, and the printed
+    /// commands show how to connect.
+    #[arg(long)]
+    tls: bool,
+}
+
+/// The demo's throwaway CA and its node certificates.
+struct DemoPki {
+    dir: PathBuf,
+    ca: PathBuf,
+}
+
+impl DemoPki {
+    /// Makes a CA and certificates for nodes 1..=`nodes` + 1 (the last for a node added by
+    /// hand), valid for 127.0.0.1 and localhost. Kept when already there (a restarted demo
+    /// with --data-dir keeps its CA).
+    fn make(root: &Path, nodes: u16) -> Result<Self, String> {
+        let dir = root.join("tls");
+        let ca = dir.join("ca.pem");
+        if ca.exists() && dir.join(format!("node{}.pem", nodes + 1)).exists() {
+            return Ok(DemoPki { dir, ca });
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let authority = shoal_tls::DevCa::new("shoal demo CA")?;
+        let io = |e: std::io::Error| format!("cannot write certificates to {}: {e}", dir.display());
+        authority.write(&dir).map_err(io)?;
+        for id in 1..=nodes + 1 {
+            authority
+                .issue(&format!("node{id}"), &["127.0.0.1", "localhost"])?
+                .write(&dir, &format!("node{id}"))
+                .map_err(io)?;
+        }
+        authority
+            .issue("client", &["127.0.0.1", "localhost"])?
+            .write(&dir, "client")
+            .map_err(io)?;
+        Ok(DemoPki { dir, ca })
+    }
+
+    fn flags(&self, id: u16) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.dir.join(format!("node{id}.pem")).display().to_string(),
+            "--tls-key".into(),
+            self.dir
+                .join(format!("node{id}-key.pem"))
+                .display()
+                .to_string(),
+            "--tls-ca".into(),
+            self.ca.display().to_string(),
+        ]
+    }
 }
 
 struct DemoNode {
@@ -106,12 +160,25 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         .collect::<Vec<_>>()
         .join(",");
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the shoal binary: {e}"))?;
+    let pki = match args.tls {
+        true => {
+            let pki = DemoPki::make(&root, n)?;
+            // The demo's own requests (readiness) go over TLS too.
+            crate::client_tls::ClientTlsArgs {
+                tls_ca: Some(pki.ca.clone()),
+                ..Default::default()
+            }
+            .apply();
+            Some(pki)
+        }
+        false => None,
+    };
     let mut nodes = Vec::new();
     for (id, resp, http, peer, grpc) in &plan {
         let log = root.join(format!("node-{id}.log"));
         let log_file = std::fs::File::create(&log)
             .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let server_args: Vec<String> = vec![
+        let mut server_args: Vec<String> = vec![
             "server".into(),
             "--id".into(),
             id.to_string(),
@@ -137,6 +204,9 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
             "--io-threads".into(),
             "1".into(),
         ];
+        if let Some(pki) = &pki {
+            server_args.extend(pki.flags(*id));
+        }
         let command = format!("{} {}", exe.display(), server_args.join(" "));
         let child = Command::new(&exe)
             .args(&server_args)
@@ -163,7 +233,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         stop_all(&mut nodes).await;
         return Err(message);
     }
-    print_intro(&args, &root, &nodes);
+    print_intro(&args, &root, &nodes, pki.as_ref());
 
     let outcome = watch(&mut nodes).await;
     eprintln!("\nstopping {n} nodes...");
@@ -237,7 +307,7 @@ fn break_with_log(node: &DemoNode, headline: &str) {
     }
 }
 
-fn print_intro(args: &DemoArgs, root: &Path, nodes: &[DemoNode]) {
+fn print_intro(args: &DemoArgs, root: &Path, nodes: &[DemoNode], pki: Option<&DemoPki>) {
     let kept = if args.data_dir.is_some() {
         "kept"
     } else {
@@ -259,7 +329,11 @@ fn print_intro(args: &DemoArgs, root: &Path, nodes: &[DemoNode]) {
             "{:<5} {:<16} {:<24} {:<16} {}",
             node.id,
             node.resp,
-            format!("http://{}", node.http),
+            format!(
+                "{}://{}",
+                if pki.is_some() { "https" } else { "http" },
+                node.http
+            ),
             node.grpc,
             node.log.display()
         );
@@ -268,19 +342,44 @@ fn print_intro(args: &DemoArgs, root: &Path, nodes: &[DemoNode]) {
     let last = &nodes[nodes.len() - 1];
     let port = |addr: &str| addr.rsplit(':').next().unwrap_or_default().to_string();
     println!("\nTry this:");
+    // What each tool needs to speak TLS to the demo, or nothing without --tls.
+    let (redis_tls, curl, shoal_tls, grpcurl) = match pki {
+        Some(pki) => {
+            let ca = pki.ca.display().to_string();
+            (
+                format!("--tls --cacert {ca} "),
+                format!("curl --cacert {ca} https://"),
+                format!(" --tls-ca {ca}"),
+                format!("-cacert {ca}"),
+            )
+        }
+        None => (
+            String::new(),
+            "curl http://".to_string(),
+            String::new(),
+            "-plaintext".to_string(),
+        ),
+    };
     println!(
-        "  redis-cli -c -p {} set hello world && redis-cli -p {} get hello",
+        "  redis-cli {redis_tls}-c -p {} set hello world && redis-cli {redis_tls}-p {} get hello",
         port(&first.resp),
         port(&last.resp)
     );
     println!(
-        "  curl http://{}/v1/kv/hello && shoal cluster status --addr {}",
+        "  {curl}{}/v1/kv/hello && shoal cluster status --addr {}{shoal_tls}",
         last.http, first.http
     );
+    println!("  shoal get hello --addr {}{shoal_tls}", first.grpc);
     println!(
-        "  grpcurl -plaintext -d '{{\"key\": \"aGVsbG8=\"}}' {} shoal.v1.KV/Get",
+        "  grpcurl {grpcurl} -d '{{\"key\": \"aGVsbG8=\"}}' {} shoal.v1.KV/Get",
         first.grpc
     );
+    if let Some(pki) = pki {
+        println!(
+            "  (a client certificate, for tools that want one: {}/client.pem and client-key.pem)",
+            pki.dir.display()
+        );
+    }
     // Growing: the next node's ports follow the demo's scheme.
     let next = nodes.len() as u32 + 1;
     let at = |offset: u32| u32::from(args.base_port) + offset + next;
@@ -291,8 +390,11 @@ fn print_intro(args: &DemoArgs, root: &Path, nodes: &[DemoNode]) {
         println!(
             "\nGrow it: start node {next} in another terminal; it joins and replicas move to it:"
         );
+        let tls_flags = pki
+            .map(|pki| format!(" {}", pki.flags(next as u16).join(" ")))
+            .unwrap_or_default();
         println!(
-            "  {exe} server --id {next} --data-dir {} --resp-addr 127.0.0.1:{} --http-addr 127.0.0.1:{} --peer-addr 127.0.0.1:{} --grpc-addr 127.0.0.1:{} --join 127.0.0.1:{} --raft-threads 1 --io-threads 1",
+            "  {exe} server --id {next} --data-dir {} --resp-addr 127.0.0.1:{} --http-addr 127.0.0.1:{} --peer-addr 127.0.0.1:{} --grpc-addr 127.0.0.1:{} --join 127.0.0.1:{} --raft-threads 1 --io-threads 1{tls_flags}",
             root.join(format!("d{next}")).display(),
             at(0),
             at(100),
@@ -301,11 +403,11 @@ fn print_intro(args: &DemoArgs, root: &Path, nodes: &[DemoNode]) {
             u32::from(args.base_port) + 201
         );
         println!(
-            "  shoal cluster wait-balanced --addr {} && shoal cluster status --addr {}",
+            "  shoal cluster wait-balanced --addr {}{shoal_tls} && shoal cluster status --addr {}{shoal_tls}",
             first.http, first.http
         );
         println!(
-            "Shrink it again: shoal cluster remove-node --addr {} --node {next} --wait",
+            "Shrink it again: shoal cluster remove-node --addr {} --node {next} --wait{shoal_tls}",
             first.http
         );
     }

@@ -6,10 +6,12 @@
 
 mod bench;
 mod client;
+mod client_tls;
 mod cluster_cmd;
 mod cluster_verify;
 mod demo;
 mod fds;
+mod security;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -73,4 +75,15 @@ fn main() -> std::process::ExitCode {
             Commands::Bench(args) => bench::run(args).await,
         }
     })
+}
+
+#[cfg(test)]
+mod cli_tests {
+    /// clap checks its definitions only when a command is parsed: this checks all of them
+    /// (unique names, valid `requires`), so a clash fails here rather than for a user.
+    #[test]
+    fn every_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

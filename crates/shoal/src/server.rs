@@ -114,6 +114,8 @@ pub struct ServerArgs {
     /// Never enable in production.
     #[arg(long, hide = true)]
     fault_injection: bool,
+    #[command(flatten)]
+    security: crate::security::SecurityArgs,
     /// Deliberately broken: serve "linearizable" reads from any replica without a
     /// leadership check, so tests can show the linearizability checker catches it.
     #[arg(long, hide = true)]
@@ -305,6 +307,25 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
     init_logging(&args)?;
     explain_recovery_panics();
     let mut signals = StopSignals::install()?;
+    shoal_tls::install_provider();
+    let mut listening = vec![
+        ("--resp-addr", args.resp_addr.to_string()),
+        ("--http-addr", args.http_addr.to_string()),
+    ];
+    if let GrpcAddr::At(addr) = args.grpc_addr {
+        listening.push(("--grpc-addr", addr.to_string()));
+    }
+    if let Some(addr) = &args.peer_addr {
+        listening.push(("--peer-addr", addr.clone()));
+    }
+    if let Some(addr) = &args.gossip_addr {
+        listening.push(("--gossip-addr", addr.clone()));
+    }
+    let tls = args.security.check(&crate::security::Listening {
+        addrs: listening,
+        peers: args.peer_addr.is_some(),
+        fault_injection: args.fault_injection,
+    })?;
     let resp_listener = bind("--resp-addr", args.resp_addr).await?;
     let http_listener = bind("--http-addr", args.http_addr).await?;
     let resp_addr = resp_listener.local_addr().map_err(|e| e.to_string())?;
@@ -410,6 +431,7 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
             snapshot_bytes_per_sec: args.rebalance_max_bytes_per_sec,
             append_pipeline: args.append_pipeline as usize,
             commit_update_delay: std::time::Duration::from_micros(args.commit_update_delay_us),
+            tls: tls.clone(),
             ..Default::default()
         },
         ..Tuning::default()
@@ -438,8 +460,12 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
     let connections = ConnectionLimit::new(fd_plan.clients);
     let resp_config = RespConfig {
         connections: connections.clone(),
+        tls: tls.clone(),
         ..RespConfig::default()
     };
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().watch(stopped(stop_rx.clone())));
+    }
     let resp_task = tokio::spawn(resp::serve(
         resp_listener,
         node.clone(),
@@ -451,6 +477,9 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         node.clone(),
         HttpConfig {
             connections: connections.clone(),
+            tls: tls.clone(),
+            allowed_origins: args.security.http_allow_origin.clone(),
+            debug_routes: args.fault_injection,
             ..HttpConfig::default()
         },
         stopped(stop_rx.clone()),
@@ -459,6 +488,7 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
     if let Some(listener) = grpc_listener {
         let config = GrpcConfig {
             connections,
+            tls: tls.clone(),
             ..GrpcConfig::default()
         };
         let serving = grpc::serve(listener, node.clone(), config, stopped(stop_rx));
@@ -470,10 +500,25 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
     };
     let grpc_shown = grpc_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     tracing::info!(%resp_addr, %http_addr, grpc_addr = %grpc_shown, data_dir = %args.data_dir.display(), "serving");
+    let (scheme, secured) = match &tls {
+        Some(_) => ("https", " (TLS only)"),
+        None => ("http", ""),
+    };
     eprintln!(
-        "shoal node {} serving RESP on {resp_addr}, HTTP on http://{http_addr}{grpc_note}",
+        "shoal node {} serving RESP on {resp_addr}, HTTP on {scheme}://{http_addr}{grpc_note}{secured}",
         args.id
     );
+    if tls.is_none() {
+        if args.security.insecure_listen_any {
+            let warning = "no TLS and --insecure-listen-any: anyone who reaches these ports can read and write every key";
+            tracing::warn!("{warning}");
+            eprintln!("warning: {warning}");
+        } else {
+            eprintln!(
+                "note: no TLS, so this node listens on loopback only (docs/security.md says how to serve a network)"
+            );
+        }
+    }
 
     signals.wait().await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");

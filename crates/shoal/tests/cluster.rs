@@ -23,6 +23,9 @@ mod replication;
 #[path = "cluster/grpc_client.rs"]
 mod grpc_client;
 
+#[path = "cluster/tls.rs"]
+mod tls;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -945,8 +948,14 @@ async fn refuses_bad_cluster_flags() {
         join: None,
         replication: 3,
         extra_args: Vec::new(),
+        tls: None,
     };
     assert_refused(&base, "is not in --initial-cluster");
+    let open = NodeSpec {
+        extra_args: vec!["--gossip-addr".into(), format!("0.0.0.0:{p4}")],
+        ..base.clone()
+    };
+    assert_refused(&open, "is not a loopback address, and this node has no TLS");
     let same_address = NodeSpec {
         id: 1,
         peer_port: p1,

@@ -27,8 +27,8 @@ use shoal_cluster::Node;
 use shoal_core::Limits;
 use shoal_proto::v1::cluster_server::ClusterServer;
 use shoal_proto::v1::kv_server::KvServer;
+use shoal_tls::Channel;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 pub use cluster::ClusterService;
@@ -36,6 +36,7 @@ pub use kv::KvService;
 
 use crate::backend::Backend;
 use crate::connections::{ConnectionLimit, ConnectionPermit, accept};
+use crate::secure::{ClientStream, secure};
 
 /// The gRPC listener's limits.
 #[derive(Debug, Clone)]
@@ -60,6 +61,8 @@ pub struct GrpcConfig {
     pub max_batch_ops: usize,
     /// The node's key and value limits (read from the backend by `serve_backend`).
     pub limits: Limits,
+    /// TLS: when set, every client must connect over it.
+    pub tls: Option<shoal_tls::Tls>,
 }
 
 impl Default for GrpcConfig {
@@ -74,6 +77,7 @@ impl Default for GrpcConfig {
             max_scan_calls: 8,
             max_batch_ops: 4096,
             limits: Limits::default(),
+            tls: None,
         }
     }
 }
@@ -120,7 +124,7 @@ pub async fn serve_backend(
         .build_v1alpha()
         .map_err(io::Error::other)?;
     let addr = listener.local_addr()?;
-    let incoming = incoming(listener, config.connections.clone());
+    let incoming = incoming(listener, config.connections.clone(), config.tls.clone());
     // Tell probes we are going away before the listener stops.
     let shutdown = async move {
         shutdown.await;
@@ -149,40 +153,67 @@ pub async fn serve_backend(
     served
 }
 
-/// Accepted connections that fit under `limit`; the others are closed at once (a gRPC
-/// client's call then fails unsent, UNAVAILABLE or CANCELLED, and may go to another node).
+/// Accepted connections that fit under `limit`, after their TLS handshake when `tls` is
+/// on (each in its own task, so a slow client holds up no other); the others are closed at
+/// once (a gRPC client's call then fails unsent, UNAVAILABLE or CANCELLED, and may go to
+/// another node). The listener closes when the server drops the stream.
 fn incoming(
     listener: tokio::net::TcpListener,
     limit: ConnectionLimit,
+    tls: Option<shoal_tls::Tls>,
 ) -> impl futures_util::Stream<Item = io::Result<Limited>> {
-    futures_util::stream::unfold((listener, limit), |(listener, limit)| async move {
+    let (ready_tx, ready) = tokio::sync::mpsc::channel::<Limited>(64);
+    tokio::spawn(async move {
         loop {
-            let Some((stream, peer)) = accept(&listener, "gRPC").await else {
+            let accepted = tokio::select! {
+                () = ready_tx.closed() => return,
+                accepted = accept(&listener, "gRPC") => accepted,
+            };
+            let Some((stream, peer)) = accepted else {
                 continue;
             };
-            match limit.try_admit() {
-                Some(permit) => {
-                    let _ = stream.set_nodelay(true);
-                    let conn = Limited {
-                        stream,
-                        _permit: permit,
-                    };
-                    return Some((Ok(conn), (listener, limit)));
-                }
-                None => tracing::warn!(
+            let Some(permit) = limit.try_admit() else {
+                tracing::warn!(
                     %peer,
                     max = limit.max(),
                     "gRPC connection refused: the node is at its client connection limit \
                      (--max-connections)"
-                ),
-            }
+                );
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let info = TcpConnectInfo {
+                local_addr: stream.local_addr().ok(),
+                remote_addr: Some(peer),
+            };
+            let (ready_tx, tls) = (ready_tx.clone(), tls.clone());
+            tokio::spawn(async move {
+                // A plaintext client gets no answer it could read: HTTP/2 has no way to say
+                // "use TLS" before the handshake it skipped. It sees the connection close.
+                let Some(stream) = secure(stream, peer, tls.as_ref(), Channel::Grpc, b"").await
+                else {
+                    return;
+                };
+                let _ = ready_tx
+                    .send(Limited {
+                        stream,
+                        info,
+                        _permit: permit,
+                    })
+                    .await;
+            });
         }
+    });
+    futures_util::stream::unfold(ready, |mut ready| async move {
+        let conn = ready.recv().await?;
+        Some((Ok(conn), ready))
     })
 }
 
 /// A client connection holding its place under the connection limit until it closes.
 pub struct Limited {
-    stream: TcpStream,
+    stream: ClientStream,
+    info: TcpConnectInfo,
     _permit: ConnectionPermit,
 }
 
@@ -190,7 +221,7 @@ impl Connected for Limited {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+        self.info.clone()
     }
 }
 

@@ -20,6 +20,7 @@
 //!
 //! Keys are the percent-decoded rest of the path after `/v1/kv/`: any bytes, `/` included.
 
+mod browser;
 pub mod cursor;
 pub mod encoding;
 pub mod error;
@@ -57,7 +58,7 @@ pub use error::ApiError;
 pub use kv::{EXPIRE_AT_HEADER, VERSION_HEADER};
 
 /// Tunables of the HTTP front end. Size limits come from the node (`Node::limits`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Client connections open at once, shared with RESP when the node passes both the same
     /// limit; over it a connection gets a JSON 503 and is closed.
@@ -77,6 +78,14 @@ pub struct HttpConfig {
     /// Most node scans one listing request makes while filling a short page; bounds the
     /// work of a request over a sparse prefix.
     pub max_scan_calls: usize,
+    /// HTTPS: when set, every client must connect over TLS.
+    pub tls: Option<shoal_tls::Tls>,
+    /// Browser origins (`https://app.example`) allowed to call the API; `*` allows any.
+    /// Requests from other origins are refused (see `browser`).
+    pub allowed_origins: Vec<String>,
+    /// Serve `/v1/debug/*` (fault injection and Raft statistics): only for tests and
+    /// tuning, set by `--fault-injection`.
+    pub debug_routes: bool,
 }
 
 impl Default for HttpConfig {
@@ -89,6 +98,9 @@ impl Default for HttpConfig {
             default_list_limit: 100,
             max_list_limit: 1000,
             max_scan_calls: 8,
+            tls: None,
+            allowed_origins: Vec::new(),
+            debug_routes: false,
         }
     }
 }
@@ -132,12 +144,14 @@ pub async fn serve_backend(
 pub(crate) fn router_for(backend: Arc<dyn Backend>, config: HttpConfig) -> Router {
     let limits = backend.limits();
     let body_read_timeout = config.body_read_timeout;
+    let browsers = browser::BrowserPolicy::new(&config.allowed_origins);
+    let debug_routes = config.debug_routes;
     let state = AppState {
         backend,
         limits,
         config: Arc::new(config),
     };
-    Router::new()
+    let mut router = Router::new()
         .route("/health", get(health))
         .route("/v1/cluster", get(cluster))
         .route(
@@ -148,14 +162,18 @@ pub(crate) fn router_for(backend: Arc<dyn Backend>, config: HttpConfig) -> Route
             "/v1/cluster/rebalance/{action}",
             axum::routing::post(rebalance),
         )
-        .route("/v1/debug/blocked-peers", axum::routing::put(blocked_peers))
-        .route("/v1/debug/disk-free", axum::routing::put(disk_free))
-        .route("/v1/debug/raft-stats", get(raft_stats))
         .route("/v1/kv", get(list::list_keys))
         .route("/v1/txn", axum::routing::post(txn::transaction))
         // `/v1/kv/` is the empty key: routed so it gets a precise `empty_key` error.
         .route("/v1/kv/", key_routes())
-        .route("/v1/kv/{*key}", key_routes())
+        .route("/v1/kv/{*key}", key_routes());
+    if debug_routes {
+        router = router
+            .route("/v1/debug/blocked-peers", axum::routing::put(blocked_peers))
+            .route("/v1/debug/disk-free", axum::routing::put(disk_free))
+            .route("/v1/debug/raft-stats", get(raft_stats));
+    }
+    router
         // Must come after the routes: it applies to the routes registered so far.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(unknown_route)
@@ -165,6 +183,11 @@ pub(crate) fn router_for(backend: Arc<dyn Backend>, config: HttpConfig) -> Route
         .layer(axum::middleware::from_fn_with_state(
             body_read_timeout,
             server::body_deadline,
+        ))
+        // Outermost: a refused browser request runs nothing else.
+        .layer(axum::middleware::from_fn_with_state(
+            browsers,
+            browser::guard,
         ))
         .with_state(state)
 }

@@ -28,13 +28,15 @@ use bytes::Bytes;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
+use shoal_tls::Channel;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::HttpConfig;
 use crate::connections::{self, ConnectionPermit};
+use crate::secure::{ClientStream, secure};
 
 /// Largest request head (request line and headers) read; over it hyper answers 431.
 /// Above hyper's URI limit (64 KiB), so an over-long URI still gets its precise 414.
@@ -68,14 +70,13 @@ pub(crate) async fn serve_router(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                connections.spawn(serve_connection(
-                    stream,
-                    peer,
-                    router.clone(),
-                    timeouts,
-                    permit,
-                    stop_rx.clone(),
-                ));
+                let (router, stop_rx, tls) = (router.clone(), stop_rx.clone(), config.tls.clone());
+                connections.spawn(async move {
+                    let Some(stream) = secure(stream, peer, tls.as_ref(), Channel::Http, &plaintext_refusal()).await else {
+                        return;
+                    };
+                    serve_connection(stream, peer, router, timeouts, permit, stop_rx).await
+                });
             }
         }
     }
@@ -102,7 +103,7 @@ impl From<&HttpConfig> for Timeouts {
 }
 
 async fn serve_connection(
-    stream: TcpStream,
+    stream: ClientStream,
     peer: SocketAddr,
     router: Router,
     timeouts: Timeouts,
@@ -149,6 +150,16 @@ async fn serve_connection(
 }
 
 /// The reply to a connection over the limit, before closing it.
+/// What a plaintext client of an HTTPS node is told.
+fn plaintext_refusal() -> Vec<u8> {
+    raw_error(
+        400,
+        "Bad Request",
+        "tls_required",
+        "this node serves HTTPS only: use an https:// URL (curl --cacert <the cluster CA> https://...)",
+    )
+}
+
 fn too_many_connections(max: usize) -> Vec<u8> {
     raw_error(
         503,
@@ -213,7 +224,7 @@ fn rewrite_automatic_error(head: &[u8]) -> Option<Vec<u8>> {
 /// A client connection's socket that counts bytes moved (for the no-progress timeout) and
 /// swaps hyper's empty automatic error responses for JSON ones.
 struct Watched {
-    inner: TcpStream,
+    inner: ClientStream,
     progress: Arc<AtomicU64>,
     /// A replacement response being written, how much of it is out, and the length of the
     /// write it stands for.
@@ -221,7 +232,7 @@ struct Watched {
 }
 
 impl Watched {
-    fn new(inner: TcpStream, progress: Arc<AtomicU64>) -> Self {
+    fn new(inner: ClientStream, progress: Arc<AtomicU64>) -> Self {
         Self {
             inner,
             progress,

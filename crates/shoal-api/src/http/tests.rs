@@ -211,3 +211,87 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let fresh = reqwest::Client::new();
     assert!(fresh.get(health_url).send().await.is_err());
 }
+
+/// The attack: a web page's "simple" cross-origin request that writes a key.
+#[tokio::test]
+async fn browsers_at_other_origins_cannot_write_and_allowed_origins_get_cors() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let node = Arc::new(FakeNode::new(FakeConfig::default()));
+    let backend = node.clone();
+    let config = HttpConfig {
+        allowed_origins: vec!["https://app.example".to_string()],
+        ..HttpConfig::default()
+    };
+    let s = Server::spawn(
+        addr,
+        |shutdown| serve_backend(listener, backend, config, shutdown),
+        async {},
+    );
+    let http = reqwest::Client::new();
+    let put = async |headers: &[(&'static str, &'static str)]| {
+        let mut request = http.put(s.url("/v1/kv/target")).body("written-by-a-page");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    };
+    let evil = put(&[
+        ("origin", "http://evil.example"),
+        ("content-type", "text/plain"),
+    ])
+    .await;
+    let body = expect_error(evil, StatusCode::FORBIDDEN, "cross_origin").await;
+    assert!(body.to_string().contains("--http-allow-origin"), "{body}");
+    // A form post whose Origin the browser withheld, but which still looks like a browser's.
+    let form = put(&[
+        ("sec-fetch-site", "cross-site"),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ])
+    .await;
+    expect_error(form, StatusCode::FORBIDDEN, "form_content_type").await;
+    assert_eq!(s.get("/v1/kv/target").await.status(), StatusCode::NOT_FOUND);
+
+    // curl --data-binary sends a form content type and no browser header: served.
+    let curl = put(&[("content-type", "application/x-www-form-urlencoded")]).await;
+    assert_eq!(curl.status(), StatusCode::OK);
+    // An allowed origin is served, with CORS headers, and its preflight answered.
+    let app = put(&[
+        ("origin", "https://app.example"),
+        ("content-type", "text/plain"),
+    ])
+    .await;
+    assert_eq!(app.status(), StatusCode::OK);
+    assert_eq!(
+        app.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, s.url("/v1/kv/target"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "PUT")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    assert!(
+        preflight.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("PUT")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn debug_routes_exist_only_when_enabled() {
+    let s = start().await;
+    expect_error(
+        s.get("/v1/debug/raft-stats").await,
+        StatusCode::NOT_FOUND,
+        "unknown_route",
+    )
+    .await;
+    s.stop().await;
+}

@@ -13,11 +13,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::secure::ClientStream;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::cmd::{self, ClientGuard, Ctx, Kind, Outcome, Pending, Session};
@@ -34,7 +34,7 @@ const FLUSH_THRESHOLD: usize = 1024 * 1024;
 /// Runs one client connection to its end. Errors (a client vanishing mid-write) end only
 /// this connection and are not worth more than a debug line.
 pub(crate) async fn serve(
-    stream: TcpStream,
+    stream: ClientStream,
     peer: SocketAddr,
     ctx: Arc<Ctx>,
     guard: ClientGuard,
@@ -81,7 +81,7 @@ struct Run {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: ClientStream,
     /// Remembers how far a request still arriving was parsed.
     decoder: frame::RequestDecoder,
     ctx: Arc<Ctx>,

@@ -15,9 +15,14 @@ use super::cmd::Ctx;
 use super::connection;
 use crate::backend::Backend;
 use crate::connections;
+use crate::secure::secure;
+use shoal_tls::Channel;
 
 /// The line a client over the limit receives before it is closed (Redis's wording).
 const TOO_MANY_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
+/// What a plaintext client of a TLS node is told.
+const PLAINTEXT: &[u8] =
+    b"-ERR this node accepts only TLS connections: connect with TLS (redis-cli --tls --cacert <the cluster CA>)\r\n";
 
 /// Serves RESP on `listener` until `shutdown` completes.
 ///
@@ -41,6 +46,7 @@ pub async fn serve_backend(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let local_addr = listener.local_addr()?;
+    let tls = config.tls.clone();
     let ctx = Arc::new(Ctx::new(node, config, local_addr));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -68,7 +74,13 @@ pub async fn serve_backend(
                 if let Err(err) = stream.set_nodelay(true) {
                     tracing::debug!(%err, %peer, "could not set TCP_NODELAY");
                 }
-                connections.spawn(connection::serve(stream, peer, ctx.clone(), guard, stop_rx.clone()));
+                let (ctx, stop_rx, tls) = (ctx.clone(), stop_rx.clone(), tls.clone());
+                connections.spawn(async move {
+                    let Some(stream) = secure(stream, peer, tls.as_ref(), Channel::Resp, PLAINTEXT).await else {
+                        return;
+                    };
+                    connection::serve(stream, peer, ctx, guard, stop_rx).await
+                });
             }
         }
     }

@@ -27,7 +27,7 @@ pub use listener::{serve, serve_backend};
 use crate::connections::ConnectionLimit;
 
 /// Settings of the RESP listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RespConfig {
     /// Most clients connected at once, shared with the HTTP front end when the node passes
     /// both the same limit; the next one gets `-ERR max number of clients reached` and is
@@ -38,6 +38,8 @@ pub struct RespConfig {
     /// of many large values can legitimately be big; a client that never finishes its
     /// request must not hold memory without bound). Over it: a protocol error and close.
     pub max_request_bytes: usize,
+    /// TLS: when set, every client must connect over it (`redis-cli --tls`).
+    pub tls: Option<shoal_tls::Tls>,
 }
 
 /// Default size of [`RespConfig::connections`].
@@ -50,6 +52,7 @@ impl Default for RespConfig {
         Self {
             connections: ConnectionLimit::new(DEFAULT_MAX_CONNECTIONS),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            tls: None,
         }
     }
 }

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use shoal_core::ShardId;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::connection::{
@@ -21,6 +20,7 @@ use super::connection::{
 };
 use super::faults::Faults;
 use super::server::Responder;
+use super::stream::{PeerStream, dial};
 use super::wire::{
     Frame, Hello, HelloReply, MAX_HELLO_BYTES, PROTOCOL_VERSION, Request, RequestFrame, Response,
     decode, encode, read_frame_within, write_frame,
@@ -65,6 +65,9 @@ pub struct TransportOptions {
     /// Snapshot bytes per second this node sends, all transfers together (replica moves
     /// and lagging followers); 0: as fast as the network and disks go.
     pub snapshot_bytes_per_sec: u64,
+    /// Mutual TLS between peers, when the node has a cluster CA: each end presents a
+    /// certificate the CA signed, and one without is refused in the handshake.
+    pub tls: Option<shoal_tls::Tls>,
 }
 
 impl Default for TransportOptions {
@@ -82,6 +85,7 @@ impl Default for TransportOptions {
             append_pipeline: DEFAULT_APPEND_PIPELINE,
             commit_update_delay: Duration::from_millis(2),
             snapshot_bytes_per_sec: DEFAULT_SNAPSHOT_BYTES_PER_SEC,
+            tls: None,
         }
     }
 }
@@ -509,6 +513,7 @@ async fn run_link(
             to: target,
         };
         let connect_timeout = inner.options.connect_timeout;
+        let tls = inner.options.tls.clone();
         let silence_timeout = inner.options.silence_timeout;
         let max_inflight = inner.options.max_inflight_per_connection;
         let responder = inner.responder.clone();
@@ -516,7 +521,7 @@ async fn run_link(
         let established = match next_offer.take() {
             Some(offer) => welcome(offer).await.map(|s| (s, Dialer::Peer)),
             None => {
-                let dial = connect(&addr, &hello, connect_timeout);
+                let dial = connect(&addr, &hello, tls.as_ref(), connect_timeout);
                 tokio::pin!(dial);
                 let dialed = loop {
                     tokio::select! {
@@ -618,7 +623,7 @@ async fn run_link(
 /// How a link's attempt to connect ended.
 enum Dialed {
     /// This node's connection is up.
-    Up(TcpStream),
+    Up(PeerStream),
     /// The peer opened one at the same time, and the peer's is kept.
     Adopted(Offer),
     /// The peer answered that its own connection, opened at the same time, is kept.
@@ -626,12 +631,14 @@ enum Dialed {
 }
 
 /// Opens a connection to `addr` and introduces this node.
-async fn connect(addr: &str, hello: &Hello, timeout: Duration) -> Result<Dialed, String> {
+async fn connect(
+    addr: &str,
+    hello: &Hello,
+    tls: Option<&shoal_tls::Tls>,
+    timeout: Duration,
+) -> Result<Dialed, String> {
     let attempt = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut stream = dial(addr, tls).await?;
         write_frame(&mut stream, &encode(hello)?)
             .await
             .map_err(|e| format!("handshake with {addr} failed: {e}"))?;
@@ -652,19 +659,18 @@ async fn connect(addr: &str, hello: &Hello, timeout: Duration) -> Result<Dialed,
 
 /// Asks node `addr` one administration question as a guest (a node that is not a member
 /// yet, or does not know the cluster's members): `cluster_id` may be empty when the caller
-/// does not know it. Returns the answer's payload.
+/// does not know it; `tls` must be given when the cluster's peers use TLS. Returns the
+/// answer's payload.
 pub async fn guest_call(
     addr: &str,
     from: u64,
     cluster_id: &str,
+    tls: Option<&shoal_tls::Tls>,
     payload: bytes::Bytes,
     timeout: Duration,
 ) -> Result<bytes::Bytes, String> {
     let attempt = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut stream = dial(addr, tls).await?;
         let hello = Hello {
             version: PROTOCOL_VERSION,
             cluster_id: cluster_id.to_string(),
@@ -711,7 +717,7 @@ pub async fn guest_call(
 }
 
 /// Takes up a connection the peer opened.
-async fn welcome(offer: Offer) -> Result<TcpStream, String> {
+async fn welcome(offer: Offer) -> Result<PeerStream, String> {
     let mut stream = offer.stream;
     let reply = encode(&HelloReply::Welcome)?;
     tokio::time::timeout(HELLO_TIMEOUT, write_frame(&mut stream, &reply))

@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::client::CallError;
 use super::server::Responder;
+use super::stream::PeerStream;
 use super::wire::{Frame, READ_BUFFER_BYTES, Response, ResponseFrame, decode, encode, read_frame};
 
 /// The node's answerer of peer requests, once it serves them.
@@ -40,7 +40,7 @@ pub(super) enum Dialer {
 /// A connection the peer opened and this node's accept loop checked, waiting for the link
 /// to take it (or turn it down).
 pub(super) struct Offer {
-    pub stream: TcpStream,
+    pub stream: PeerStream,
 }
 
 /// Why a connection stopped being used.
@@ -78,7 +78,7 @@ type Pending = Arc<Mutex<Waiting>>;
 
 /// Runs one established connection until it fails, is replaced or the transport shuts
 /// down. Calls still waiting for an answer then fail as lost.
-pub(super) async fn run_connection(stream: TcpStream, cx: ConnectionContext<'_>) -> Ended {
+pub(super) async fn run_connection(stream: PeerStream, cx: ConnectionContext<'_>) -> Ended {
     let ConnectionContext {
         me,
         peer,
@@ -89,7 +89,7 @@ pub(super) async fn run_connection(stream: TcpStream, cx: ConnectionContext<'_>)
         calls,
         offers,
     } = cx;
-    let (read_half, write_half) = stream.into_split();
+    let (read_half, write_half) = tokio::io::split(stream);
     let pending: Pending = Arc::new(Mutex::new(Waiting {
         replies: HashMap::new(),
         busy_since: Instant::now(),
@@ -185,7 +185,7 @@ pub(super) async fn run_connection(stream: TcpStream, cx: ConnectionContext<'_>)
 
 /// Writes `answer` and `call`, then everything else already queued, in one flush.
 async fn write_ready(
-    writer: &mut BufWriter<OwnedWriteHalf>,
+    writer: &mut BufWriter<WriteHalf<PeerStream>>,
     pending: &Pending,
     answer: Option<Vec<u8>>,
     call: Option<Outgoing>,
@@ -219,7 +219,7 @@ async fn write_ready(
 }
 
 async fn write_call(
-    writer: &mut BufWriter<OwnedWriteHalf>,
+    writer: &mut BufWriter<WriteHalf<PeerStream>>,
     pending: &Pending,
     call: Outgoing,
 ) -> Result<(), String> {
@@ -251,7 +251,7 @@ struct Reader {
 }
 
 /// Reads frames until the connection fails; returns why.
-async fn read_frames(read_half: OwnedReadHalf, cx: Reader) -> String {
+async fn read_frames(read_half: ReadHalf<PeerStream>, cx: Reader) -> String {
     // Buffered: a frame read straight off the socket costs two reads or more (length, then
     // body); under load one read takes every frame that has arrived.
     let mut read_half = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);

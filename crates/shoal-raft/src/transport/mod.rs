@@ -9,6 +9,7 @@ mod faults;
 mod group_network;
 mod server;
 mod snapshots;
+mod stream;
 pub mod wire;
 
 #[cfg(test)]

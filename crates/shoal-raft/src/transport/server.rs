@@ -15,12 +15,13 @@ use futures_util::future::BoxFuture;
 use openraft::storage::Snapshot;
 use shoal_core::map::NodeStatus;
 use shoal_core::{Command, Consistency, Error, Reply, ShardId};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
 use super::client::{HELLO_TIMEOUT, PeerRouter, TransportCounters, refuse};
 use super::connection::Offer;
 use super::faults::Faults;
+use super::stream::{PeerStream, accept as accept_stream};
 use super::wire::{
     Frame, GUEST, Hello, HelloReply, MAX_GUEST_REQUEST_BYTES, MAX_HELLO_BYTES, PROTOCOL_VERSION,
     Request, RequestFrame, Response, ResponseFrame, SnapshotChunk, decode, encode,
@@ -233,6 +234,20 @@ pub fn serve(
                         };
                         let router = router.clone();
                         tokio::spawn(async move {
+                            let tls = router.options().tls.clone();
+                            let secured = tokio::time::timeout(HELLO_TIMEOUT, accept_stream(stream, tls.as_ref())).await;
+                            let stream = match secured {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(why)) => {
+                                    // Refused before any frame is read.
+                                    tracing::warn!(%addr, reason = %why, "refused a peer connection");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::warn!(%addr, "refused a peer connection: no TLS handshake within {} s", HELLO_TIMEOUT.as_secs());
+                                    return;
+                                }
+                            };
                             let introduced = introduce(stream, &router).await;
                             drop(permit);
                             if let Err(e) = introduced {
@@ -253,8 +268,7 @@ pub fn serve(
 
 /// Reads and checks a new connection's hello, then hands the connection to the link to
 /// the peer that opened it.
-async fn introduce(mut stream: TcpStream, router: &PeerRouter) -> Result<(), String> {
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+async fn introduce(mut stream: PeerStream, router: &PeerRouter) -> Result<(), String> {
     let hello = tokio::time::timeout(
         HELLO_TIMEOUT,
         read_frame_within(&mut stream, MAX_HELLO_BYTES),
@@ -309,7 +323,7 @@ async fn introduce(mut stream: TcpStream, router: &PeerRouter) -> Result<(), Str
 /// A node that is not a member (yet) asks one administration question: welcomed if it
 /// names no cluster or this one, answered, then disconnected.
 async fn serve_guest(
-    mut stream: TcpStream,
+    mut stream: PeerStream,
     hello: Hello,
     router: &PeerRouter,
 ) -> Result<(), String> {

@@ -243,6 +243,7 @@ pub enum Setup {
         route: Route,
         /// With `--shared-client`: the one smart client every connection uses.
         shared: Option<shoal_client::Client>,
+        tls: Option<shoal_client::ClientTls>,
     },
     Resp {
         url: String,
@@ -266,12 +267,19 @@ impl Setup {
                 addr,
                 route: Route::Leader,
                 shared,
+                tls,
             } => {
                 let client = match shared {
                     Some(client) => client.clone(),
-                    None => shoal_client::Client::connect(addr)
-                        .await
-                        .map_err(|e| format!("cannot connect over gRPC to {addr}: {e}"))?,
+                    None => shoal_client::Client::connect_with(
+                        &[addr.as_str()],
+                        shoal_client::ClientConfig {
+                            tls: tls.clone(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| format!("cannot connect over gRPC to {addr}: {e}"))?,
                 };
                 Ok(Driver::GrpcSmart {
                     client,
@@ -282,10 +290,18 @@ impl Setup {
             Setup::Grpc {
                 addr,
                 route: Route::Node,
+                tls,
                 ..
             } => {
-                let channel = Channel::from_shared(format!("http://{addr}"))
-                    .map_err(|e| format!("--addr {addr}: {e}"))?
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let mut endpoint = Channel::from_shared(format!("{scheme}://{addr}"))
+                    .map_err(|e| format!("--addr {addr}: {e}"))?;
+                if let Some(tls) = tls {
+                    endpoint = endpoint
+                        .tls_config(tls.tonic())
+                        .map_err(|e| format!("--tls-ca: {e}"))?;
+                }
+                let channel = endpoint
                     .tcp_nodelay(true)
                     .connect()
                     .await

@@ -123,6 +123,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     shoal bench --protocol resp --addr 127.0.0.1:6379 --pipeline 16 --ops 1000000\n  \
     shoal bench --op get --preload --output json")]
 pub struct BenchArgs {
+    /// TLS (HTTP and gRPC; for RESP over TLS use redis-benchmark --tls).
+    #[command(flatten)]
+    pub tls: crate::client_tls::ClientTlsArgs,
     /// Which API to load.
     #[arg(long, value_enum, default_value_t = Protocol::Http)]
     pub protocol: Protocol,
@@ -329,33 +332,50 @@ async fn setup(args: &BenchArgs) -> Result<(Setup, Option<usize>), String> {
             let base = base_url(&addr).map_err(|e| e.to_string())?;
             let view = crate::cluster_cmd::fetch(&addr).await?;
             let targets = Arc::new(HttpTargets::new(args.route, &base, &view));
-            let http = reqwest::Client::builder()
+            let mut http = reqwest::Client::builder()
                 .timeout(REQUEST_TIMEOUT)
-                .pool_max_idle_per_host(args.connections * args.pipeline)
-                .build()
-                .map_err(|e| e.to_string())?;
+                .pool_max_idle_per_host(args.connections * args.pipeline);
+            if let Some(tls) = args.tls.rustls()? {
+                http = http.use_preconfigured_tls(tls);
+            }
+            let http = http.build().map_err(|e| e.to_string())?;
             let in_use = targets.in_use();
             Ok((Setup::Http { http, targets }, Some(in_use)))
         }
         Protocol::Grpc => {
             let addr = addr.trim_start_matches("http://").to_string();
+            let tls = args.tls.grpc()?;
             Ok((
                 Setup::Grpc {
                     shared: match args.shared_client {
                         true => Some(
-                            shoal_client::Client::connect(&addr)
-                                .await
-                                .map_err(|e| format!("cannot connect over gRPC to {addr}: {e}"))?,
+                            shoal_client::Client::connect_with(
+                                &[addr.as_str()],
+                                shoal_client::ClientConfig {
+                                    tls: tls.clone(),
+                                    ..Default::default()
+                                },
+                            )
+                            .await
+                            .map_err(|e| format!("cannot connect over gRPC to {addr}: {e}"))?,
                         ),
                         false => None,
                     },
                     addr,
                     route: args.route,
+                    tls,
                 },
                 None,
             ))
         }
         Protocol::Resp => {
+            if args.tls.enabled() {
+                return Err(
+                    "--tls-ca: shoal bench speaks RESP in plaintext only; measure RESP \
+                            over TLS with redis-benchmark --tls --cacert <CA>"
+                        .into(),
+                );
+            }
             let url = if addr.starts_with("redis://") {
                 addr
             } else {
@@ -368,6 +388,7 @@ async fn setup(args: &BenchArgs) -> Result<(Setup, Option<usize>), String> {
 
 async fn bench(args: &BenchArgs) -> Result<serde_json::Value, String> {
     args.check()?;
+    args.tls.apply();
     let (setup, nodes_targeted) = setup(args).await?;
     let mix = args.mix();
     let workload = Arc::new(Workload {

@@ -149,6 +149,21 @@ impl Api {
         Api { http, urls }
     }
 
+    /// Over HTTPS, trusting what `tls` trusts.
+    pub(super) fn with_tls(
+        urls: BTreeMap<u64, String>,
+        tls: shoal_tls::rustls::ClientConfig,
+    ) -> Api {
+        let http = reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .connect_timeout(Duration::from_secs(2))
+            .no_proxy()
+            .use_preconfigured_tls(tls)
+            .build()
+            .expect("HTTP client");
+        Api { http, urls }
+    }
+
     /// Adds node `node`'s base URL (a node that joined later).
     pub(super) fn add(&mut self, node: u64, url: String) {
         self.urls.insert(node, url);

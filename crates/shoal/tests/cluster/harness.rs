@@ -146,6 +146,17 @@ pub struct NodeSpec {
     pub replication: usize,
     /// More `shoal server` flags, the same on every start.
     pub extra_args: Vec<String>,
+    /// `--tls-cert`, `--tls-key` and `--tls-ca` (then without `--fault-injection`, which
+    /// a node refuses beside TLS).
+    pub tls: Option<NodeTls>,
+}
+
+/// A node's TLS files.
+#[derive(Clone, Debug)]
+pub struct NodeTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 impl NodeSpec {
@@ -188,9 +199,22 @@ impl NodeSpec {
         };
         cmd.args(["--replication", &self.replication.to_string()])
             .args(["--shards", &SHARDS.to_string()])
-            .arg("--fault-injection")
-            .args(["--log-level", "info,openraft=warn"])
-            .args(&self.extra_args);
+            .args(["--log-level", "info,openraft=warn"]);
+        match &self.tls {
+            Some(tls) => cmd
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key)
+                .arg("--tls-ca")
+                .arg(&tls.ca),
+            None => cmd.arg("--fault-injection"),
+        };
+        if self.netns.is_some() {
+            // Namespaced nodes listen on their own (non-loopback) addresses, plaintext.
+            cmd.arg("--insecure-listen-any");
+        }
+        cmd.args(&self.extra_args);
         cmd
     }
 
@@ -283,6 +307,63 @@ pub async fn resp_connection(url: &str) -> redis::RedisResult<MultiplexedConnect
         .await
 }
 
+/// Sends one RESP command over TLS (checking the server against `ca`) and reads one
+/// reply, returned raw (`+OK\r\n`, `$5\r\nworld\r\n`, `-ERR ...\r\n`).
+pub async fn resp_over_tls(addr: &str, ca: &Path, args: &[&str]) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let config = shoal_tls::client_config(ca, None, &[]).map_err(|e| e.to_string())?;
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = shoal_tls::server_name(addr)?;
+        let mut stream = shoal_tls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut reply = Vec::new();
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err(format!(
+                    "closed after {:?}",
+                    String::from_utf8_lossy(&reply)
+                ));
+            }
+            reply.extend_from_slice(&chunk[..n]);
+            if complete_reply(&reply) {
+                return Ok(String::from_utf8_lossy(&reply).into_owned());
+            }
+        }
+    };
+    tokio::time::timeout(RESP_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("no reply from {addr} within {RESP_TIMEOUT:?}"))?
+}
+
+/// Whether `reply` holds one whole simple, error, integer or bulk reply.
+fn complete_reply(reply: &[u8]) -> bool {
+    let Some(line_end) = reply.windows(2).position(|w| w == b"\r\n") else {
+        return false;
+    };
+    if reply[0] != b'$' {
+        return true;
+    }
+    let len: i64 = String::from_utf8_lossy(&reply[1..line_end])
+        .parse()
+        .unwrap_or(-1);
+    len < 0 || reply.len() >= line_end + 2 + len as usize + 2
+}
+
 /// Polls `check` every `POLL` until it returns `Some`, or panics with `what` and the last
 /// thing `check` reported after `limit`.
 pub async fn poll_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
@@ -305,6 +386,9 @@ where
 /// A running cluster of `shoal` processes, killed when dropped. Node ids are `1..=n`.
 pub struct Cluster {
     nodes: Vec<Node>,
+    /// The CA of a TLS cluster (`start_tls`), and the authority that made its certificates.
+    tls_ca: Option<PathBuf>,
+    tls_authority: Option<shoal_tls::DevCa>,
     /// The highest node id ever used: removed ids are never reused.
     high_id: u64,
     api: Api,
@@ -315,6 +399,65 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Like `start`, with TLS everywhere: a CA made for the test (its files under
+    /// `tls_dir()`), a certificate per node, peers on mutual TLS, clients on HTTPS and RESP
+    /// over TLS.
+    pub async fn start_tls(n: usize) -> Cluster {
+        let mut cluster = Self::build(n, &[], None);
+        let dir = cluster.tls_dir();
+        fs::create_dir_all(&dir).expect("tls dir");
+        let ca = shoal_tls::DevCa::new("shoal test CA").expect("CA");
+        let ca_path = ca.write(&dir).expect("write CA");
+        for node in &mut cluster.nodes {
+            let id = node.spec.id;
+            let (cert, key) = ca
+                .issue(&format!("node{id}"), &["127.0.0.1", "localhost"])
+                .expect("node certificate")
+                .write(&dir, &format!("node{id}"))
+                .expect("write node certificate");
+            node.spec.tls = Some(NodeTls {
+                cert,
+                key,
+                ca: ca_path.clone(),
+            });
+        }
+        let urls = cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.spec.id,
+                    format!("https://{}:{}", n.spec.host, n.spec.http_port),
+                )
+            })
+            .collect();
+        let tls = shoal_tls::client_config(&ca_path, None, &[b"http/1.1"]).expect("client TLS");
+        cluster.api = Api::with_tls(urls, tls);
+        cluster.tls_ca = Some(ca_path);
+        cluster.tls_authority = Some(ca);
+        let ids = cluster.ids();
+        cluster.restart_many(&ids).await;
+        cluster.wait_for_leaders(1).await;
+        cluster
+    }
+
+    /// Where a TLS cluster's CA and certificates are.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.as_ref().expect("root dir").path().join("tls")
+    }
+
+    /// The CA of a cluster started with `start_tls`.
+    pub fn tls_authority(&self) -> &shoal_tls::DevCa {
+        self.tls_authority.as_ref().expect("a TLS cluster")
+    }
+
+    /// Sends one RESP command to node `id` over TLS and returns the raw reply.
+    pub async fn resp_tls(&self, id: u64, args: &[&str]) -> Result<String, String> {
+        let spec = &self.node(id).spec;
+        let ca = self.tls_ca.as_ref().expect("a TLS cluster");
+        resp_over_tls(&format!("{}:{}", spec.host, spec.resp_port), ca, args).await
+    }
+
     /// Starts `n` nodes (replication 3, or `n` if fewer) concurrently and waits until every
     /// node answers `/health` and PING and every shard has a leader (as node 1 sees it).
     pub async fn start(n: usize) -> Cluster {
@@ -404,6 +547,7 @@ impl Cluster {
                     join: None,
                     replication: n.min(3),
                     extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+                    tls: None,
                 },
                 child: None,
                 paused: false,
@@ -424,6 +568,8 @@ impl Cluster {
         Cluster {
             nodes,
             high_id: n as u64,
+            tls_ca: None,
+            tls_authority: None,
             api: Api::new(urls),
             net,
             root: Some(root),
@@ -714,11 +860,16 @@ impl Cluster {
         loop {
             self.node_mut(id).assert_running();
             if self.api.healthy(id).await {
-                let pong = match resp_connection(&resp_url).await {
-                    Ok(mut con) => redis::cmd("PING").query_async::<String>(&mut con).await,
-                    Err(e) => Err(e),
+                let pong = match &self.tls_ca {
+                    Some(_) => self.resp_tls(id, &["PING"]).await,
+                    None => match resp_connection(&resp_url).await {
+                        Ok(mut con) => redis::cmd("PING").query_async::<String>(&mut con).await,
+                        Err(e) => Err(e),
+                    }
+                    .map(|pong| format!("+{pong}\r\n"))
+                    .map_err(|e| e.to_string()),
                 };
-                if matches!(pong.as_deref(), Ok("PONG")) {
+                if matches!(pong.as_deref(), Ok("+PONG\r\n")) {
                     return;
                 }
             }

@@ -1,0 +1,134 @@
+//! A peer connection's byte stream: plain TCP, or TLS over it when the node has a cluster
+//! CA (mutual: each end presents a certificate the CA signed).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::wire::{HelloReply, encode, write_frame};
+
+/// The first byte of every TLS connection (a handshake record).
+pub(super) const TLS_HANDSHAKE: u8 = 0x16;
+
+pub(crate) enum PeerStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl From<TcpStream> for PeerStream {
+    fn from(stream: TcpStream) -> Self {
+        PeerStream::Plain(stream)
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            PeerStream::Plain(s) => s.is_write_vectored(),
+            PeerStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Opens a connection to `addr`, in TLS when `tls` is given.
+pub(super) async fn dial(addr: &str, tls: Option<&shoal_tls::Tls>) -> Result<PeerStream, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let Some(connector) = tls.and_then(|tls| tls.peer_connector()) else {
+        return Ok(PeerStream::Plain(stream));
+    };
+    let name = shoal_tls::server_name(addr)?;
+    let stream = connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS handshake with {addr} failed: {e}"))?;
+    Ok(PeerStream::Tls(Box::new(stream.into())))
+}
+
+/// Completes the server side of a peer's TLS handshake, when this node requires TLS. A
+/// plaintext connection is named as such rather than failing as a garbled handshake.
+pub(super) async fn accept(
+    stream: TcpStream,
+    tls: Option<&shoal_tls::Tls>,
+) -> Result<PeerStream, String> {
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let Some(acceptor) = tls.and_then(|tls| tls.acceptor(shoal_tls::Channel::Peer)) else {
+        return Ok(PeerStream::Plain(stream));
+    };
+    let mut first = [0u8; 1];
+    let mut stream = stream;
+    match stream.peek(&mut first).await {
+        Ok(0) => return Err("closed before the TLS handshake".into()),
+        Ok(_) if first[0] != TLS_HANDSHAKE => {
+            let why = "a plaintext connection: this node's peer port accepts only TLS with a \
+                       certificate signed by its --tls-ca; start the calling node with --tls-cert, \
+                       --tls-key and --tls-ca";
+            // A plaintext node reads this as a refused hello, and logs why.
+            if let Ok(reply) = encode(&HelloReply::Refused(why.to_string())) {
+                let _ = write_frame(&mut stream, &reply).await;
+            }
+            return Err(why.into());
+        }
+        Ok(_) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let stream = acceptor
+        .accept(stream)
+        .await
+        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    Ok(PeerStream::Tls(Box::new(stream.into())))
+}
