@@ -118,8 +118,9 @@ struct Loaded {
     peer_client: Option<Arc<ClientConfig>>,
 }
 
-/// The files' modification times and sizes when last loaded.
-type Stamp = Vec<Option<(SystemTime, u64)>>;
+/// The files' identities (inode, change time, modification time, size) when last loaded:
+/// a renewed certificate often has the same size, and a rename changes the inode.
+type Stamp = Vec<Option<(u64, i64, i64, SystemTime, u64)>>;
 
 /// The node's TLS state, shared by every listener and the peer transport; cheap to clone.
 /// Listeners take the current configuration per connection, so a reload applies to every
@@ -229,9 +230,16 @@ fn stamp(files: &TlsFiles) -> Stamp {
         .into_iter()
         .flatten()
         .map(|path| {
-            std::fs::metadata(path)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())))
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(path).ok().and_then(|m| {
+                Some((
+                    m.ino(),
+                    m.ctime(),
+                    m.ctime_nsec(),
+                    m.modified().ok()?,
+                    m.len(),
+                ))
+            })
         })
         .collect()
 }
@@ -392,6 +400,17 @@ pub fn client_config(
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// Checks that `cert` (a peer's, already verified against the CA) names the host of
+/// `addr`, the peer address the node it claims to be has in the cluster map: a certificate
+/// the CA issued to one node cannot speak for another.
+pub fn check_peer_identity(cert: &CertificateDer<'_>, addr: &str) -> Result<(), String> {
+    let name = server_name(addr)?;
+    let parsed = rustls::server::ParsedCertificate::try_from(cert)
+        .map_err(|e| format!("its certificate cannot be read: {e}"))?;
+    rustls::client::verify_server_name(&parsed, &name)
+        .map_err(|e| format!("its certificate is not valid for its peer address {addr} ({e})"))
 }
 
 /// The name a certificate must carry to be `addr`'s (`host:port`): its host, an IP address

@@ -170,3 +170,20 @@ fn server_names_come_from_the_host_part() {
     assert!(server_name("node-1.example:7000").is_ok());
     assert!(server_name("[::1]:7000").is_ok());
 }
+
+#[test]
+fn a_peer_certificate_must_name_the_claimed_nodes_address() {
+    let pki = Pki::new();
+    let cert = pki
+        .ca
+        .issue("node2", &["10.0.0.2", "node2.example"])
+        .unwrap();
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap();
+    assert!(check_peer_identity(&der, "10.0.0.2:7000").is_ok());
+    assert!(check_peer_identity(&der, "node2.example:7000").is_ok());
+    let err = check_peer_identity(&der, "10.0.0.3:7000").unwrap_err();
+    assert!(
+        err.contains("not valid for its peer address 10.0.0.3:7000"),
+        "{err}"
+    );
+}

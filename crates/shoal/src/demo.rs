@@ -71,10 +71,6 @@ impl DemoPki {
                 .write(&dir, &format!("node{id}"))
                 .map_err(io)?;
         }
-        authority
-            .issue("client", &["127.0.0.1", "localhost"])?
-            .write(&dir, "client")
-            .map_err(io)?;
         Ok(DemoPki { dir, ca })
     }
 
@@ -374,12 +370,7 @@ fn print_intro(args: &DemoArgs, root: &Path, nodes: &[DemoNode], pki: Option<&De
         "  grpcurl {grpcurl} -d '{{\"key\": \"aGVsbG8=\"}}' {} shoal.v1.KV/Get",
         first.grpc
     );
-    if let Some(pki) = pki {
-        println!(
-            "  (a client certificate, for tools that want one: {}/client.pem and client-key.pem)",
-            pki.dir.display()
-        );
-    }
+
     // Growing: the next node's ports follow the demo's scheme.
     let next = nodes.len() as u32 + 1;
     let at = |offset: u32| u32::from(args.base_port) + offset + next;

@@ -113,8 +113,8 @@ impl SecurityArgs {
 fn is_loopback(addr: &str) -> bool {
     let resolved: Vec<SocketAddr> = match addr.to_socket_addrs() {
         Ok(addrs) => addrs.collect(),
-        // Not resolvable here: binding it fails with its own message.
-        Err(_) => return true,
+        // Not resolvable: never assumed safe (binding it fails with its own message).
+        Err(_) => return false,
     };
     !resolved.is_empty() && resolved.iter().all(|a| a.ip().is_loopback())
 }

@@ -26,15 +26,21 @@ use super::ApiError;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BrowserPolicy {
     allowed: Vec<String>,
+    /// Refuse a `Host` that is a DNS name other than `localhost` (set without TLS): a page
+    /// that rebinds its own name to a node's address is then same-origin with the node, and
+    /// its reads carry no `Origin`; its `Host` is still its own name. Over TLS the browser
+    /// refuses the node's certificate for that name instead.
+    check_host: bool,
 }
 
 impl BrowserPolicy {
-    pub(crate) fn new(allowed: &[String]) -> Arc<Self> {
+    pub(crate) fn new(allowed: &[String], check_host: bool) -> Arc<Self> {
         Arc::new(Self {
             allowed: allowed
                 .iter()
                 .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
                 .collect(),
+            check_host,
         })
     }
 
@@ -50,9 +56,11 @@ fn form_content_type(headers: &HeaderMap) -> bool {
         // A fetch with a body and no content type is sent as text/plain.
         return true;
     };
+    let Ok(value) = value.to_str() else {
+        // Unreadable: assume the worst.
+        return true;
+    };
     let essence = value
-        .to_str()
-        .unwrap_or("")
         .split(';')
         .next()
         .unwrap_or("")
@@ -62,6 +70,20 @@ fn form_content_type(headers: &HeaderMap) -> bool {
         essence.as_str(),
         "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
     )
+}
+
+/// Whether `host` (a `Host` header: name or address, optional port) is an IP address or
+/// `localhost`, which no web page can rebind.
+fn literal_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true; // An address without a port, IPv6 included.
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 fn from_a_browser(headers: &HeaderMap) -> bool {
@@ -82,6 +104,22 @@ pub(crate) async fn guard(
     next: Next,
 ) -> Response {
     let headers = request.headers();
+    if policy.check_host {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !host.is_empty() && !literal_host(host) {
+            return refuse(
+                "host_not_allowed",
+                format!(
+                    "this node has no TLS and answers only requests addressed to an IP address \
+                     or localhost, not {host:?} (a web page can point any name at it); use the \
+                     node's address, or give the node TLS"
+                ),
+            );
+        }
+    }
     let origin = headers
         .get(header::ORIGIN)
         .map(|o| o.to_str().unwrap_or("(not text)").to_string());
@@ -187,11 +225,33 @@ mod tests {
     }
 
     #[test]
+    fn only_addresses_and_localhost_are_literal_hosts() {
+        for host in [
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "[::1]:8080",
+            "::1",
+            "10.0.0.7",
+        ] {
+            assert!(literal_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!literal_host(host), "{host}");
+        }
+    }
+
+    #[test]
     fn origins_match_exactly_or_by_wildcard() {
-        let policy = BrowserPolicy::new(&["https://App.example/".to_string()]);
+        let policy = BrowserPolicy::new(&["https://App.example/".to_string()], false);
         assert!(policy.allows("https://app.example"));
         assert!(!policy.allows("https://app.example.evil"));
         assert!(!policy.allows("http://app.example"));
-        assert!(BrowserPolicy::new(&["*".to_string()]).allows("http://anything"));
+        assert!(BrowserPolicy::new(&["*".to_string()], false).allows("http://anything"));
     }
 }

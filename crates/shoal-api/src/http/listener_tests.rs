@@ -77,24 +77,24 @@ fn status_and_code(response: &str) -> (u16, String) {
 async fn errors_raised_before_any_handler_have_json_bodies() {
     let (server, addr) = start(HttpConfig::default()).await;
     let long_uri = format!(
-        "GET /v1/kv/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /v1/kv/{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         "k".repeat(70_000)
     );
     let big_headers = format!(
-        "GET /v1/kv/k HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "GET /v1/kv/k HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
         "h".repeat(100_000)
     );
     let cases: Vec<(Vec<u8>, u16, &str)> =
         vec![
-        (b"GET /v1/kv/a b HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400, "malformed_request"),
-        (b"GET /v1/kv/\xff HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400, "malformed_request"),
+        (b"GET /v1/kv/a b HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec(), 400, "malformed_request"),
+        (b"GET /v1/kv/\xff HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec(), 400, "malformed_request"),
         (
-            b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".to_vec(),
+            b"PUT /v1/kv/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n\r\n".to_vec(),
             400,
             "malformed_request",
         ),
         (
-            b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"
+            b"PUT /v1/kv/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"
                 .to_vec(),
             400,
             "malformed_request",
@@ -114,7 +114,7 @@ async fn errors_raised_before_any_handler_have_json_bodies() {
     // A request hyper parses is still answered by the API.
     let response = exchange(
         addr,
-        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     )
     .await;
     let (status, code) = status_and_code(&response);
@@ -141,7 +141,7 @@ async fn a_slowloris_is_cut_off_by_the_header_read_timeout() {
     // A keep-alive connection idle past the same timeout is closed too.
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let answer = read_to_close(&mut stream).await;
@@ -160,7 +160,7 @@ async fn a_body_trickled_past_the_deadline_gets_a_408() {
     // An endless chunked body: one byte, then nothing more.
     stream
         .write_all(
-            b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n",
+            b"PUT /v1/kv/k HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n",
         )
         .await
         .unwrap();
@@ -172,7 +172,7 @@ async fn a_body_trickled_past_the_deadline_gets_a_408() {
     // Nothing was written.
     let response = exchange(
         addr,
-        b"GET /v1/kv/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /v1/kv/k HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
@@ -205,13 +205,13 @@ async fn http_and_resp_share_one_connection_limit() {
     let resp_client = limit.try_admit().expect("a place");
     let mut first = TcpStream::connect(addr).await.unwrap();
     first
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let mut buf = [0u8; 12];
     first.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"HTTP/1.1 200");
-    let refused = exchange(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let refused = exchange(addr, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
     assert_eq!(
         status_and_code(&refused),
         (503, "too_many_connections".to_string())
@@ -221,7 +221,7 @@ async fn http_and_resp_share_one_connection_limit() {
     drop(resp_client);
     let response = exchange(
         addr,
-        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");

@@ -144,7 +144,7 @@ pub async fn serve_backend(
 pub(crate) fn router_for(backend: Arc<dyn Backend>, config: HttpConfig) -> Router {
     let limits = backend.limits();
     let body_read_timeout = config.body_read_timeout;
-    let browsers = browser::BrowserPolicy::new(&config.allowed_origins);
+    let browsers = browser::BrowserPolicy::new(&config.allowed_origins, config.tls.is_none());
     let debug_routes = config.debug_routes;
     let state = AppState {
         backend,

@@ -66,13 +66,21 @@ pub(crate) async fn serve_router(
                 };
                 let Some(permit) = config.connections.try_admit() else {
                     // Never blocks the accept loop: a fresh socket's send buffer has room.
-                    let _ = stream.try_write(&too_many_connections(config.connections.max()));
+                    // A TLS client could not read it before its handshake: just closed.
+                    if config.tls.is_none() {
+                        let _ = stream.try_write(&too_many_connections(config.connections.max()));
+                    }
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let (router, stop_rx, tls) = (router.clone(), stop_rx.clone(), config.tls.clone());
+                let (router, mut stop_rx, tls) = (router.clone(), stop_rx.clone(), config.tls.clone());
                 connections.spawn(async move {
-                    let Some(stream) = secure(stream, peer, tls.as_ref(), Channel::Http, &plaintext_refusal()).await else {
+                    let refusal = plaintext_refusal();
+                    let stream = tokio::select! {
+                        secured = secure(stream, peer, tls.as_ref(), Channel::Http, &refusal) => secured,
+                        _ = stop_rx.wait_for(|stop| *stop) => None,
+                    };
+                    let Some(stream) = stream else {
                         return;
                     };
                     serve_connection(stream, peer, router, timeouts, permit, stop_rx).await

@@ -252,6 +252,16 @@ async fn browsers_at_other_origins_cannot_write_and_allowed_origins_get_cors() {
     expect_error(form, StatusCode::FORBIDDEN, "form_content_type").await;
     assert_eq!(s.get("/v1/kv/target").await.status(), StatusCode::NOT_FOUND);
 
+    // DNS rebinding: a page's own name pointed at the node; same-origin reads carry no
+    // Origin, but the Host is the page's name.
+    let rebound = http
+        .get(s.url("/v1/kv/target"))
+        .header("host", "rebound.example")
+        .send()
+        .await
+        .unwrap();
+    expect_error(rebound, StatusCode::FORBIDDEN, "host_not_allowed").await;
+
     // curl --data-binary sends a form content type and no browser header: served.
     let curl = put(&[("content-type", "application/x-www-form-urlencoded")]).await;
     assert_eq!(curl.status(), StatusCode::OK);

@@ -248,6 +248,9 @@ impl Connection {
         if !self.output.is_empty() {
             self.stream.write_all(&self.output).await?;
             self.output.clear();
+            // TLS keeps what the socket could not take yet until flushed (a no-op on TCP):
+            // without this the end of a large reply waits for the client's next request.
+            self.stream.flush().await?;
         }
         Ok(())
     }

@@ -68,15 +68,22 @@ pub async fn serve_backend(
                 let Some(guard) = ctx.admit() else {
                     // Never blocks the accept loop: a fresh socket's send buffer has room
                     // for one line, and if it does not the client misses only the message.
-                    let _ = stream.try_write(TOO_MANY_CLIENTS);
+                    // A TLS client could not read it before its handshake: just closed.
+                    if tls.is_none() {
+                        let _ = stream.try_write(TOO_MANY_CLIENTS);
+                    }
                     continue;
                 };
                 if let Err(err) = stream.set_nodelay(true) {
                     tracing::debug!(%err, %peer, "could not set TCP_NODELAY");
                 }
-                let (ctx, stop_rx, tls) = (ctx.clone(), stop_rx.clone(), tls.clone());
+                let (ctx, mut stop_rx, tls) = (ctx.clone(), stop_rx.clone(), tls.clone());
                 connections.spawn(async move {
-                    let Some(stream) = secure(stream, peer, tls.as_ref(), Channel::Resp, PLAINTEXT).await else {
+                    let stream = tokio::select! {
+                        secured = secure(stream, peer, tls.as_ref(), Channel::Resp, PLAINTEXT) => secured,
+                        _ = stop_rx.wait_for(|stop| *stop) => None,
+                    };
+                    let Some(stream) = stream else {
                         return;
                     };
                     connection::serve(stream, peer, ctx, guard, stop_rx).await

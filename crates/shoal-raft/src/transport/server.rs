@@ -303,6 +303,8 @@ async fn introduce(mut stream: PeerStream, router: &PeerRouter) -> Result<(), St
             "node {me} knows no peer with id {}: check --initial-cluster",
             hello.from
         ))
+    } else if let Some(why) = stream.identity_mismatch(router.addr(hello.from).as_deref()) {
+        Some(format!("node {} is refused: {why}", hello.from))
     } else {
         None
     };

@@ -18,6 +18,24 @@ pub(crate) enum PeerStream {
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
 }
 
+impl PeerStream {
+    /// Over TLS: why the peer's certificate does not fit the peer address `addr` of the
+    /// node it says it is (`None`: it fits, or the connection is not TLS).
+    pub(super) fn identity_mismatch(&self, addr: Option<&str>) -> Option<String> {
+        let PeerStream::Tls(stream) = self else {
+            return None;
+        };
+        let Some(addr) = addr else {
+            return Some("its peer address is not known here".into());
+        };
+        let (_, session) = stream.get_ref();
+        let Some(cert) = session.peer_certificates().and_then(|c| c.first()) else {
+            return Some("it presented no certificate".into());
+        };
+        shoal_tls::check_peer_identity(cert, addr).err()
+    }
+}
+
 impl From<TcpStream> for PeerStream {
     fn from(stream: TcpStream) -> Self {
         PeerStream::Plain(stream)

@@ -114,6 +114,17 @@ async fn a_tls_cluster_serves_tls_clients_and_refuses_plaintext_and_impostor_pee
         cluster.resp_tls(3, &["GET", "tls:resp"]).await.unwrap(),
         "$3\r\ntwo\r\n"
     );
+    // A reply larger than the socket's buffers: all of it arrives (TLS must be flushed).
+    let big = "x".repeat(4 << 20);
+    assert_eq!(
+        cluster
+            .resp_tls(1, &["SET", "tls:big", &big])
+            .await
+            .unwrap(),
+        "+OK\r\n"
+    );
+    let reply = cluster.resp_tls(1, &["GET", "tls:big"]).await.unwrap();
+    assert_eq!(reply, format!("${}\r\n{big}\r\n", big.len()));
     let view = poll_until("every gRPC address in the map", LEADER_TIMEOUT, || async {
         let view = api.view(1).await.map_err(|e| e.to_string())?;
         match view.nodes.iter().all(|n| !n.grpc_addr.is_empty()) {
