@@ -5,6 +5,7 @@
 //! deterministic `apply` function that turns a replicated write into key changes.
 
 pub mod apply;
+pub mod auth;
 pub mod command;
 pub mod error;
 pub mod limits;
