@@ -34,6 +34,15 @@ pub enum AdminRequest {
     SetPaused(bool),
     /// One membership step of a move (the group's leader).
     Membership { group: ShardId, op: MembershipOp },
+    /// Create or change a user (metadata leader).
+    PutUser {
+        user: crate::users::StoredUser,
+        mode: crate::users::UserWrite,
+    },
+    /// Remove a user (metadata leader).
+    RemoveUser(String),
+    /// Every user (metadata leader, after a read barrier).
+    Users,
 }
 
 /// A membership step, run by the group's leader.
@@ -60,6 +69,7 @@ pub enum MembershipOp {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AdminReply {
     Map(ClusterMap),
+    Users(Vec<crate::users::StoredUser>),
     Done,
     Progress {
         matched: Option<u64>,

@@ -62,12 +62,15 @@ impl Control {
             AdminRequest::Membership { group, op } => {
                 crate::admin::membership(&self.groups, group, op).await
             }
+            AdminRequest::PutUser { .. } | AdminRequest::RemoveUser(_) | AdminRequest::Users => {
+                self.users_here(request).await
+            }
             other => self.meta_here(other).await,
         }
     }
 
-    /// Runs a map change on this node, which must lead the metadata group.
-    async fn meta_here(&self, request: AdminRequest) -> Result<AdminReply, Error> {
+    /// This node's metadata replica, which must lead its group.
+    fn meta_leader(&self) -> Result<Arc<crate::group::Group>, Error> {
         let Some(meta) = self.groups.get(META_GROUP) else {
             return Err(Error::NoLeader { shard: META_GROUP });
         };
@@ -80,6 +83,35 @@ impl Control {
                 None => Error::NoLeader { shard: META_GROUP },
             });
         }
+        Ok(meta)
+    }
+
+    /// Runs a user request on this node, which must lead the metadata group.
+    async fn users_here(&self, request: AdminRequest) -> Result<AdminReply, Error> {
+        let meta = self.meta_leader()?;
+        match request {
+            AdminRequest::PutUser { user, mode } => {
+                let name = user.name.clone();
+                crate::users::put_user(&meta, &self.engine, user, mode).await?;
+                tracing::info!(user = %name, ?mode, "user stored");
+            }
+            AdminRequest::RemoveUser(name) => {
+                crate::users::remove_user(&meta, &self.engine, &name).await?;
+                tracing::info!(user = %name, "user removed");
+            }
+            AdminRequest::Users => {
+                meta.read_barrier()?
+                    .await
+                    .map_err(|_| Error::ShuttingDown)??;
+            }
+            _ => unreachable!("only user requests come here"),
+        }
+        Ok(AdminReply::Users(crate::users::read_users(&self.engine)?))
+    }
+
+    /// Runs a map change on this node, which must lead the metadata group.
+    async fn meta_here(&self, request: AdminRequest) -> Result<AdminReply, Error> {
+        let meta = self.meta_leader()?;
         let map = match request {
             AdminRequest::Join(info) => {
                 let map = update_map(&meta, &self.engine, |m| admit(m, &info)).await?;
@@ -99,7 +131,11 @@ impl Control {
                 })
                 .await?
             }
-            AdminRequest::Map | AdminRequest::Membership { .. } => {
+            AdminRequest::Map
+            | AdminRequest::Membership { .. }
+            | AdminRequest::PutUser { .. }
+            | AdminRequest::RemoveUser(_)
+            | AdminRequest::Users => {
                 unreachable!("answered by the caller")
             }
         };
@@ -152,6 +188,9 @@ impl Control {
                     AdminRequest::Membership { group, op } => {
                         crate::admin::membership(&self.groups, *group, op.clone()).await
                     }
+                    AdminRequest::PutUser { .. }
+                    | AdminRequest::RemoveUser(_)
+                    | AdminRequest::Users => self.users_here(request.clone()).await,
                     other => self.meta_here(other.clone()).await,
                 }
             } else {

@@ -34,6 +34,7 @@ mod supervisor;
 #[cfg(test)]
 mod tests;
 pub mod topology;
+pub mod users;
 mod view;
 
 pub use clock::now_ms;

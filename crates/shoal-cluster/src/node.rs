@@ -696,6 +696,39 @@ impl Node {
             .map(|_| ())
     }
 
+    /// Every user, as the metadata leader has them.
+    pub async fn users(&self) -> Result<Vec<crate::users::StoredUser>, Error> {
+        self.user_request(AdminRequest::Users).await
+    }
+
+    /// Creates (`Create`) or changes (`Update`) a user; answers every user.
+    pub async fn put_user(
+        &self,
+        user: crate::users::StoredUser,
+        mode: crate::users::UserWrite,
+    ) -> Result<Vec<crate::users::StoredUser>, Error> {
+        self.user_request(AdminRequest::PutUser { user, mode })
+            .await
+    }
+
+    /// Removes a user (never the last admin); answers every user left.
+    pub async fn remove_user(&self, name: &str) -> Result<Vec<crate::users::StoredUser>, Error> {
+        self.user_request(AdminRequest::RemoveUser(name.to_string()))
+            .await
+    }
+
+    async fn user_request(
+        &self,
+        request: AdminRequest,
+    ) -> Result<Vec<crate::users::StoredUser>, Error> {
+        match self.inner.control.meta(request).await? {
+            crate::admin::AdminReply::Users(users) => Ok(users),
+            other => Err(Error::Internal(format!(
+                "a user request was answered with {other:?}"
+            ))),
+        }
+    }
+
     /// Pauses (or resumes) new replica moves; moves in flight finish.
     pub async fn set_rebalance_paused(&self, paused: bool) -> Result<(), Error> {
         self.inner

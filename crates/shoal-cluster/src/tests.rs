@@ -164,3 +164,59 @@ async fn a_newer_stored_map_wakes_the_watch() {
     node.shutdown().await;
     assert_eq!(node.inner.services.running(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_kept_in_the_metadata_group_and_the_last_admin_stays() {
+    use crate::users::{StoredUser, UserWrite};
+    use shoal_core::auth::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let user = |name: &str, role| StoredUser {
+        name: name.into(),
+        role,
+        prefix: None,
+        hash: format!("$argon2id$fake-{name}"),
+    };
+    let node = Node::start(lone_node(dir.path())).await.unwrap();
+    assert!(node.users().await.unwrap().is_empty());
+    node.put_user(user("root", Role::Admin), UserWrite::Create)
+        .await
+        .unwrap();
+    let err = node
+        .put_user(user("root", Role::Read), UserWrite::Create)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    let err = node
+        .put_user(user("ghost", Role::Read), UserWrite::Update)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no user named ghost"), "{err}");
+    let err = node
+        .put_user(user("root", Role::Read), UserWrite::Update)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("last admin"), "{err}");
+    let err = node.remove_user("root").await.unwrap_err();
+    assert!(err.to_string().contains("last admin"), "{err}");
+    let users = node
+        .put_user(user("app", Role::ReadWrite), UserWrite::Create)
+        .await
+        .unwrap();
+    assert_eq!(users.len(), 2);
+    node.shutdown().await;
+    drop(node);
+
+    // Durable: a restarted node has them, and removes one.
+    let node = Node::start(lone_node(dir.path())).await.unwrap();
+    let names: Vec<String> = node
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["app", "root"]);
+    let left = node.remove_user("app").await.unwrap();
+    assert_eq!(left, vec![user("root", Role::Admin)]);
+    node.shutdown().await;
+}
