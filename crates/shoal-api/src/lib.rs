@@ -2,6 +2,7 @@
 //! calls `shoal_cluster::Node::execute`, and renders the reply or error. No storage or
 //! consensus logic lives here.
 
+pub mod auth;
 pub mod backend;
 pub mod connections;
 /// An in-memory stand-in for the node (`FakeNode`), to test a front end alone: this crate's
