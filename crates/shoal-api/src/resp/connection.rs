@@ -137,7 +137,7 @@ impl Connection {
             // pipeline the client sent and its replies leave in one write.
             while self.input.len() < MAX_BATCH_INPUT {
                 self.input.reserve(READ_CHUNK);
-                match self.stream.try_read_buf(&mut self.input) {
+                match crate::secure::try_read_buf(&mut self.stream, &mut self.input) {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,

@@ -21,7 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use super::client::{HELLO_TIMEOUT, PeerRouter, TransportCounters, refuse};
 use super::connection::Offer;
 use super::faults::Faults;
-use super::stream::{PeerStream, accept as accept_stream};
+use super::stream::{PeerStream, accept as accept_stream, identity_mismatch};
 use super::wire::{
     Frame, GUEST, Hello, HelloReply, MAX_GUEST_REQUEST_BYTES, MAX_HELLO_BYTES, PROTOCOL_VERSION,
     Request, RequestFrame, Response, ResponseFrame, SnapshotChunk, decode, encode,
@@ -303,7 +303,7 @@ async fn introduce(mut stream: PeerStream, router: &PeerRouter) -> Result<(), St
             "node {me} knows no peer with id {}: check --initial-cluster",
             hello.from
         ))
-    } else if let Some(why) = stream.identity_mismatch(router.addr(hello.from).as_deref()) {
+    } else if let Some(why) = identity_mismatch(&stream, router.addr(hello.from).as_deref()) {
         Some(format!("node {} is refused: {why}", hello.from))
     } else {
         None

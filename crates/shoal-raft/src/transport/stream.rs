@@ -1,103 +1,30 @@
 //! A peer connection's byte stream: plain TCP, or TLS over it when the node has a cluster
 //! CA (mutual: each end presents a certificate the CA signed).
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use super::wire::{HelloReply, encode, write_frame};
 
 /// The first byte of every TLS connection (a handshake record).
 pub(super) const TLS_HANDSHAKE: u8 = 0x16;
 
-pub(crate) enum PeerStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
-}
+pub(crate) type PeerStream = Either<TcpStream, Box<tokio_rustls::TlsStream<TcpStream>>>;
 
-impl PeerStream {
-    /// Over TLS: why the peer's certificate does not fit the peer address `addr` of the
-    /// node it says it is (`None`: it fits, or the connection is not TLS).
-    pub(super) fn identity_mismatch(&self, addr: Option<&str>) -> Option<String> {
-        let PeerStream::Tls(stream) = self else {
-            return None;
-        };
-        let Some(addr) = addr else {
-            return Some("its peer address is not known here".into());
-        };
-        let (_, session) = stream.get_ref();
-        let Some(cert) = session.peer_certificates().and_then(|c| c.first()) else {
-            return Some("it presented no certificate".into());
-        };
-        shoal_tls::check_peer_identity(cert, addr).err()
-    }
-}
-
-impl From<TcpStream> for PeerStream {
-    fn from(stream: TcpStream) -> Self {
-        PeerStream::Plain(stream)
-    }
-}
-
-impl AsyncRead for PeerStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            PeerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for PeerStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            PeerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            PeerStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            PeerStream::Plain(s) => s.is_write_vectored(),
-            PeerStream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            PeerStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            PeerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
+/// Over TLS: why the peer's certificate does not fit the peer address `addr` of the node
+/// it says it is (`None`: it fits, or the connection is not TLS).
+pub(super) fn identity_mismatch(stream: &PeerStream, addr: Option<&str>) -> Option<String> {
+    let Either::Right(stream) = stream else {
+        return None;
+    };
+    let Some(addr) = addr else {
+        return Some("its peer address is not known here".into());
+    };
+    let (_, session) = stream.get_ref();
+    let Some(cert) = session.peer_certificates().and_then(|c| c.first()) else {
+        return Some("it presented no certificate".into());
+    };
+    shoal_tls::check_peer_identity(cert, addr).err()
 }
 
 /// Opens a connection to `addr`, in TLS when `tls` is given.
@@ -107,14 +34,14 @@ pub(super) async fn dial(addr: &str, tls: Option<&shoal_tls::Tls>) -> Result<Pee
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let Some(connector) = tls.and_then(|tls| tls.peer_connector()) else {
-        return Ok(PeerStream::Plain(stream));
+        return Ok(Either::Left(stream));
     };
     let name = shoal_tls::server_name(addr)?;
     let stream = connector
         .connect(name, stream)
         .await
         .map_err(|e| format!("TLS handshake with {addr} failed: {e}"))?;
-    Ok(PeerStream::Tls(Box::new(stream.into())))
+    Ok(Either::Right(Box::new(stream.into())))
 }
 
 /// Completes the server side of a peer's TLS handshake, when this node requires TLS. A
@@ -125,7 +52,7 @@ pub(super) async fn accept(
 ) -> Result<PeerStream, String> {
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let Some(acceptor) = tls.and_then(|tls| tls.acceptor(shoal_tls::Channel::Peer)) else {
-        return Ok(PeerStream::Plain(stream));
+        return Ok(Either::Left(stream));
     };
     let mut first = [0u8; 1];
     let mut stream = stream;
@@ -148,5 +75,5 @@ pub(super) async fn accept(
         .accept(stream)
         .await
         .map_err(|e| format!("TLS handshake failed: {e}"))?;
-    Ok(PeerStream::Tls(Box::new(stream.into())))
+    Ok(Either::Right(Box::new(stream.into())))
 }

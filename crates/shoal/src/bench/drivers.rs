@@ -232,6 +232,20 @@ impl HttpTargets {
     }
 }
 
+/// A smart client (routing to shard leaders) through the node at `addr`.
+pub async fn smart_client(
+    addr: &str,
+    tls: Option<shoal_client::ClientTls>,
+) -> Result<shoal_client::Client, String> {
+    let config = shoal_client::ClientConfig {
+        tls,
+        ..Default::default()
+    };
+    shoal_client::Client::connect_with(&[addr], config)
+        .await
+        .map_err(|e| format!("cannot connect over gRPC to {addr}: {e}"))
+}
+
 /// What every connection's driver is made from.
 pub enum Setup {
     Http {
@@ -271,15 +285,7 @@ impl Setup {
             } => {
                 let client = match shared {
                     Some(client) => client.clone(),
-                    None => shoal_client::Client::connect_with(
-                        &[addr.as_str()],
-                        shoal_client::ClientConfig {
-                            tls: tls.clone(),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map_err(|e| format!("cannot connect over gRPC to {addr}: {e}"))?,
+                    None => smart_client(addr, tls.clone()).await?,
                 };
                 Ok(Driver::GrpcSmart {
                     client,

@@ -348,17 +348,7 @@ async fn setup(args: &BenchArgs) -> Result<(Setup, Option<usize>), String> {
             Ok((
                 Setup::Grpc {
                     shared: match args.shared_client {
-                        true => Some(
-                            shoal_client::Client::connect_with(
-                                &[addr.as_str()],
-                                shoal_client::ClientConfig {
-                                    tls: tls.clone(),
-                                    ..Default::default()
-                                },
-                            )
-                            .await
-                            .map_err(|e| format!("cannot connect over gRPC to {addr}: {e}"))?,
-                        ),
+                        true => Some(drivers::smart_client(&addr, tls.clone()).await?),
                         false => None,
                     },
                     addr,
