@@ -9,8 +9,16 @@
 
 use futures_util::future::BoxFuture;
 use shoal_cluster::Node;
+use shoal_cluster::users::{StoredUser, UserWrite};
 use shoal_core::map::ClusterView;
 use shoal_core::{Command, Consistency, Error, Limits, Reply, ShardId, ShardLayout};
+
+fn no_users() -> Error {
+    Error::Disabled(
+        "user management".into(),
+        "this node keeps no users (a test backend)".into(),
+    )
+}
 
 pub trait Backend: Send + Sync + 'static {
     /// Orders `command` now (before the future is polled) and resolves to its result.
@@ -54,6 +62,22 @@ pub trait Backend: Send + Sync + 'static {
     /// Pauses or resumes new replica moves (`cluster rebalance pause|resume`).
     fn set_rebalance_paused(&self, _paused: bool) -> BoxFuture<'static, Result<(), Error>> {
         Box::pin(async { Err(Error::Invalid("this node cannot change the cluster".into())) })
+    }
+    /// Every user of the cluster, from the metadata leader.
+    fn users(&self) -> BoxFuture<'static, Result<Vec<StoredUser>, Error>> {
+        Box::pin(async { Err(no_users()) })
+    }
+    /// Creates or changes a user; answers every user.
+    fn put_user(
+        &self,
+        _user: StoredUser,
+        _mode: UserWrite,
+    ) -> BoxFuture<'static, Result<Vec<StoredUser>, Error>> {
+        Box::pin(async { Err(no_users()) })
+    }
+    /// Removes a user; answers every user left.
+    fn remove_user(&self, _name: String) -> BoxFuture<'static, Result<Vec<StoredUser>, Error>> {
+        Box::pin(async { Err(no_users()) })
     }
     /// Raft's runtime statistics of the groups this node leads, as text.
     fn raft_stats(&self) -> BoxFuture<'static, String> {
@@ -140,6 +164,25 @@ impl Backend for Node {
     fn set_rebalance_paused(&self, paused: bool) -> BoxFuture<'static, Result<(), Error>> {
         let node = self.clone();
         Box::pin(async move { node.set_rebalance_paused(paused).await })
+    }
+
+    fn users(&self) -> BoxFuture<'static, Result<Vec<StoredUser>, Error>> {
+        let node = self.clone();
+        Box::pin(async move { node.users().await })
+    }
+
+    fn put_user(
+        &self,
+        user: StoredUser,
+        mode: UserWrite,
+    ) -> BoxFuture<'static, Result<Vec<StoredUser>, Error>> {
+        let node = self.clone();
+        Box::pin(async move { node.put_user(user, mode).await })
+    }
+
+    fn remove_user(&self, name: String) -> BoxFuture<'static, Result<Vec<StoredUser>, Error>> {
+        let node = self.clone();
+        Box::pin(async move { node.remove_user(&name).await })
     }
 
     fn leader_of(&self, shard: ShardId) -> Option<u64> {

@@ -77,6 +77,66 @@ pub struct ClientConfig {
     /// TLS, for a cluster started with `--tls-cert`: every node's certificate is checked
     /// against the CA, and the client certificate, if any, is presented.
     pub tls: Option<ClientTls>,
+    /// A user and password, for a cluster with users (sent as `authorization` metadata
+    /// with every call; use TLS, or the password crosses the network in the clear).
+    pub credentials: Option<Credentials>,
+}
+
+/// A user name and password.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never prints the password.
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// The `authorization` metadata value: `Basic base64(user:password)`.
+    fn header(&self) -> Result<tonic::metadata::AsciiMetadataValue, Error> {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.user, self.password));
+        format!("Basic {encoded}")
+            .parse()
+            .map_err(|_| Error::InvalidAddress {
+                addr: String::new(),
+                reason: "the credentials cannot be sent as metadata".into(),
+            })
+    }
+}
+
+/// What every request carries: its deadline and the credentials.
+#[derive(Clone)]
+struct Stamp {
+    timeout: Duration,
+    authorization: Option<tonic::metadata::AsciiMetadataValue>,
+}
+
+impl Stamp {
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = self.untimed(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+
+    /// For streams, which last as long as their reader wants.
+    fn untimed<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        request
+    }
 }
 
 /// The client's TLS material, in PEM.
@@ -138,6 +198,7 @@ impl Default for ClientConfig {
             backoff_max: Duration::from_secs(1),
             max_message_bytes: 64 * 1024 * 1024,
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -253,8 +314,7 @@ impl Client {
         let mut last = String::from("no address to ask");
         for addr in candidates {
             let mut cluster = ClusterClient::new(self.channel(&addr)?);
-            let mut request = Request::new(pb::MapRequest {});
-            request.set_timeout(self.inner.config.request_timeout);
+            let request = self.stamp()?.request(pb::MapRequest {});
             let answer =
                 tokio::time::timeout(self.inner.config.request_timeout, cluster.map(request)).await;
             match answer {
@@ -318,9 +378,9 @@ impl Client {
             write: false,
         };
         match self
-            .call(call, |mut kv, timeout| {
+            .call(call, |mut kv, stamp| {
                 let message = message.clone();
-                async move { kv.get(with_timeout(message, timeout)).await }
+                async move { kv.get(stamp.request(message)).await }
             })
             .await
         {
@@ -353,9 +413,9 @@ impl Client {
             write: true,
         };
         let put = self
-            .call(call, |mut kv, timeout| {
+            .call(call, |mut kv, stamp| {
                 let message = message.clone();
-                async move { kv.put(with_timeout(message, timeout)).await }
+                async move { kv.put(stamp.request(message)).await }
             })
             .await?;
         Ok(put.version)
@@ -395,9 +455,9 @@ impl Client {
             write: true,
         };
         match self
-            .call(call, |mut kv, timeout| {
+            .call(call, |mut kv, stamp| {
                 let message = message.clone();
-                async move { kv.delete(with_timeout(message, timeout)).await }
+                async move { kv.delete(stamp.request(message)).await }
             })
             .await
         {
@@ -419,9 +479,9 @@ impl Client {
             write: true,
         };
         let incr = self
-            .call(call, |mut kv, timeout| {
+            .call(call, |mut kv, stamp| {
                 let message = message.clone();
-                async move { kv.incr(with_timeout(message, timeout)).await }
+                async move { kv.incr(stamp.request(message)).await }
             })
             .await?;
         Ok(incr.value)
@@ -443,9 +503,9 @@ impl Client {
             write: true,
         };
         let append = self
-            .call(call, |mut kv, timeout| {
+            .call(call, |mut kv, stamp| {
                 let message = message.clone();
-                async move { kv.append(with_timeout(message, timeout)).await }
+                async move { kv.append(stamp.request(message)).await }
             })
             .await?;
         Ok(append.length)
@@ -459,9 +519,9 @@ impl Client {
             write: false,
         };
         let page = self
-            .call(call, |mut kv, timeout| {
+            .call(call, |mut kv, stamp| {
                 let message = message.clone();
-                async move { kv.scan(with_timeout(message, timeout)).await }
+                async move { kv.scan(stamp.request(message)).await }
             })
             .await?;
         Ok(Page::from_message(page))
@@ -495,9 +555,9 @@ impl Client {
             write: false,
         };
         let pages = self
-            .call(call, |mut kv, _| {
+            .call(call, |mut kv, stamp| {
                 let message = message.clone();
-                async move { kv.scan_stream(Request::new(message)).await }
+                async move { kv.scan_stream(stamp.untimed(message)).await }
             })
             .await?;
         let mut pages = pages;
@@ -521,9 +581,9 @@ impl Client {
             write: txn.ops.iter().any(Op::is_write),
         };
         let response = self
-            .call(call, |mut kv, timeout| {
+            .call(call, |mut kv, stamp| {
                 let message = message.clone();
-                async move { kv.txn(with_timeout(message, timeout)).await }
+                async move { kv.txn(stamp.request(message)).await }
             })
             .await?;
         Ok(response
@@ -569,9 +629,9 @@ impl Client {
                     write: group.iter().any(Op::is_write),
                 };
                 let response = self
-                    .call(call, |mut kv, timeout| {
+                    .call(call, |mut kv, stamp| {
                         let message = message.clone();
-                        async move { kv.batch(with_timeout(message, timeout)).await }
+                        async move { kv.batch(stamp.request(message)).await }
                     })
                     .await?;
                 Ok::<_, Error>((indexes, response.results))
@@ -597,6 +657,19 @@ impl Client {
 
     fn routing(&self) -> Arc<Routing> {
         self.inner.routing.read().expect("routing lock").clone()
+    }
+
+    fn stamp(&self) -> Result<Stamp, Error> {
+        Ok(Stamp {
+            timeout: self.inner.config.request_timeout,
+            authorization: self
+                .inner
+                .config
+                .credentials
+                .as_ref()
+                .map(Credentials::header)
+                .transpose()?,
+        })
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, Error> {
@@ -674,7 +747,7 @@ impl Client {
     /// Runs `send` against the right node, retrying what is safe to retry.
     async fn call<T, F, Fut>(&self, call: Call<'_>, send: F) -> Result<T, Error>
     where
-        F: Fn(KvClient<Channel>, Duration) -> Fut,
+        F: Fn(KvClient<Channel>, Stamp) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let config = &self.inner.config;
@@ -684,30 +757,26 @@ impl Client {
             let kv = KvClient::new(self.channel(&addr)?)
                 .max_decoding_message_size(config.max_message_bytes)
                 .max_encoding_message_size(config.max_message_bytes);
-            let failure = match tokio::time::timeout(
-                config.request_timeout,
-                send(kv, config.request_timeout),
-            )
-            .await
-            {
-                Ok(Ok(response)) => {
-                    if let Some(leader) = leader_hint(response.metadata())
-                        && !self.learn_leader(shard, leader)
-                    {
-                        // A leader the map has no address for: the map is old.
-                        self.refresh_after_failure().await;
+            let failure =
+                match tokio::time::timeout(config.request_timeout, send(kv, self.stamp()?)).await {
+                    Ok(Ok(response)) => {
+                        if let Some(leader) = leader_hint(response.metadata())
+                            && !self.learn_leader(shard, leader)
+                        {
+                            // A leader the map has no address for: the map is old.
+                            self.refresh_after_failure().await;
+                        }
+                        if let Some(epoch) = metadata_u64(response.metadata(), EPOCH_METADATA) {
+                            self.note_epoch(epoch);
+                        }
+                        return Ok(response.into_inner());
                     }
-                    if let Some(epoch) = metadata_u64(response.metadata(), EPOCH_METADATA) {
-                        self.note_epoch(epoch);
-                    }
-                    return Ok(response.into_inner());
-                }
-                Ok(Err(status)) => Failure::from_status(status),
-                Err(_) => Failure::Lost(format!(
-                    "no answer from {addr} in {:?}",
-                    config.request_timeout
-                )),
-            };
+                    Ok(Err(status)) => Failure::from_status(status),
+                    Err(_) => Failure::Lost(format!(
+                        "no answer from {addr} in {:?}",
+                        config.request_timeout
+                    )),
+                };
             attempt += 1;
             let retry = failure.safe_to_resend(call.write);
             if !retry || attempt >= config.max_attempts {
@@ -751,12 +820,6 @@ fn leader_hint(metadata: &tonic::metadata::MetadataMap) -> Option<u64> {
 
 fn metadata_u64(metadata: &tonic::metadata::MetadataMap, key: &str) -> Option<u64> {
     metadata.get(key)?.to_str().ok()?.parse().ok()
-}
-
-fn with_timeout<T>(message: T, timeout: Duration) -> Request<T> {
-    let mut request = Request::new(message);
-    request.set_timeout(timeout);
-    request
 }
 
 /// `addr` as `host:port`, whether given with `http://`, `https://` or neither.

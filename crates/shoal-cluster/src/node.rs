@@ -701,6 +701,12 @@ impl Node {
         self.user_request(AdminRequest::Users).await
     }
 
+    /// The users as this node's replica of the metadata group has them (empty if it hosts
+    /// none): what a node knows at once at start, before it can ask the leader.
+    pub fn local_users(&self) -> Vec<crate::users::StoredUser> {
+        crate::users::read_users(&self.inner.engine).unwrap_or_default()
+    }
+
     /// Creates (`Create`) or changes (`Update`) a user; answers every user.
     pub async fn put_user(
         &self,

@@ -178,6 +178,14 @@ async fn users_are_kept_in_the_metadata_group_and_the_last_admin_stays() {
     };
     let node = Node::start(lone_node(dir.path())).await.unwrap();
     assert!(node.users().await.unwrap().is_empty());
+    let err = node
+        .put_user(user("app", Role::ReadWrite), UserWrite::Create)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("first user must be an admin"),
+        "{err}"
+    );
     node.put_user(user("root", Role::Admin), UserWrite::Create)
         .await
         .unwrap();

@@ -39,6 +39,10 @@ pub struct StoredUser {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UserWrite {
     Create,
+    /// Create, only if the cluster has no user yet: what an anonymous client may do. Checked
+    /// on the metadata leader, so a node that has not yet heard of the first user cannot
+    /// let an anonymous client add a second.
+    CreateFirst,
     Update,
 }
 
@@ -106,7 +110,14 @@ pub(crate) async fn put_user(
     let users = read_users(engine)?;
     let existing = users.iter().find(|u| u.name == user.name);
     match (mode, existing) {
-        (UserWrite::Create, Some(_)) => {
+        (UserWrite::CreateFirst, _) if !users.is_empty() => {
+            return Err(Error::Unauthenticated(
+                "the cluster has users: log in as an admin to add more (the shoal CLI: --user \
+                 with SHOAL_PASSWORD set)"
+                    .into(),
+            ));
+        }
+        (UserWrite::Create | UserWrite::CreateFirst, Some(_)) => {
             return Err(Error::Invalid(format!(
                 "user {} already exists: change its password with `shoal user passwd`",
                 user.name
@@ -114,6 +125,15 @@ pub(crate) async fn put_user(
         }
         (UserWrite::Update, None) => {
             return Err(Error::Invalid(format!("no user named {}", user.name)));
+        }
+        (UserWrite::Create | UserWrite::CreateFirst, None)
+            if users.is_empty() && user.role != Role::Admin =>
+        {
+            return Err(Error::Invalid(format!(
+                "the first user must be an admin (--role admin), not {}: once a user exists \
+                 every client must log in, and only an admin can add users",
+                user.role
+            )));
         }
         (UserWrite::Create, None) if users.len() >= MAX_USERS => {
             return Err(Error::Invalid(format!(
@@ -130,7 +150,7 @@ pub(crate) async fn put_user(
         return Err(last_admin(&user.name));
     }
     let condition = match mode {
-        UserWrite::Create => Condition::IfAbsent,
+        UserWrite::Create | UserWrite::CreateFirst => Condition::IfAbsent,
         UserWrite::Update => Condition::IfPresent,
     };
     let op = WriteOp::Put {

@@ -105,6 +105,12 @@ pub enum Denied {
     Key { user: String, prefix: Bytes },
 }
 
+impl From<Denied> for crate::Error {
+    fn from(denied: Denied) -> Self {
+        crate::Error::Denied(denied.to_string())
+    }
+}
+
 fn show(bytes: &Bytes) -> String {
     format!("{:?}", String::from_utf8_lossy(bytes))
 }
@@ -205,6 +211,11 @@ impl Grant {
                 needs: access,
             })
         }
+    }
+
+    /// An admin with no prefix: may run anything, so callers can skip building checks.
+    pub fn unrestricted(&self) -> bool {
+        self.role == Role::Admin && self.prefix.is_none()
     }
 
     /// May this user run `command`? Checks the role, then every key against the prefix.

@@ -75,6 +75,12 @@ pub enum Error {
         "node {node} was declared dead by cluster {cluster} (unreachable for longer than --dead-after) and its replicas were re-created on other nodes; it refuses to serve its stale data: to bring this machine back, move its --data-dir aside and start it with an unused --id and --join"
     )]
     Replaced { node: u64, cluster: String },
+    /// The client has not logged in, or its credentials are wrong.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The logged-in user's role or key prefix does not allow the request.
+    #[error("permission denied: {0}")]
+    Denied(String),
     #[error("storage error: {0}")]
     Storage(String),
     #[error("internal error: {0}")]
@@ -125,6 +131,8 @@ impl Error {
             Error::DiskFull { .. } => "disk_full",
             Error::Removed { .. } => "node_removed",
             Error::Replaced { .. } => "node_replaced",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::Denied(_) => "permission_denied",
             Error::Storage(_) => "storage",
             Error::Internal(_) => "internal",
         }

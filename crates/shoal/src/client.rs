@@ -57,7 +57,7 @@ pub struct Connection {
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub output: Format,
     #[command(flatten)]
-    pub tls: crate::client_tls::ClientTlsArgs,
+    pub access: crate::client_access::ClientAccessArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -174,8 +174,9 @@ struct Sink<'a> {
 
 async fn execute(cmd: KvCommand, sink: &mut Sink<'_>) -> Result<(), CliError> {
     let conn = cmd.connection();
-    let tls = conn.tls.grpc().map_err(CliError::Usage)?;
-    let client = Client::connect(&conn.addr, tls).await?;
+    let tls = conn.access.grpc().map_err(CliError::Usage)?;
+    let credentials = conn.access.credentials().map_err(CliError::Usage)?;
+    let client = Client::connect(&conn.addr, tls, credentials).await?;
     match cmd {
         KvCommand::Get(args) => get(&client, args, sink).await,
         KvCommand::Put(args) => put(&client, args, sink).await,
@@ -352,11 +353,16 @@ struct Client {
 }
 
 impl Client {
-    async fn connect(addr: &str, tls: Option<shoal_client::ClientTls>) -> Result<Self, CliError> {
+    async fn connect(
+        addr: &str,
+        tls: Option<shoal_client::ClientTls>,
+        credentials: Option<shoal_client::Credentials>,
+    ) -> Result<Self, CliError> {
         let config = ClientConfig {
             request_timeout: REQUEST_TIMEOUT,
             connect_timeout: CONNECT_TIMEOUT,
             tls,
+            credentials,
             ..ClientConfig::default()
         };
         let inner = shoal_client::Client::connect_with(&[addr], config)
@@ -426,7 +432,7 @@ pub(crate) fn base_url(addr: &str) -> Result<String, CliError> {
     if trimmed.is_empty() {
         return Err(usage("is empty"));
     }
-    let tls = crate::client_tls::ClientTlsArgs::current().enabled();
+    let tls = crate::client_access::ClientAccessArgs::current().enabled();
     let scheme = if tls { "https" } else { "http" };
     let with_scheme = if trimmed.starts_with("http://") {
         if tls {

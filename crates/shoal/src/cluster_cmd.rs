@@ -53,7 +53,7 @@ pub struct RemoveNodeArgs {
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub output: Format,
     #[command(flatten)]
-    pub tls: crate::client_tls::ClientTlsArgs,
+    pub access: crate::client_access::ClientAccessArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,7 +71,7 @@ pub struct RebalanceArgs {
     #[arg(long, env = "SHOAL_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: String,
     #[command(flatten)]
-    pub tls: crate::client_tls::ClientTlsArgs,
+    pub access: crate::client_access::ClientAccessArgs,
 }
 
 #[derive(Debug, Args)]
@@ -83,7 +83,7 @@ pub struct WaitArgs {
     #[arg(long, default_value_t = 3600)]
     pub timeout_secs: u64,
     #[command(flatten)]
-    pub tls: crate::client_tls::ClientTlsArgs,
+    pub access: crate::client_access::ClientAccessArgs,
 }
 
 #[derive(Debug, Args)]
@@ -95,15 +95,15 @@ pub struct StatusArgs {
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub output: Format,
     #[command(flatten)]
-    pub tls: crate::client_tls::ClientTlsArgs,
+    pub access: crate::client_access::ClientAccessArgs,
 }
 
 pub async fn run(cmd: ClusterCommand) -> ExitCode {
     match &cmd {
-        ClusterCommand::RemoveNode(a) => a.tls.apply(),
-        ClusterCommand::Rebalance(a) => a.tls.apply(),
-        ClusterCommand::WaitBalanced(a) => a.tls.apply(),
-        ClusterCommand::Verify(a) | ClusterCommand::Status(a) => a.tls.apply(),
+        ClusterCommand::RemoveNode(a) => a.access.apply(),
+        ClusterCommand::Rebalance(a) => a.access.apply(),
+        ClusterCommand::WaitBalanced(a) => a.access.apply(),
+        ClusterCommand::Verify(a) | ClusterCommand::Status(a) => a.access.apply(),
     }
     match cmd {
         ClusterCommand::RemoveNode(args) => crate::cluster_verify::remove_node(args).await,
@@ -174,9 +174,11 @@ pub(crate) fn http_client(
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(timeout);
-    if let Some(tls) = crate::client_tls::ClientTlsArgs::current().rustls()? {
+    let access = crate::client_access::ClientAccessArgs::current();
+    if let Some(tls) = access.rustls()? {
         builder = builder.use_preconfigured_tls(tls);
     }
+    builder = builder.default_headers(access.http_headers()?);
     let http = builder.build().map_err(|e| e.to_string())?;
     Ok((base, http))
 }

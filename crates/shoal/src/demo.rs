@@ -160,7 +160,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         true => {
             let pki = DemoPki::make(&root, n)?;
             // The demo's own requests (readiness) go over TLS too.
-            crate::client_tls::ClientTlsArgs {
+            crate::client_access::ClientAccessArgs {
                 tls_ca: Some(pki.ca.clone()),
                 ..Default::default()
             }

@@ -6,13 +6,14 @@
 
 mod bench;
 mod client;
-mod client_tls;
+mod client_access;
 mod cluster_cmd;
 mod cluster_verify;
 mod demo;
 mod fds;
 mod security;
 mod server;
+mod user_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +43,9 @@ enum Commands {
     /// Inspect a running cluster.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
+    /// Manage the cluster's users: who may log in, with which role and key prefix.
+    #[command(subcommand)]
+    User(user_cmd::UserCommand),
     #[command(flatten)]
     Kv(client::KvCommand),
 }
@@ -51,7 +55,7 @@ fn main() -> std::process::ExitCode {
     // The server's client-facing runtime; client commands need only one thread.
     let threads = match &cli.command {
         Commands::Server(args) => server::io_threads(args),
-        Commands::Kv(_) | Commands::Demo(_) | Commands::Cluster(_) => 1,
+        Commands::Kv(_) | Commands::Demo(_) | Commands::Cluster(_) | Commands::User(_) => 1,
         // The load generator needs threads of its own to keep its connections busy.
         Commands::Bench(_) => 2,
     };
@@ -72,6 +76,7 @@ fn main() -> std::process::ExitCode {
             Commands::Kv(cmd) => client::run(cmd).await,
             Commands::Demo(args) => demo::run(args).await,
             Commands::Cluster(cmd) => cluster_cmd::run(cmd).await,
+            Commands::User(cmd) => user_cmd::run(cmd).await,
             Commands::Bench(args) => bench::run(args).await,
         }
     })

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use shoal_api::ConnectionLimit;
+use shoal_api::auth::{Authenticator, UserSync};
 use shoal_api::grpc::{self, GrpcConfig};
 use shoal_api::http::{self, HttpConfig};
 use shoal_api::resp::{self, RespConfig};
@@ -13,6 +14,7 @@ use shoal_cluster::topology::parse_initial_cluster;
 use shoal_cluster::{ClusterConfig, MemoryBudget, Node, NodeConfig, Tuning};
 use shoal_core::Limits;
 use shoal_core::limits::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -458,9 +460,26 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
     };
     // One limit for both front ends: every client connection costs a descriptor alike.
     let connections = ConnectionLimit::new(fd_plan.clients);
+    // Users: known at once from this node's metadata replica (if it hosts one), then kept
+    // in step with the metadata leader. With TLS on, nobody is served anonymously.
+    let auth = Arc::new(Authenticator::new(tls.is_some()));
+    auth.set_users(node.local_users());
+    let fetching = node.clone();
+    auth.set_fetch(Box::new(move || {
+        let node = fetching.clone();
+        Box::pin(async move { node.users().await })
+    }));
+    tokio::spawn(
+        UserSync {
+            auth: auth.clone(),
+            backend: Arc::new(node.clone()),
+        }
+        .run(stopped(stop_rx.clone())),
+    );
     let resp_config = RespConfig {
         connections: connections.clone(),
         tls: tls.clone(),
+        auth: auth.clone(),
         ..RespConfig::default()
     };
     if let Some(tls) = &tls {
@@ -480,6 +499,7 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
             tls: tls.clone(),
             allowed_origins: args.security.http_allow_origin.clone(),
             debug_routes: args.fault_injection,
+            auth: auth.clone(),
             ..HttpConfig::default()
         },
         stopped(stop_rx.clone()),
@@ -489,6 +509,7 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         let config = GrpcConfig {
             connections,
             tls: tls.clone(),
+            auth: auth.clone(),
             ..GrpcConfig::default()
         };
         let serving = grpc::serve(listener, node.clone(), config, stopped(stop_rx));
@@ -508,6 +529,11 @@ async fn serve(args: ServerArgs) -> Result<(), String> {
         "shoal node {} serving RESP on {resp_addr}, HTTP on {scheme}://{http_addr}{grpc_note}{secured}",
         args.id
     );
+    if tls.is_some() && !auth.has_users() {
+        eprintln!(
+            "note: this cluster has no users yet, so every client is refused; add the first admin from this machine: shoal user add root --role admin --addr https://{http_addr} --tls-ca <the cluster CA>"
+        );
+    }
     if tls.is_none() {
         if args.security.insecure_listen_any {
             let warning = "no TLS and --insecure-listen-any: anyone who reaches these ports can read and write every key";

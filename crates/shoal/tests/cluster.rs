@@ -26,6 +26,9 @@ mod grpc_client;
 #[path = "cluster/tls.rs"]
 mod tls;
 
+#[path = "cluster/auth.rs"]
+mod auth;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -16,11 +16,12 @@ use crate::backend::Backend;
 #[derive(Clone)]
 pub struct ClusterService {
     backend: Arc<dyn Backend>,
+    auth: Arc<crate::auth::Authenticator>,
 }
 
 impl ClusterService {
-    pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Self { backend }
+    pub fn new(backend: Arc<dyn Backend>, auth: Arc<crate::auth::Authenticator>) -> Self {
+        Self { backend, auth }
     }
 }
 
@@ -28,8 +29,9 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn status(
         &self,
-        _request: Request<StatusRequest>,
+        request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        super::caller(&self.auth, &request).await?;
         let view = self.backend.cluster_view();
         let me = self.backend.id();
         let failed = self.backend.failed_groups();
@@ -57,7 +59,8 @@ impl Cluster for ClusterService {
         }))
     }
 
-    async fn map(&self, _request: Request<MapRequest>) -> Result<Response<MapResponse>, Status> {
+    async fn map(&self, request: Request<MapRequest>) -> Result<Response<MapResponse>, Status> {
+        super::caller(&self.auth, &request).await?;
         let view = self.backend.cluster_view();
         let nodes = view
             .nodes

@@ -23,6 +23,7 @@ use super::ops::{self, BatchOp, Shape};
 use super::status::{invalid, status_of, unexpected_reply, with_reason};
 use crate::backend::Backend;
 use crate::http::cursor::{decode_cursor, encode_cursor};
+use shoal_core::auth::Grant;
 
 /// The KV service over one backend.
 #[derive(Clone)]
@@ -38,7 +39,13 @@ impl KvService {
         Self { backend, config }
     }
 
-    async fn run(&self, command: Command, consistency: Consistency) -> Result<Reply, Status> {
+    async fn run(
+        &self,
+        grant: &Grant,
+        command: Command,
+        consistency: Consistency,
+    ) -> Result<Reply, Status> {
+        allowed(grant, &command)?;
         if let Some(answer) = self.backend.try_read_now(&command, consistency) {
             return answer.map_err(|e| status_of(&e));
         }
@@ -48,9 +55,9 @@ impl KvService {
             .map_err(|e| status_of(&e))
     }
 
-    async fn write(&self, op: WriteOp) -> Result<WriteReply, Status> {
+    async fn write(&self, grant: &Grant, op: WriteOp) -> Result<WriteReply, Status> {
         match self
-            .run(Command::Write(op), Consistency::Linearizable)
+            .run(grant, Command::Write(op), Consistency::Linearizable)
             .await?
         {
             Reply::Write(reply) => Ok(reply),
@@ -120,6 +127,23 @@ fn entries(entries: Vec<(Bytes, Option<shoal_core::Record>)>) -> Vec<KeyValue> {
         .collect()
 }
 
+/// Whether `grant` allows `command`, as a PERMISSION_DENIED status.
+fn allowed(grant: &Grant, command: &Command) -> Result<(), Status> {
+    grant
+        .check(command)
+        .map_err(|denied| status_of(&Error::from(denied)))
+}
+
+/// A scan's reach, for the permission check: the keys under the request's prefix.
+fn listing(request: &ScanRequest) -> Command {
+    Command::Scan {
+        cursor: ScanCursor::default(),
+        limit: 0,
+        prefix: (!request.prefix.is_empty()).then(|| request.prefix.clone()),
+        with_values: false,
+    }
+}
+
 /// One node scan from `cursor`: its entries and where the next one starts.
 async fn scan_once(
     backend: &dyn Backend,
@@ -147,11 +171,12 @@ async fn scan_once(
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let grant = super::caller(&self.config.auth, &request).await?;
         let request = request.into_inner();
         let key = ops::key(request.key, &self.config.limits)?;
         let consistency = consistency(request.consistency)?;
         let reply = self
-            .run(Command::Get { key: key.clone() }, consistency)
+            .run(&grant, Command::Get { key: key.clone() }, consistency)
             .await?;
         match reply {
             Reply::Record(Some(record)) => Ok(self.respond(
@@ -168,9 +193,10 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let grant = super::caller(&self.config.auth, &request).await?;
         let (op, condition) = ops::put_op(request.into_inner(), &self.config.limits)?;
         let key = op.keys()[0].clone();
-        match self.write(op).await? {
+        match self.write(&grant, op).await? {
             WriteReply::Put {
                 version: Some(version),
                 ..
@@ -184,9 +210,10 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let grant = super::caller(&self.config.auth, &request).await?;
         let op = ops::delete_op(request.into_inner(), &self.config.limits)?;
         let key = op.keys()[0].clone();
-        match self.write(op).await? {
+        match self.write(&grant, op).await? {
             WriteReply::Deleted(0) => Err(status_of(&Error::NoSuchKey)),
             WriteReply::Deleted(_) => Ok(self.respond(&key, DeleteResponse { deleted: true })),
             other => Err(unexpected_reply("delete", &other)),
@@ -194,9 +221,10 @@ impl Kv for KvService {
     }
 
     async fn incr(&self, request: Request<IncrRequest>) -> Result<Response<IncrResponse>, Status> {
+        let grant = super::caller(&self.config.auth, &request).await?;
         let op = ops::incr_op(request.into_inner(), &self.config.limits)?;
         let key = op.keys()[0].clone();
-        match self.write(op).await? {
+        match self.write(&grant, op).await? {
             WriteReply::Int(value) => Ok(self.respond(&key, IncrResponse { value })),
             other => Err(unexpected_reply("incr", &other)),
         }
@@ -206,15 +234,17 @@ impl Kv for KvService {
         &self,
         request: Request<AppendRequest>,
     ) -> Result<Response<AppendResponse>, Status> {
+        let grant = super::caller(&self.config.auth, &request).await?;
         let op = ops::append_op(request.into_inner(), &self.config.limits)?;
         let key = op.keys()[0].clone();
-        match self.write(op).await? {
+        match self.write(&grant, op).await? {
             WriteReply::Len(length) => Ok(self.respond(&key, AppendResponse { length })),
             other => Err(unexpected_reply("append", &other)),
         }
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let grant = super::caller(&self.config.auth, &request).await?;
         let request = request.into_inner();
         let config = &self.config;
         let limit = match request.limit as usize {
@@ -229,6 +259,7 @@ impl Kv for KvService {
             n => n,
         };
         let consistency = consistency(request.consistency)?;
+        allowed(&grant, &listing(&request))?;
         let mut next = Some(cursor(&request.cursor)?);
         let mut page = Vec::new();
         // A node scan looks at a bounded number of keys; a few calls fill a sparse page.
@@ -260,8 +291,10 @@ impl Kv for KvService {
         &self,
         request: Request<ScanRequest>,
     ) -> Result<Response<ScanPages>, Status> {
+        let grant = super::caller(&self.config.auth, &request).await?;
         let request = request.into_inner();
         let consistency = consistency(request.consistency)?;
+        allowed(&grant, &listing(&request))?;
         let start = cursor(&request.cursor)?;
         let remaining = match request.limit {
             0 => usize::MAX,
@@ -300,6 +333,7 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let grant = super::caller(&self.config.auth, &request).await?;
         let request = request.into_inner();
         let limits = &self.config.limits;
         if request.ops.is_empty() && request.compare.is_empty() {
@@ -338,7 +372,7 @@ impl Kv for KvService {
             ops: writes,
             watched,
         };
-        match self.write(op).await? {
+        match self.write(&grant, op).await? {
             WriteReply::Transaction(None) => Err(with_reason(
                 Code::FailedPrecondition,
                 "compare_failed",
@@ -361,6 +395,7 @@ impl Kv for KvService {
         &self,
         request: Request<BatchRequest>,
     ) -> Result<Response<BatchResponse>, Status> {
+        let grant = super::caller(&self.config.auth, &request).await?;
         let request = request.into_inner();
         let max = self.config.max_batch_ops;
         if request.ops.len() > max {
@@ -377,6 +412,13 @@ impl Kv for KvService {
             .enumerate()
             .map(|(index, op)| ops::batch_op(op, index, limits))
             .collect::<Result<Vec<_>, Status>>()?;
+        for op in parsed.iter().filter(|_| !grant.unrestricted()) {
+            let command = match op {
+                BatchOp::Get(key) => Command::Get { key: key.clone() },
+                BatchOp::Write(write, _) => Command::Write(write.clone()),
+            };
+            allowed(&grant, &command)?;
+        }
         // The ops run concurrently: writes to one shard are proposed in the batch's order,
         // but a read may be served before a write of the same batch commits (the proto
         // says so: ordering within a batch is what Txn is for).

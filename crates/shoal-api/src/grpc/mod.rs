@@ -63,6 +63,9 @@ pub struct GrpcConfig {
     pub limits: Limits,
     /// TLS: when set, every client must connect over it.
     pub tls: Option<shoal_tls::Tls>,
+    /// Users and logins (`authorization: Basic ...` metadata), shared with the other front
+    /// ends.
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 impl Default for GrpcConfig {
@@ -78,8 +81,36 @@ impl Default for GrpcConfig {
             max_batch_ops: 4096,
             limits: Limits::default(),
             tls: None,
+            auth: Default::default(),
         }
     }
+}
+
+/// The rights of the caller of `request`: its `authorization` metadata (`Basic
+/// base64(user:password)`, as HTTP), or none while the node serves anonymous clients.
+pub(crate) async fn caller<T>(
+    auth: &crate::auth::Authenticator,
+    request: &tonic::Request<T>,
+) -> Result<shoal_core::auth::Grant, tonic::Status> {
+    use shoal_core::Error;
+    let refuse = |message: String| status::status_of(&Error::Unauthenticated(message));
+    let Some(value) = request.metadata().get("authorization") else {
+        return auth.anonymous().ok_or_else(|| {
+            refuse(
+                "this node requires a user name and password: send `authorization: Basic \
+                 base64(user:password)` metadata"
+                    .to_string(),
+            )
+        });
+    };
+    let (user, password) = crate::auth::parse_basic(value.as_bytes())
+        .map_err(|why| refuse(format!("the authorization metadata {why}")))?;
+    let peer = request
+        .remote_addr()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    auth.login(peer, &user, &password)
+        .await
+        .map_err(|err| refuse(format!("{err} (user {user:?})")))
 }
 
 /// Serves gRPC on `listener` until `shutdown` completes.
@@ -107,7 +138,7 @@ pub async fn serve_backend(
     let kv = KvServer::new(KvService::new(backend.clone(), config.clone()))
         .max_decoding_message_size(message_bytes)
         .max_encoding_message_size(message_bytes);
-    let cluster = ClusterServer::new(ClusterService::new(backend))
+    let cluster = ClusterServer::new(ClusterService::new(backend, config.auth.clone()))
         .max_decoding_message_size(message_bytes)
         .max_encoding_message_size(message_bytes);
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -37,6 +37,8 @@ pub fn code_of(err: &Error) -> Code {
         Error::Timeout(_) => Code::DeadlineExceeded,
         // "may or may not have been applied": gRPC's UNKNOWN, never retried blindly.
         Error::Indeterminate(_) => Code::Unknown,
+        Error::Unauthenticated(_) => Code::Unauthenticated,
+        Error::Denied(_) => Code::PermissionDenied,
         Error::Storage(_) | Error::Internal(_) => Code::Internal,
     }
 }

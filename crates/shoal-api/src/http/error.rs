@@ -99,7 +99,8 @@ pub fn status_of(err: &Error) -> StatusCode {
         Error::VersionMismatch { .. } | Error::KeyExists | Error::KeyMissing => {
             StatusCode::PRECONDITION_FAILED
         }
-        Error::Disabled(..) => StatusCode::FORBIDDEN,
+        Error::Disabled(..) | Error::Denied(_) => StatusCode::FORBIDDEN,
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         Error::Removed { .. } | Error::Replaced { .. } => StatusCode::GONE,
         // NotLeader should be rare over HTTP (the node forwards to the leader); when it
         // does surface it is transient, so it is a 503 with a leader hint, not a 500.
@@ -141,6 +142,12 @@ impl IntoResponse for ApiError {
         }
         if let Some(leader) = self.leader {
             headers.insert(LEADER_HEADER, HeaderValue::from(leader));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"shoal\", charset=\"UTF-8\""),
+            );
         }
         response
     }

@@ -13,6 +13,7 @@ use serde_json::json;
 use shoal_core::{Command, Condition, Consistency, Error, Record, Reply, WriteOp, WriteReply};
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::params::{DeleteParams, PutParams, ReadParams, key_from_path};
 
@@ -21,12 +22,15 @@ pub const VERSION_HEADER: &str = "x-shoal-version";
 /// Response header carrying the key's expiry in Unix milliseconds, when it has one.
 pub const EXPIRE_AT_HEADER: &str = "x-shoal-expire-at";
 
-pub(crate) async fn get_key(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+pub(crate) async fn get_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: Uri,
+) -> Result<Response, ApiError> {
     let key = key_from_path(uri.path(), &state.limits)?;
     let params = ReadParams::parse(uri.query())?;
     match state
-        .backend
-        .execute(Command::Get { key }, params.consistency)
+        .run(&caller, Command::Get { key }, params.consistency)
         .await?
     {
         Reply::Record(Some(record)) => Ok(value_response(record)),
@@ -50,6 +54,7 @@ fn value_response(record: Record) -> Response {
 
 pub(crate) async fn put_key(
     State(state): State<AppState>,
+    caller: Caller,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -68,8 +73,7 @@ pub(crate) async fn put_key(
         return_old: false,
     };
     match state
-        .backend
-        .execute(Command::Write(op), Consistency::Linearizable)
+        .run(&caller, Command::Write(op), Consistency::Linearizable)
         .await?
     {
         Reply::Write(WriteReply::Put {
@@ -132,6 +136,7 @@ fn find_source<'a, T: std::error::Error + 'static>(
 
 pub(crate) async fn delete_key(
     State(state): State<AppState>,
+    caller: Caller,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let key = key_from_path(uri.path(), &state.limits)?;
@@ -141,8 +146,7 @@ pub(crate) async fn delete_key(
         if_version: params.if_version,
     };
     match state
-        .backend
-        .execute(Command::Write(op), Consistency::Linearizable)
+        .run(&caller, Command::Write(op), Consistency::Linearizable)
         .await?
     {
         Reply::Write(WriteReply::Deleted(0)) => Err(Error::NoSuchKey.into()),

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use shoal_core::{Command, Record, Reply};
 
 use super::AppState;
+use super::auth::Caller;
 use super::cursor::encode_cursor;
 use super::encoding::bytes_field;
 use super::error::ApiError;
@@ -20,6 +21,7 @@ use super::params::ListParams;
 
 pub(crate) async fn list_keys(
     State(state): State<AppState>,
+    caller: Caller,
     uri: Uri,
 ) -> Result<Json<Value>, ApiError> {
     let config = &state.config;
@@ -39,7 +41,7 @@ pub(crate) async fn list_keys(
             with_values: false,
         };
         calls += 1;
-        match state.backend.execute(command, params.consistency).await? {
+        match state.run(&caller, command, params.consistency).await? {
             Reply::Scan {
                 entries,
                 next: after,

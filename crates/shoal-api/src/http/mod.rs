@@ -11,6 +11,10 @@
 //! - `POST /v1/txn`: atomic operations on keys of one shard, optionally conditional on
 //!   their versions; see `txn`.
 //! - `GET /health`, `GET /v1/cluster`.
+//! - `/v1/users`: the cluster's users (admins); see `users`.
+//!
+//! Every endpoint but `/health` needs a login (HTTP basic auth) once the cluster has users
+//! or TLS is on; see `auth`.
 //! - `PUT /v1/debug/blocked-peers` with `{"peers": [2, 3]}`: cut this node off from those
 //!   peers (fault injection for tests; refused unless the node runs with it).
 //! - `GET /v1/debug/raft-stats`: openraft's runtime statistics (batch sizes, per-stage
@@ -20,6 +24,7 @@
 //!
 //! Keys are the percent-decoded rest of the path after `/v1/kv/`: any bytes, `/` included.
 
+mod auth;
 mod browser;
 pub mod cursor;
 pub mod encoding;
@@ -29,6 +34,7 @@ mod list;
 pub mod params;
 mod server;
 mod txn;
+mod users;
 
 #[doc(hidden)]
 pub use txn::parse_txn_body;
@@ -86,6 +92,8 @@ pub struct HttpConfig {
     /// Serve `/v1/debug/*` (fault injection and Raft statistics): only for tests and
     /// tuning, set by `--fault-injection`.
     pub debug_routes: bool,
+    /// Users and logins (HTTP basic auth), shared with the other front ends.
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 impl Default for HttpConfig {
@@ -101,6 +109,7 @@ impl Default for HttpConfig {
             tls: None,
             allowed_origins: Vec::new(),
             debug_routes: false,
+            auth: Default::default(),
         }
     }
 }
@@ -146,6 +155,7 @@ pub(crate) fn router_for(backend: Arc<dyn Backend>, config: HttpConfig) -> Route
     let body_read_timeout = config.body_read_timeout;
     let browsers = browser::BrowserPolicy::new(&config.allowed_origins, config.tls.is_none());
     let debug_routes = config.debug_routes;
+    let auth = config.auth.clone();
     let state = AppState {
         backend,
         limits,
@@ -161,6 +171,11 @@ pub(crate) fn router_for(backend: Arc<dyn Backend>, config: HttpConfig) -> Route
         .route(
             "/v1/cluster/rebalance/{action}",
             axum::routing::post(rebalance),
+        )
+        .route("/v1/users", get(users::list).post(users::create))
+        .route(
+            "/v1/users/{name}",
+            axum::routing::put(users::change).delete(users::remove),
         )
         .route("/v1/kv", get(list::list_keys))
         .route("/v1/txn", axum::routing::post(txn::transaction))
@@ -183,6 +198,10 @@ pub(crate) fn router_for(backend: Arc<dyn Backend>, config: HttpConfig) -> Route
         .layer(axum::middleware::from_fn_with_state(
             body_read_timeout,
             server::body_deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::authenticate,
         ))
         // Outermost: a refused browser request runs nothing else.
         .layer(axum::middleware::from_fn_with_state(
@@ -223,7 +242,7 @@ async fn health(State(state): State<AppState>) -> axum::response::Response {
         .into_response()
 }
 
-async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {
+async fn cluster(State(state): State<AppState>, _caller: auth::Caller) -> Json<ClusterView> {
     Json(state.backend.cluster_view())
 }
 
@@ -231,8 +250,10 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {
 /// view, which shows the node draining and the moves taking its replicas away.
 async fn remove_node(
     State(state): State<AppState>,
+    caller: auth::Caller,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<ClusterView>, ApiError> {
+    caller.require(shoal_core::auth::Access::Admin)?;
     let id: u64 = id.parse().map_err(|_| {
         ApiError::from(shoal_core::Error::Invalid(format!(
             "{id:?} is not a node id: use a positive integer, as `shoal cluster status` lists them"
@@ -245,8 +266,10 @@ async fn remove_node(
 /// `POST /v1/cluster/rebalance/pause` and `.../resume`.
 async fn rebalance(
     State(state): State<AppState>,
+    caller: auth::Caller,
     axum::extract::Path(action): axum::extract::Path<String>,
 ) -> Result<Json<ClusterView>, ApiError> {
+    caller.require(shoal_core::auth::Access::Admin)?;
     let paused = match action.as_str() {
         "pause" => true,
         "resume" => false,

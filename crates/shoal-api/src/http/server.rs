@@ -125,6 +125,16 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header_read)
         .max_header_size(MAX_HEAD_BYTES);
+    // Handlers see the client's address (failed logins are counted per address).
+    let router = tower::ServiceExt::map_request(
+        router,
+        move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            request
+        },
+    );
     let conn = builder.serve_connection(io, TowerToHyperService::new(router));
     let mut conn = std::pin::pin!(conn);
     let mut stopping = false;

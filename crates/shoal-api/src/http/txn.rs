@@ -30,6 +30,7 @@ use shoal_core::{
 };
 
 use super::AppState;
+use super::auth::Caller;
 use super::encoding::bytes_field;
 use super::error::ApiError;
 use super::kv::body_error;
@@ -247,14 +248,14 @@ fn parse_body(body: &[u8]) -> Result<(WriteOp, Vec<Shape>), ApiError> {
 
 pub(crate) async fn transaction(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = body.map_err(|rejection| body_error(rejection, &headers, &state))?;
     let (op, shapes) = parse_body(&body)?;
     let reply = state
-        .backend
-        .execute(Command::Write(op), Consistency::Linearizable)
+        .run(&caller, Command::Write(op), Consistency::Linearizable)
         .await?;
     match reply {
         Reply::Write(WriteReply::Transaction(None)) => Err(ApiError::new(

@@ -215,6 +215,18 @@ impl Connection {
                 self.reply_now(frame, protocol);
                 return Ok(Flow::Close);
             }
+            Outcome::Login(login) => {
+                // What was sent before runs as the old user, what follows as the new one.
+                self.finish_run().await?;
+                let frame = match login.check.await {
+                    Ok(grant) => {
+                        self.session.caller.logged_in(grant, &self.ctx.config.auth);
+                        (login.then)(&mut self.session)
+                    }
+                    Err(err) => Frame::error(format!("WRONGPASS {err}")),
+                };
+                self.reply_now(frame, self.session.protocol);
+            }
         }
         Ok(Flow::Continue)
     }

@@ -40,6 +40,8 @@ pub struct RespConfig {
     pub max_request_bytes: usize,
     /// TLS: when set, every client must connect over it (`redis-cli --tls`).
     pub tls: Option<shoal_tls::Tls>,
+    /// Users and logins (AUTH, HELLO AUTH), shared with the other front ends.
+    pub auth: std::sync::Arc<crate::auth::Authenticator>,
 }
 
 /// Default size of [`RespConfig::connections`].
@@ -53,6 +55,7 @@ impl Default for RespConfig {
             connections: ConnectionLimit::new(DEFAULT_MAX_CONNECTIONS),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             tls: None,
+            auth: Default::default(),
         }
     }
 }

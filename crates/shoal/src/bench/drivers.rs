@@ -236,9 +236,11 @@ impl HttpTargets {
 pub async fn smart_client(
     addr: &str,
     tls: Option<shoal_client::ClientTls>,
+    credentials: Option<shoal_client::Credentials>,
 ) -> Result<shoal_client::Client, String> {
     let config = shoal_client::ClientConfig {
         tls,
+        credentials,
         ..Default::default()
     };
     shoal_client::Client::connect_with(&[addr], config)
@@ -258,6 +260,7 @@ pub enum Setup {
         /// With `--shared-client`: the one smart client every connection uses.
         shared: Option<shoal_client::Client>,
         tls: Option<shoal_client::ClientTls>,
+        credentials: Option<shoal_client::Credentials>,
     },
     Resp {
         url: String,
@@ -282,10 +285,11 @@ impl Setup {
                 route: Route::Leader,
                 shared,
                 tls,
+                credentials,
             } => {
                 let client = match shared {
                     Some(client) => client.clone(),
-                    None => smart_client(addr, tls.clone()).await?,
+                    None => smart_client(addr, tls.clone(), credentials.clone()).await?,
                 };
                 Ok(Driver::GrpcSmart {
                     client,
@@ -297,8 +301,12 @@ impl Setup {
                 addr,
                 route: Route::Node,
                 tls,
+                credentials,
                 ..
             } => {
+                if credentials.is_some() {
+                    return Err("--user with --protocol grpc needs --route leader".into());
+                }
                 let scheme = if tls.is_some() { "https" } else { "http" };
                 let mut endpoint = Channel::from_shared(format!("{scheme}://{addr}"))
                     .map_err(|e| format!("--addr {addr}: {e}"))?;

@@ -125,7 +125,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 pub struct BenchArgs {
     /// TLS (HTTP and gRPC; for RESP over TLS use redis-benchmark --tls).
     #[command(flatten)]
-    pub tls: crate::client_tls::ClientTlsArgs,
+    pub access: crate::client_access::ClientAccessArgs,
     /// Which API to load.
     #[arg(long, value_enum, default_value_t = Protocol::Http)]
     pub protocol: Protocol,
@@ -335,31 +335,36 @@ async fn setup(args: &BenchArgs) -> Result<(Setup, Option<usize>), String> {
             let mut http = reqwest::Client::builder()
                 .timeout(REQUEST_TIMEOUT)
                 .pool_max_idle_per_host(args.connections * args.pipeline);
-            if let Some(tls) = args.tls.rustls()? {
+            if let Some(tls) = args.access.rustls()? {
                 http = http.use_preconfigured_tls(tls);
             }
+            http = http.default_headers(args.access.http_headers()?);
             let http = http.build().map_err(|e| e.to_string())?;
             let in_use = targets.in_use();
             Ok((Setup::Http { http, targets }, Some(in_use)))
         }
         Protocol::Grpc => {
             let addr = addr.trim_start_matches("http://").to_string();
-            let tls = args.tls.grpc()?;
+            let tls = args.access.grpc()?;
+            let credentials = args.access.credentials()?;
             Ok((
                 Setup::Grpc {
                     shared: match args.shared_client {
-                        true => Some(drivers::smart_client(&addr, tls.clone()).await?),
+                        true => Some(
+                            drivers::smart_client(&addr, tls.clone(), credentials.clone()).await?,
+                        ),
                         false => None,
                     },
                     addr,
                     route: args.route,
                     tls,
+                    credentials,
                 },
                 None,
             ))
         }
         Protocol::Resp => {
-            if args.tls.enabled() {
+            if args.access.enabled() {
                 return Err(
                     "--tls-ca: shoal bench speaks RESP in plaintext only; measure RESP \
                             over TLS with redis-benchmark --tls --cacert <CA>"
@@ -371,6 +376,19 @@ async fn setup(args: &BenchArgs) -> Result<(Setup, Option<usize>), String> {
             } else {
                 format!("redis://{addr}")
             };
+            let url = match args.access.credentials()? {
+                None => url,
+                Some(credentials) => {
+                    let mut parsed =
+                        reqwest::Url::parse(&url).map_err(|e| format!("--addr {url}: {e}"))?;
+                    let bad = |_| format!("--addr {url}: cannot carry --user's credentials");
+                    parsed.set_username(&credentials.user).map_err(bad)?;
+                    parsed
+                        .set_password(Some(&credentials.password))
+                        .map_err(bad)?;
+                    parsed.to_string()
+                }
+            };
             Ok((Setup::Resp { url }, Some(1)))
         }
     }
@@ -378,7 +396,7 @@ async fn setup(args: &BenchArgs) -> Result<(Setup, Option<usize>), String> {
 
 async fn bench(args: &BenchArgs) -> Result<serde_json::Value, String> {
     args.check()?;
-    args.tls.apply();
+    args.access.apply();
     let (setup, nodes_targeted) = setup(args).await?;
     let mix = args.mix();
     let workload = Arc::new(Workload {

@@ -131,6 +131,13 @@ pub struct Versioned {
     pub version: u64,
 }
 
+/// An `Authorization: Basic` header.
+fn basic(user: &str, password: &str) -> reqwest::header::HeaderValue {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}").parse().expect("a header value")
+}
+
 /// The cluster's HTTP API, cheap to clone into writer tasks. Node ids index `urls`.
 #[derive(Clone)]
 pub struct Api {
@@ -149,19 +156,67 @@ impl Api {
         Api { http, urls }
     }
 
-    /// Over HTTPS, trusting what `tls` trusts.
+    /// Over HTTPS, trusting what `tls` trusts, logged in as `login` (user, password).
     pub(super) fn with_tls(
         urls: BTreeMap<u64, String>,
         tls: shoal_tls::rustls::ClientConfig,
+        login: Option<(String, String)>,
     ) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some((user, password)) = login {
+            headers.insert(reqwest::header::AUTHORIZATION, basic(&user, &password));
+        }
         let http = reqwest::Client::builder()
             .timeout(HTTP_TIMEOUT)
             .connect_timeout(Duration::from_secs(2))
             .no_proxy()
             .use_preconfigured_tls(tls)
+            .default_headers(headers)
             .build()
             .expect("HTTP client");
         Api { http, urls }
+    }
+
+    /// This API as `user` (HTTP basic auth on every request).
+    pub fn as_user(&self, user: &str, password: &str) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, basic(user, password));
+        let http = reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .connect_timeout(Duration::from_secs(2))
+            .no_proxy()
+            .default_headers(headers)
+            .build()
+            .expect("HTTP client");
+        Api {
+            http,
+            urls: self.urls.clone(),
+        }
+    }
+
+    /// `POST /v1/users` through `via`: adds a user.
+    pub async fn add_user(
+        &self,
+        via: u64,
+        user: &str,
+        password: &str,
+        role: &str,
+        prefix: Option<&str>,
+    ) -> Result<(), HttpError> {
+        let body = serde_json::json!({
+            "name": user, "password": password, "role": role, "prefix": prefix,
+        });
+        let response = self
+            .http
+            .post(format!("{}/v1/users", self.url(via)))
+            .json(&body)
+            .send()
+            .await
+            .map_err(HttpError::transport)?;
+        if !response.status().is_success() {
+            return Err(HttpError::from_response(response).await);
+        }
+        Ok(())
     }
 
     /// Adds node `node`'s base URL (a node that joined later).

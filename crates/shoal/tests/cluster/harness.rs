@@ -310,6 +310,16 @@ pub async fn resp_connection(url: &str) -> redis::RedisResult<MultiplexedConnect
 /// Sends one RESP command over TLS (checking the server against `ca`) and reads one
 /// reply, returned raw (`+OK\r\n`, `$5\r\nworld\r\n`, `-ERR ...\r\n`).
 pub async fn resp_over_tls(addr: &str, ca: &Path, args: &[&str]) -> Result<String, String> {
+    resp_over_tls_as(addr, ca, None, args).await
+}
+
+/// Like `resp_over_tls`, logged in first (AUTH) as `login` when given.
+pub async fn resp_over_tls_as(
+    addr: &str,
+    ca: &Path,
+    login: Option<(&str, &str)>,
+    args: &[&str],
+) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let config = shoal_tls::client_config(ca, None, &[]).map_err(|e| e.to_string())?;
@@ -321,15 +331,24 @@ pub async fn resp_over_tls(addr: &str, ca: &Path, args: &[&str]) -> Result<Strin
             .connect(name, stream)
             .await
             .map_err(|e| format!("TLS handshake: {e}"))?;
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        let encode = |args: &[&str]| {
+            let mut request = format!("*{}\r\n", args.len());
+            for arg in args {
+                request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+            }
+            request
+        };
+        let mut request = String::new();
+        if let Some((user, password)) = login {
+            request.push_str(&encode(&["AUTH", user, password]));
         }
+        request.push_str(&encode(args));
         stream
             .write_all(request.as_bytes())
             .await
             .map_err(|e| e.to_string())?;
         let mut reply = Vec::new();
+        let mut logging_in = login.is_some();
         loop {
             let mut chunk = [0u8; 4096];
             let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
@@ -340,7 +359,14 @@ pub async fn resp_over_tls(addr: &str, ca: &Path, args: &[&str]) -> Result<Strin
                 ));
             }
             reply.extend_from_slice(&chunk[..n]);
-            if complete_reply(&reply) {
+            if logging_in && reply.len() >= 5 {
+                if !reply.starts_with(b"+OK\r\n") {
+                    return Err(format!("AUTH: {}", String::from_utf8_lossy(&reply)));
+                }
+                reply.drain(..5);
+                logging_in = false;
+            }
+            if !logging_in && complete_reply(&reply) {
                 return Ok(String::from_utf8_lossy(&reply).into_owned());
             }
         }
@@ -389,6 +415,8 @@ pub struct Cluster {
     /// The CA of a TLS cluster (`start_tls`), and the authority that made its certificates.
     tls_ca: Option<PathBuf>,
     tls_authority: Option<shoal_tls::DevCa>,
+    /// The admin a TLS cluster's clients log in as (a TLS node serves nobody anonymously).
+    admin: Option<(String, String)>,
     /// The highest node id ever used: removed ids are never reused.
     high_id: u64,
     api: Api,
@@ -421,7 +449,7 @@ impl Cluster {
                 ca: ca_path.clone(),
             });
         }
-        let urls = cluster
+        let urls: std::collections::BTreeMap<u64, String> = cluster
             .nodes
             .iter()
             .map(|n| {
@@ -432,13 +460,32 @@ impl Cluster {
             })
             .collect();
         let tls = shoal_tls::client_config(&ca_path, None, &[b"http/1.1"]).expect("client TLS");
-        cluster.api = Api::with_tls(urls, tls);
+        cluster.api = Api::with_tls(urls.clone(), tls.clone(), None);
         cluster.tls_ca = Some(ca_path);
         cluster.tls_authority = Some(ca);
         let ids = cluster.ids();
         cluster.restart_many(&ids).await;
+        // A TLS cluster serves nobody anonymously: its first admin is added from this
+        // machine (the bootstrap a real operator does with `shoal user add`).
+        let admin = ("root".to_string(), "test-admin-password".to_string());
+        let bootstrap = &cluster.api;
+        poll_until("the first admin is added", LEADER_TIMEOUT, || async {
+            bootstrap
+                .add_user(1, &admin.0, &admin.1, "admin", None)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        cluster.api = Api::with_tls(urls, tls, Some(admin.clone()));
+        cluster.admin = Some(admin);
         cluster.wait_for_leaders(1).await;
         cluster
+    }
+
+    /// The admin's user name and password, for a cluster started with `start_tls`.
+    pub fn admin(&self) -> (&str, &str) {
+        let (user, password) = self.admin.as_ref().expect("a TLS cluster");
+        (user, password)
     }
 
     /// Where a TLS cluster's CA and certificates are.
@@ -452,7 +499,16 @@ impl Cluster {
     }
 
     /// Sends one RESP command to node `id` over TLS and returns the raw reply.
+    /// Logged in as the cluster's admin.
     pub async fn resp_tls(&self, id: u64, args: &[&str]) -> Result<String, String> {
+        let spec = &self.node(id).spec;
+        let ca = self.tls_ca.as_ref().expect("a TLS cluster");
+        let addr = format!("{}:{}", spec.host, spec.resp_port);
+        resp_over_tls_as(&addr, ca, Some(self.admin()), args).await
+    }
+
+    /// Like `resp_tls`, without logging in.
+    pub async fn resp_tls_anonymous(&self, id: u64, args: &[&str]) -> Result<String, String> {
         let spec = &self.node(id).spec;
         let ca = self.tls_ca.as_ref().expect("a TLS cluster");
         resp_over_tls(&format!("{}:{}", spec.host, spec.resp_port), ca, args).await
@@ -569,6 +625,7 @@ impl Cluster {
             nodes,
             high_id: n as u64,
             tls_ca: None,
+            admin: None,
             tls_authority: None,
             api: Api::new(urls),
             net,
@@ -860,9 +917,16 @@ impl Cluster {
         loop {
             self.node_mut(id).assert_running();
             if self.api.healthy(id).await {
-                let pong = match &self.tls_ca {
-                    Some(_) => self.resp_tls(id, &["PING"]).await,
-                    None => match resp_connection(&resp_url).await {
+                let pong = match (&self.tls_ca, &self.admin) {
+                    (Some(_), Some(_)) => self.resp_tls(id, &["PING"]).await,
+                    // Before its first user a TLS node refuses everyone, but answers.
+                    (Some(_), None) => self.resp_tls_anonymous(id, &["PING"]).await.map(|reply| {
+                        match reply.starts_with("-NOAUTH") {
+                            true => "+PONG\r\n".to_string(),
+                            false => reply,
+                        }
+                    }),
+                    (None, _) => match resp_connection(&resp_url).await {
                         Ok(mut con) => redis::cmd("PING").query_async::<String>(&mut con).await,
                         Err(e) => Err(e),
                     }

@@ -1,5 +1,6 @@
 //! A 3-node cluster with TLS everywhere (`Cluster::start_tls`): clients with the cluster CA
-//! work over RESP, HTTPS and gRPC; plaintext clients are told to use TLS; a peer without a
+//! and the admin's password work over RESP, HTTPS and gRPC, and without the password are
+//! refused; plaintext clients are told to use TLS; a peer without a
 //! certificate from the cluster CA is refused in the handshake and the node says who and
 //! why; a node's certificate is replaced on disk and served without a restart; redis-cli
 //! speaks to it with `--tls`.
@@ -134,8 +135,13 @@ async fn a_tls_cluster_serves_tls_clients_and_refuses_plaintext_and_impostor_pee
     })
     .await;
     let grpc = view.nodes[0].grpc_addr.clone();
+    let (admin, password) = cluster.admin();
     let config = ClientConfig {
         tls: Some(ClientTls::from_files(&ca, None).expect("CA")),
+        credentials: Some(shoal_client::Credentials {
+            user: admin.to_string(),
+            password: password.to_string(),
+        }),
         ..ClientConfig::default()
     };
     let client = Client::connect_with(&[grpc.as_str()], config)
@@ -144,6 +150,26 @@ async fn a_tls_cluster_serves_tls_clients_and_refuses_plaintext_and_impostor_pee
     client.put("tls:grpc", "three").await.expect("gRPC put");
     let got = client.get("tls:resp").await.expect("gRPC get");
     assert_eq!(got.map(|v| v.value.to_vec()), Some(b"two".to_vec()));
+
+    // A TLS client that does not log in is refused, on every protocol.
+    assert_eq!(
+        cluster
+            .resp_tls_anonymous(2, &["GET", "tls:resp"])
+            .await
+            .unwrap(),
+        "-NOAUTH Authentication required.\r\n"
+    );
+    let anonymous = ClientConfig {
+        tls: Some(ClientTls::from_files(&ca, None).expect("CA")),
+        max_attempts: 1,
+        ..ClientConfig::default()
+    };
+    assert!(
+        Client::connect_with(&[grpc.as_str()], anonymous)
+            .await
+            .is_err(),
+        "an anonymous gRPC client must not get the map"
+    );
 
     // Plaintext clients are refused, and told why in their own protocol.
     let resp =
@@ -270,7 +296,8 @@ async fn a_replaced_certificate_is_served_without_a_restart() {
         let out = std::process::Command::new("redis-cli")
             .args(["--tls", "--cacert"])
             .arg(&ca)
-            .args(["-h", "127.0.0.1", "-p", &port])
+            .args(["-h", "127.0.0.1", "-p", &port, "--no-auth-warning"])
+            .args(["--user", cluster.admin().0, "--pass", cluster.admin().1])
             .args(args)
             .output()
             .expect("run redis-cli");

@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use shoal_core::auth::{Access, Denied, Grant};
 use shoal_core::record::Record;
 use shoal_core::slot::Slot;
 use shoal_core::{Command, Consistency, Error, Limits, Reply, WriteOp, WriteReply};
@@ -46,6 +47,37 @@ pub(crate) enum Outcome {
     Later(Pending),
     /// Send this reply, then close the connection (QUIT).
     Close(Frame),
+    /// A password is being checked (AUTH, HELLO AUTH): the connection waits for it before
+    /// running anything sent after it, since those commands run as the new user.
+    Login(Login),
+}
+
+/// A login in progress.
+pub(crate) struct Login {
+    pub check: BoxFuture<'static, Result<Grant, crate::auth::LoginError>>,
+    /// Builds the reply once logged in (HELLO switches protocol and names the client here).
+    pub then: Box<dyn FnOnce(&mut Session) -> Frame + Send>,
+}
+
+/// Redis's reply to a command sent before logging in.
+pub(crate) const NOAUTH: &str = "NOAUTH Authentication required.";
+
+/// Redis's reply when the user's role does not allow the command.
+fn no_permission(user: &str, command: &str) -> Frame {
+    Frame::error(format!(
+        "NOPERM User {user} has no permissions to run the '{command}' command"
+    ))
+}
+
+/// What running `spec` needs beyond being logged in, where the command alone says it
+/// (keys are checked on the `Command` in `Ctx::allowed`). EXEC is judged by what it runs.
+fn needs(spec: &Spec) -> Option<Access> {
+    match (spec.kind, spec.name) {
+        (_, "flushall" | "flushdb") => Some(Access::Admin),
+        (_, "exec") | (Kind::Local, _) => None,
+        (Kind::Read, _) => Some(Access::Read),
+        (Kind::Write, _) => Some(Access::Write),
+    }
 }
 
 /// A command implementation. `Err` is an immediate error reply, so handlers can use `?` on
@@ -145,6 +177,21 @@ impl Ctx {
         )
     }
 
+    /// Whether the connection's user may run `command` (its role, and every key against
+    /// its prefix), as Redis's NOPERM errors.
+    fn allowed(&self, session: &Session, command: &Command) -> Result<(), Frame> {
+        let Some(grant) = session.caller.cached() else {
+            return Err(Frame::error(NOAUTH));
+        };
+        if grant.unrestricted() {
+            return Ok(());
+        }
+        grant.check(command).map_err(|denied| match denied {
+            Denied::Role { user, .. } => no_permission(&user, session.command),
+            Denied::Key { .. } => Frame::error("NOPERM No permissions to access a key"),
+        })
+    }
+
     fn submit(
         &self,
         session: &Session,
@@ -153,6 +200,9 @@ impl Ctx {
         slot: Option<Slot>,
         render: impl FnOnce(Reply) -> Result<Frame, Error> + Send + 'static,
     ) -> Outcome {
+        if let Err(refused) = self.allowed(session, &command) {
+            return Outcome::Now(refused);
+        }
         // Queued by MULTI: kept for EXEC instead of run.
         if let Some(capture) = session.capture.borrow_mut().as_mut() {
             capture.record(command, slot, render);
@@ -215,9 +265,21 @@ pub(crate) fn dispatch(
     let Some(spec) = spec else {
         return Outcome::Now(args::unknown_command(args));
     };
+    // Redis's order: unknown command, arity, login, permissions.
     if !spec.arity_ok(args.len()) {
         return Outcome::Now(args::wrong_args(spec.name));
     }
+    if !matches!(spec.name, "auth" | "hello" | "quit") {
+        let Some(grant) = session.caller.grant(&ctx.config.auth) else {
+            return Outcome::Now(Frame::error(NOAUTH));
+        };
+        if let Some(access) = needs(spec)
+            && !grant.role.allows(access)
+        {
+            return Outcome::Now(no_permission(&grant.user, spec.name));
+        }
+    }
+    session.command = spec.name;
     match (spec.handler)(ctx, session, args) {
         Ok(outcome) => outcome,
         Err(frame) => Outcome::Now(frame),

@@ -71,6 +71,7 @@ pub(super) fn scan(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<O
         // No key of another type exists anywhere: the iteration is complete.
         return Ok(Outcome::Now(scan_reply(0, Vec::new())));
     }
+    ctx.allowed(session, &listing(pattern.as_ref()))?;
     let node = ctx.node.clone();
     let consistency = session.consistency;
     Ok(Outcome::Later(Box::pin(async move {
@@ -144,6 +145,7 @@ pub(super) fn keys(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<O
     let max = node.max_keys_reply();
     let consistency = session.consistency;
     let pattern = (args[1].as_ref() != b"*").then(|| args[1].clone());
+    ctx.allowed(session, &listing(pattern.as_ref()))?;
     Ok(Outcome::Later(Box::pin(async move {
         let prefix = prefix_of(pattern.as_deref());
         let mut cursor = ScanCursor::default();
@@ -171,6 +173,17 @@ pub(super) fn keys(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<O
             }
         }
     })))
+}
+
+/// The scans a SCAN or KEYS with `pattern` makes, as far as permissions care: a user
+/// confined to a key prefix may list only under it.
+fn listing(pattern: Option<&Bytes>) -> Command {
+    Command::Scan {
+        cursor: ScanCursor::default(),
+        limit: 0,
+        prefix: prefix_of(pattern.map(|p| p.as_ref())),
+        with_values: false,
+    }
 }
 
 /// One node scan call: up to `limit` keys from `cursor`.

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use shoal_core::Consistency;
 
 use super::args::{self, err, is, syntax_error, unknown_subcommand, wrong_args};
-use super::{Ctx, Outcome};
+use super::{Ctx, Login, Outcome};
+use crate::auth::{ANONYMOUS, Caller};
 use crate::resp::frame::{Frame, Protocol};
 
 /// The Redis version shoal reports: the command set and protocol it is compatible with.
@@ -36,6 +37,10 @@ pub(crate) struct Session {
     pub watched: super::SharedWatched,
     /// Set while MULTI queues a command: `Ctx::submit` records what it would run here.
     pub capture: std::cell::RefCell<Option<super::Capture>>,
+    /// Who is logged in on this connection.
+    pub caller: Caller,
+    /// The command running now (for NOPERM errors).
+    pub command: &'static str,
 }
 
 impl Session {
@@ -52,6 +57,8 @@ impl Session {
             transaction: None,
             watched: Default::default(),
             capture: Default::default(),
+            caller: Caller::default(),
+            command: "",
         }
     }
 }
@@ -73,7 +80,7 @@ pub(super) fn quit(_: &Ctx, _: &mut Session, _: &[Bytes]) -> Result<Outcome, Fra
 }
 
 /// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.
-pub(super) fn hello(_: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+pub(super) fn hello(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
     let mut protocol = session.protocol;
     if let Some(version) = args.get(1) {
         protocol = match crate::resp::frame::parse_int(version) {
@@ -101,40 +108,153 @@ pub(super) fn hello(_: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Ou
             )));
         }
     }
-    if let Some((user, _password)) = credentials {
-        check_user(user)?;
+    let name = name.map(valid_client_name).transpose()?;
+    let then = move |session: &mut Session| {
+        if let Some(name) = name {
+            session.name = name;
+        }
+        session.protocol = protocol;
+        Frame::Map(vec![
+            (Frame::bulk("server"), Frame::bulk("shoal")),
+            (Frame::bulk("version"), Frame::bulk(REDIS_COMPAT_VERSION)),
+            (Frame::bulk("proto"), Frame::Integer(protocol.version())),
+            (Frame::bulk("id"), Frame::Integer(session.id as i64)),
+            (Frame::bulk("mode"), Frame::bulk("cluster")),
+            (Frame::bulk("role"), Frame::bulk("master")),
+            (Frame::bulk("modules"), Frame::Array(vec![])),
+        ])
+    };
+    match credentials {
+        Some((user, password)) => login(ctx, session, Some(user), password, Box::new(then)),
+        None if session.caller.grant(&ctx.config.auth).is_none() => Err(Frame::error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+             HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and \
+             select the RESP protocol version at the same time",
+        )),
+        None => Ok(Outcome::Now(then(session))),
     }
-    if let Some(name) = name {
-        session.name = valid_client_name(name)?;
-    }
-    session.protocol = protocol;
-    Ok(Outcome::Now(Frame::Map(vec![
-        (Frame::bulk("server"), Frame::bulk("shoal")),
-        (Frame::bulk("version"), Frame::bulk(REDIS_COMPAT_VERSION)),
-        (Frame::bulk("proto"), Frame::Integer(protocol.version())),
-        (Frame::bulk("id"), Frame::Integer(session.id as i64)),
-        (Frame::bulk("mode"), Frame::bulk("cluster")),
-        (Frame::bulk("role"), Frame::bulk("master")),
-        (Frame::bulk("modules"), Frame::Array(vec![])),
-    ])))
 }
 
-/// No password is configured (shoal has no ACLs yet), so the default user accepts any
-/// password, exactly as a Redis default user with `nopass` does.
-fn check_user(user: &[u8]) -> Result<(), Frame> {
-    if user == b"default" {
-        Ok(())
+/// Starts checking `password` for `user` (`None`: AUTH with a password only, which Redis
+/// checks against its default user).
+fn login(
+    ctx: &Ctx,
+    session: &Session,
+    user: Option<&Bytes>,
+    password: &Bytes,
+    then: Box<dyn FnOnce(&mut Session) -> Frame + Send>,
+) -> Result<Outcome, Frame> {
+    let auth = ctx.config.auth.clone();
+    if !auth.has_users() {
+        // Nobody to log in as. Without TLS the node serves anonymous clients and behaves
+        // as a Redis whose default user has no password.
+        return match user {
+            _ if auth.required() => Err(Frame::error(WRONGPASS)),
+            None => Err(Frame::error(AUTH_WITHOUT_PASSWORD)),
+            Some(user) if user.as_ref() == ANONYMOUS.as_bytes() => Ok(Outcome::Login(Login {
+                check: Box::pin(std::future::ready(
+                    auth.anonymous()
+                        .ok_or(crate::auth::LoginError::WrongPassword),
+                )),
+                then,
+            })),
+            Some(_) => Err(Frame::error(WRONGPASS)),
+        };
+    }
+    let user = match user {
+        None => ANONYMOUS.to_string(),
+        Some(user) => String::from_utf8(user.to_vec()).map_err(|_| Frame::error(WRONGPASS))?,
+    };
+    let (password, peer) = (password.clone(), session.peer.ip());
+    Ok(Outcome::Login(Login {
+        check: Box::pin(async move { auth.login(peer, &user, &password).await }),
+        then,
+    }))
+}
+
+pub(super) fn auth(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    let (user, password) = match args {
+        [_, password] => (None, password),
+        [_, user, password] => (Some(user), password),
+        _ => return Err(syntax_error()),
+    };
+    login(ctx, session, user, password, Box::new(|_| Frame::ok()))
+}
+
+const ACL_HELP: &[&str] = &[
+    "ACL <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "WHOAMI",
+    "    Return the current connection username.",
+    "USERS",
+    "    List all the registered usernames (admin).",
+    "LIST",
+    "    Show users and their rights in Redis's ACL rule form (admin).",
+    "HELP",
+    "    Print this help.",
+    "Users are managed with `shoal user add|remove|passwd|list`.",
+];
+
+/// `ACL WHOAMI | USERS | LIST | HELP`. Users are changed with `shoal user`, not ACL SETUSER:
+/// a shoal user has a role and an optional key prefix, not Redis's rule lists.
+pub(super) fn acl(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
+    let sub = &args[1];
+    if args.len() != 2 {
+        return Err(wrong_args(&format!(
+            "acl|{}",
+            args::lossy(sub).to_ascii_lowercase()
+        )));
+    }
+    let reply = if is(sub, "WHOAMI") {
+        Frame::bulk(session.caller.name().to_string())
+    } else if is(sub, "HELP") {
+        Frame::Array(ACL_HELP.iter().map(|line| Frame::simple(*line)).collect())
+    } else if is(sub, "USERS") || is(sub, "LIST") {
+        let lower = args::lossy(sub).to_ascii_lowercase();
+        match session.caller.cached() {
+            Some(grant) if grant.role == shoal_core::auth::Role::Admin => {}
+            Some(grant) => {
+                return Err(Frame::error(format!(
+                    "NOPERM User {} has no permissions to run the 'acl|{lower}' command",
+                    grant.user
+                )));
+            }
+            None => return Err(Frame::error(super::NOAUTH)),
+        }
+        let users = ctx.config.auth.users();
+        if is(sub, "USERS") {
+            Frame::Array(users.into_iter().map(|u| Frame::bulk(u.name)).collect())
+        } else {
+            Frame::Array(
+                users
+                    .iter()
+                    .map(|u| Frame::bulk(acl_rule(&u.name, u.role, u.prefix.as_deref())))
+                    .collect(),
+            )
+        }
+    } else if is(sub, "SETUSER") || is(sub, "DELUSER") || is(sub, "GETUSER") {
+        return Err(err(format!(
+            "ACL {} is not supported: manage users with `shoal user add|remove|passwd|list`",
+            args::lossy(sub).to_ascii_uppercase()
+        )));
     } else {
-        Err(Frame::error(WRONGPASS))
-    }
+        return Err(unknown_subcommand(sub, "ACL"));
+    };
+    Ok(Outcome::Now(reply))
 }
 
-pub(super) fn auth(_: &Ctx, _: &mut Session, args: &[Bytes]) -> Result<Outcome, Frame> {
-    match args {
-        [_, _password] => Err(Frame::error(AUTH_WITHOUT_PASSWORD)),
-        [_, user, _password] => check_user(user).map(|()| Outcome::Now(Frame::ok())),
-        _ => Err(syntax_error()),
-    }
+/// A user as one ACL LIST line: `user alice on ~app1:* +@read`.
+fn acl_rule(name: &str, role: shoal_core::auth::Role, prefix: Option<&[u8]>) -> String {
+    use shoal_core::auth::Role;
+    let keys = match prefix {
+        Some(prefix) => format!("~{}*", args::lossy(prefix)),
+        None => "~*".to_string(),
+    };
+    let commands = match role {
+        Role::Read => "+@read +@connection",
+        Role::ReadWrite => "+@read +@write +@connection -@dangerous",
+        Role::Admin => "+@all",
+    };
+    format!("user {name} on {keys} {commands}")
 }
 
 /// Only database 0 exists: a cluster has one keyspace, as in Redis Cluster.
@@ -261,8 +381,12 @@ mod tests {
     }
 
     #[test]
-    fn auth_users() {
-        assert!(check_user(b"default").is_ok());
-        assert_eq!(check_user(b"alice"), Err(Frame::error(WRONGPASS)));
+    fn acl_rules_read_like_redis() {
+        use shoal_core::auth::Role;
+        assert_eq!(
+            acl_rule("alice", Role::Read, Some(b"app1:")),
+            "user alice on ~app1:* +@read +@connection"
+        );
+        assert_eq!(acl_rule("root", Role::Admin, None), "user root on ~* +@all");
     }
 }

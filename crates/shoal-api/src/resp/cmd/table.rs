@@ -67,6 +67,7 @@ pub(crate) static TABLE: &[Spec] = &[
     spec!("select", 2, Local, "connection", NO_KEYS, session::select),
     spec!("client", -2, Local, "connection", NO_KEYS, session::client),
     spec!("quit", -1, Local, "connection", NO_KEYS, session::quit),
+    spec!("acl", -2, Local, "server", NO_KEYS, session::acl),
     // Transactions. WATCH reads (so EXEC, a write, waits for it); EXEC writes.
     spec!(
         "multi",

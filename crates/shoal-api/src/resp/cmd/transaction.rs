@@ -252,6 +252,9 @@ pub(super) fn watch(ctx: &Ctx, session: &mut Session, args: &[Bytes]) -> Result<
     if session.transaction.is_some() {
         return Err(err("WATCH inside MULTI is not allowed"));
     }
+    for key in &args[1..] {
+        ctx.allowed(session, &Command::Get { key: key.clone() })?;
+    }
     let reads: Vec<_> = args[1..]
         .iter()
         .map(|key| {
@@ -320,7 +323,7 @@ pub(super) fn exec(ctx: &Ctx, session: &mut Session, _: &[Bytes]) -> Result<Outc
             Queued::Deferred { spec, args } => {
                 let frame = match super::dispatch(ctx, session, Some(spec), &args) {
                     Outcome::Now(frame) | Outcome::Close(frame) => frame,
-                    Outcome::Later(_) => err(format!(
+                    Outcome::Later(_) | Outcome::Login(_) => err(format!(
                         "'{}' cannot run inside MULTI: it waits on the cluster",
                         spec.name
                     )),
