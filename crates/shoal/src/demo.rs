@@ -44,11 +44,17 @@ pub struct DemoArgs {
     tls: bool,
 }
 
-/// The demo's throwaway CA and its node certificates.
+/// The demo's throwaway CA and its node certificates, and its admin's password (a TLS
+/// node serves nobody anonymously).
 struct DemoPki {
     dir: PathBuf,
     ca: PathBuf,
+    password_file: PathBuf,
+    password: String,
 }
+
+/// The user the TLS demo makes and logs in as.
+const DEMO_ADMIN: &str = "admin";
 
 impl DemoPki {
     /// Makes a CA and certificates for nodes 1..=`nodes` + 1 (the last for a node added by
@@ -57,8 +63,26 @@ impl DemoPki {
     fn make(root: &Path, nodes: u16) -> Result<Self, String> {
         let dir = root.join("tls");
         let ca = dir.join("ca.pem");
+        let password_file = dir.join("admin-password");
+        let password = |dir: &Path| -> Result<String, String> {
+            if let Ok(kept) = std::fs::read_to_string(&password_file) {
+                return Ok(kept.trim().to_string());
+            }
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let made = crate::user_cmd::random_password();
+            std::fs::write(&password_file, format!("{made}\n"))
+                .map_err(|e| format!("cannot write {}: {e}", password_file.display()))?;
+            Ok(made)
+        };
         if ca.exists() && dir.join(format!("node{}.pem", nodes + 1)).exists() {
-            return Ok(DemoPki { dir, ca });
+            let password = password(&dir)?;
+            return Ok(DemoPki {
+                password_file: dir.join("admin-password"),
+                password,
+                dir,
+                ca,
+            });
         }
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -71,7 +95,13 @@ impl DemoPki {
                 .write(&dir, &format!("node{id}"))
                 .map_err(io)?;
         }
-        Ok(DemoPki { dir, ca })
+        let password = password(&dir)?;
+        Ok(DemoPki {
+            password_file: dir.join("admin-password"),
+            password,
+            dir,
+            ca,
+        })
     }
 
     fn flags(&self, id: u16) -> Vec<String> {
@@ -159,9 +189,11 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     let pki = match args.tls {
         true => {
             let pki = DemoPki::make(&root, n)?;
-            // The demo's own requests (readiness) go over TLS too.
+            // The demo's own requests (readiness) go over TLS too, as its admin.
             crate::client_access::ClientAccessArgs {
                 tls_ca: Some(pki.ca.clone()),
+                user: Some(DEMO_ADMIN.to_string()),
+                password_file: Some(pki.password_file.clone()),
                 ..Default::default()
             }
             .apply();
@@ -224,7 +256,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         });
     }
 
-    let started = wait_ready(&mut nodes).await;
+    let started = wait_ready(&mut nodes, pki.as_ref()).await;
     if let Err(message) = started {
         stop_all(&mut nodes).await;
         return Err(message);
@@ -241,7 +273,9 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
 }
 
 /// Waits until every node answers and every shard has a leader, with a spinner.
-async fn wait_ready(nodes: &mut [DemoNode]) -> Result<(), String> {
+async fn wait_ready(nodes: &mut [DemoNode], pki: Option<&DemoPki>) -> Result<(), String> {
+    // A TLS cluster first gets its admin, added as its operator would from this machine.
+    let mut admin_added = pki.is_none();
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
     );
@@ -265,20 +299,25 @@ async fn wait_ready(nodes: &mut [DemoNode]) -> Result<(), String> {
             ));
         }
         let first = &nodes[0].http;
-        match cluster_cmd::fetch(first).await {
-            Ok(view) => {
-                let up = view.nodes.iter().filter(|n| n.up).count();
-                let led = view.shards.iter().filter(|s| s.leader.is_some()).count();
-                bar.set_message(format!(
-                    "starting: {up}/{} nodes up, {led}/{} shards with a leader",
-                    view.nodes.len(),
-                    view.shards.len()
-                ));
-                if up == view.nodes.len() && led == view.shards.len() {
-                    break Ok(());
+        if let (false, Some(pki)) = (admin_added, pki) {
+            bar.set_message("starting: adding the admin user");
+            admin_added = add_admin(first, pki).await;
+        } else {
+            match cluster_cmd::fetch(first).await {
+                Ok(view) => {
+                    let up = view.nodes.iter().filter(|n| n.up).count();
+                    let led = view.shards.iter().filter(|s| s.leader.is_some()).count();
+                    bar.set_message(format!(
+                        "starting: {up}/{} nodes up, {led}/{} shards with a leader",
+                        view.nodes.len(),
+                        view.shards.len()
+                    ));
+                    if up == view.nodes.len() && led == view.shards.len() {
+                        break Ok(());
+                    }
                 }
+                Err(_) => bar.set_message("starting: waiting for node 1 to answer"),
             }
-            Err(_) => bar.set_message("starting: waiting for node 1 to answer"),
         }
         if Instant::now() >= deadline {
             break Err(format!(
@@ -291,6 +330,38 @@ async fn wait_ready(nodes: &mut [DemoNode]) -> Result<(), String> {
     };
     bar.finish_and_clear();
     result
+}
+
+/// Adds the TLS demo's admin through `addr` without logging in (allowed from this machine
+/// while the cluster has no user); true once it exists.
+async fn add_admin(addr: &str, pki: &DemoPki) -> bool {
+    let Ok(Some(tls)) = crate::client_access::ClientAccessArgs::current().rustls() else {
+        return false;
+    };
+    let Ok(http) = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(10))
+        .build()
+    else {
+        return false;
+    };
+    let body = serde_json::json!({
+        "name": DEMO_ADMIN, "password": pki.password, "role": "admin",
+    });
+    match http
+        .post(format!("https://{addr}/v1/users"))
+        .json(&body)
+        .send()
+        .await
+    {
+        Ok(response) if response.status().is_success() => true,
+        // A demo restarted on its --data-dir: the admin is there from the last run.
+        Ok(response) => response
+            .text()
+            .await
+            .is_ok_and(|text| text.contains("has users") || text.contains("already exists")),
+        Err(_) => false,
+    }
 }
 
 fn break_with_log(node: &DemoNode, headline: &str) {
@@ -342,11 +413,25 @@ fn print_intro(args: &DemoArgs, root: &Path, nodes: &[DemoNode], pki: Option<&De
     let (redis_tls, curl, shoal_tls, grpcurl) = match pki {
         Some(pki) => {
             let ca = pki.ca.display().to_string();
+            let password = &pki.password;
+            let basic = {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(format!("{DEMO_ADMIN}:{password}"))
+            };
+            println!(
+                "  (TLS: clients check the nodes against {ca} and log in as {DEMO_ADMIN}, password {password}, also in {})",
+                pki.password_file.display()
+            );
             (
-                format!("--tls --cacert {ca} "),
-                format!("curl --cacert {ca} https://"),
-                format!(" --tls-ca {ca}"),
-                format!("-cacert {ca}"),
+                format!(
+                    "--tls --cacert {ca} --user {DEMO_ADMIN} --pass {password} --no-auth-warning "
+                ),
+                format!("curl --cacert {ca} -u {DEMO_ADMIN}:{password} https://"),
+                format!(
+                    " --tls-ca {ca} --user {DEMO_ADMIN} --password-file {}",
+                    pki.password_file.display()
+                ),
+                format!("-cacert {ca} -H 'authorization: Basic {basic}'"),
             )
         }
         None => (

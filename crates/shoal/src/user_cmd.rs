@@ -108,11 +108,15 @@ fn new_password(file: Option<&PathBuf>) -> Result<(String, bool), String> {
     if let Ok(password) = std::env::var("SHOAL_NEW_PASSWORD") {
         return Ok((password, false));
     }
+    Ok((random_password(), true))
+}
+
+/// A new random password.
+pub fn random_password() -> String {
     let mut rng = rand::rng();
-    let password = (0..GENERATED_LENGTH)
+    (0..GENERATED_LENGTH)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
-    Ok((password, true))
+        .collect()
 }
 
 pub async fn run(cmd: UserCommand) -> ExitCode {
