@@ -11,8 +11,9 @@
 //!
 //! Advisory only: the metadata group is the truth for membership, Raft for leadership.
 //! The cluster id is checked on every gossip handshake (chitchat refuses another
-//! cluster's), which keeps clusters on one network apart; it is not authentication (that
-//! comes with TLS). A restarted node gossips under a new generation (its start time), so
+//! cluster's), which keeps clusters on one network apart; it is not authentication. With
+//! TLS, gossip rides the members' mutual-TLS peer connections instead of UDP
+//! (`gossip_peer`), which is. A restarted node gossips under a new generation (its start time), so
 //! peers never mistake its fresh heartbeat for an old one; for each node id only the
 //! newest generation counts.
 
@@ -114,33 +115,55 @@ pub(crate) async fn resolve(addr: &str) -> Result<SocketAddr, Error> {
         })
 }
 
-/// Starts gossiping: binds the UDP socket (an error names the flag) and joins through
-/// `seeds` (the members' peer addresses).
+/// What gossip travels over.
+pub(crate) struct Carrier {
+    /// Gossip with the peers fault injection cuts off is dropped.
+    pub faults: Faults,
+    /// With TLS: the peer transport, and where it delivers gossip.
+    pub over_peers: Option<(PeerRouter, crate::gossip_peer::GossipInbox)>,
+}
+
+/// Starts gossiping: binds the UDP socket (an error names the flag), or with `over_peers`
+/// (TLS) rides the peer transport, and joins through `seeds` (the members' peer addresses).
 pub(crate) async fn start(
     me: u64,
     cluster_id: &str,
     listen: SocketAddr,
     seeds: Vec<String>,
     options: &GossipOptions,
-    faults: Faults,
+    carrier: Carrier,
     first: &NodeStatus,
 ) -> Result<(ChitchatHandle, AddressBook), Error> {
+    let Carrier { faults, over_peers } = carrier;
     let generation = crate::clock::now_ms();
     let config = chitchat_config(me, generation, cluster_id, listen, seeds, options);
     let book = AddressBook::default();
-    let transport = FaultyUdp {
-        faults,
-        book: book.clone(),
-    };
     let status = serde_json::to_string(first).map_err(|e| Error::Internal(e.to_string()))?;
-    let handle = spawn_chitchat(config, vec![(STATUS_KEY.to_string(), status)], &transport)
-        .await
-        .map_err(|e| {
-            Error::Invalid(format!(
-                "cannot gossip on {listen}/udp: {e:#}; free the port or pick another with \
+    let initial = vec![(STATUS_KEY.to_string(), status)];
+    let spawned = match over_peers {
+        Some((router, inbox)) => {
+            let transport = crate::gossip_peer::PeerGossip {
+                router,
+                inbox,
+                book: book.clone(),
+                faults,
+            };
+            spawn_chitchat(config, initial, &transport).await
+        }
+        None => {
+            let transport = FaultyUdp {
+                faults,
+                book: book.clone(),
+            };
+            spawn_chitchat(config, initial, &transport).await
+        }
+    };
+    let handle = spawned.map_err(|e| {
+        Error::Invalid(format!(
+            "cannot gossip on {listen}/udp: {e:#}; free the port or pick another with \
                  --gossip-addr"
-            ))
-        })?;
+        ))
+    })?;
     Ok((handle, book))
 }
 
@@ -150,11 +173,11 @@ pub(crate) async fn start(
 pub(crate) struct AddressBook(Arc<RwLock<HashMap<SocketAddr, u64>>>);
 
 impl AddressBook {
-    fn node_at(&self, addr: &SocketAddr) -> Option<u64> {
+    pub(crate) fn node_at(&self, addr: &SocketAddr) -> Option<u64> {
         self.0.read().expect("address book").get(addr).copied()
     }
 
-    fn learn(&self, addr: SocketAddr, node: u64) {
+    pub(crate) fn learn(&self, addr: SocketAddr, node: u64) {
         let known = self.0.read().expect("address book").get(&addr) == Some(&node);
         if !known {
             self.0.write().expect("address book").insert(addr, node);

@@ -30,6 +30,8 @@ pub(crate) struct Handler {
     /// Set once the node has started (`Handler::serve`).
     pub(crate) served: OnceLock<Served>,
     pub(crate) info: NodeInfo,
+    /// Gossip received over the peer transport (TLS clusters).
+    pub(crate) gossip: crate::gossip_peer::GossipInbox,
 }
 
 /// What a node tells its peers about itself (a status request, gossip): its replicas'
@@ -108,6 +110,10 @@ fn node_status(
 impl PeerHandler for Handler {
     fn group(&self, group: ShardId) -> Option<Raft> {
         self.groups.get(group).map(|g| g.raft.clone())
+    }
+
+    fn gossip(&self, from: u64, payload: Bytes) {
+        self.gossip.deliver(from, payload);
     }
 
     fn admin(

@@ -15,6 +15,7 @@ mod control;
 mod disk_guard;
 mod executor;
 pub mod gossip;
+mod gossip_peer;
 mod group;
 mod handler;
 mod healer;

@@ -226,6 +226,7 @@ impl Node {
             memory_budget_bytes: tuning.memory.total_bytes,
             commands: commands.clone(),
         };
+        let gossip_inbox = crate::gossip_peer::GossipInbox::default();
         let handler = Arc::new(crate::handler::Handler {
             groups: groups.clone(),
             source: source.clone(),
@@ -233,6 +234,7 @@ impl Node {
             catching_up: Arc::new(CatchingUp::default()),
             served: OnceLock::new(),
             info: info.clone(),
+            gossip: gossip_inbox.clone(),
         });
         // Dropped on a start error, which stops what it started.
         let services = Supervisor::new(tokio::runtime::Handle::current());
@@ -360,7 +362,8 @@ impl Node {
             }
             groups.insert(group);
         }
-        // Gossip (liveness, every peer's status) on the peer port's host, UDP.
+        // Gossip (liveness, every peer's status) on the peer port's host, UDP; with TLS over
+        // the peer connections.
         let gossip = match &cluster.peer_addr {
             Some(peer_addr) => {
                 let addr = tuning.gossip.addr.as_deref().unwrap_or(peer_addr);
@@ -378,7 +381,16 @@ impl Node {
                     listen,
                     seeds,
                     &tuning.gossip,
-                    faults.clone(),
+                    crate::gossip::Carrier {
+                        faults: faults.clone(),
+                        // With TLS, gossip is authenticated too: it rides the mutual-TLS
+                        // peer connections instead of plaintext UDP.
+                        over_peers: tuning
+                            .transport
+                            .tls
+                            .is_some()
+                            .then(|| (router.clone(), gossip_inbox.clone())),
+                    },
                     &source.status(),
                 )
                 .await?;

@@ -262,6 +262,15 @@ impl PeerRouter {
     }
 
     /// Where `node` listens for peers, if known.
+    /// Every node whose peer address this router knows, with it.
+    pub fn addrs(&self) -> Vec<(u64, String)> {
+        let addrs = self.inner.addrs.read().expect("addrs lock");
+        addrs
+            .iter()
+            .map(|(node, addr)| (*node, addr.clone()))
+            .collect()
+    }
+
     pub fn addr(&self, node: u64) -> Option<String> {
         self.inner
             .addrs

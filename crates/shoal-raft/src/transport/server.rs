@@ -71,6 +71,9 @@ pub trait PeerHandler: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Bytes, String>> {
         Box::pin(async { Err("this node answers no administration requests".to_string()) })
     }
+    /// Takes a gossip message from member `from` (must not block: it runs on the
+    /// connection's reader).
+    fn gossip(&self, _from: u64, _payload: Bytes) {}
 }
 
 /// Who this server is and where it keeps snapshots being received.
@@ -147,6 +150,10 @@ impl Responder {
             Request::Status => {
                 let status = self.handler.status();
                 tokio::spawn(respond(Ok(Response::Status(status))));
+            }
+            Request::Gossip(payload) => {
+                self.handler.gossip(from, payload);
+                tokio::spawn(respond(Ok(Response::Gossip)));
             }
             Request::Admin(payload) => {
                 let fut = self.handler.admin(from, false, payload);
@@ -392,7 +399,7 @@ async fn handle_raft(shared: &Responder, from: u64, request: Request) -> Result<
         | Request::PreVote { group, .. }
         | Request::TransferLeader { group, .. } => *group,
         Request::Snapshot(chunk) => chunk.group,
-        Request::Forward { .. } | Request::Status | Request::Admin(_) => {
+        Request::Forward { .. } | Request::Status | Request::Admin(_) | Request::Gossip(_) => {
             unreachable!("handled by the caller")
         }
     };
@@ -450,7 +457,7 @@ async fn handle_raft(shared: &Responder, from: u64, request: Request) -> Result<
             .await
             .map(Response::TransferLeader)
             .map_err(|e| e.to_string()),
-        Request::Forward { .. } | Request::Status | Request::Admin(_) => {
+        Request::Forward { .. } | Request::Status | Request::Admin(_) | Request::Gossip(_) => {
             unreachable!("handled by the caller")
         }
     }

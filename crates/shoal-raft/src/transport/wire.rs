@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::types::{SnapshotMeta, TypeConfig, Vote};
 
 /// Bumped on any incompatible change to these messages.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The `to` of a guest's hello: a node that is not a member yet (it asks to join, or a
 /// restarted node asks for the cluster map). A guest connection carries one `Admin`
@@ -123,6 +123,9 @@ pub enum Request {
     /// A cluster administration request (join, remove a node, change a group's members,
     /// fetch the map): opaque here, encoded and answered by the cluster layer.
     Admin(Bytes),
+    /// A gossip message (clusters with TLS carry gossip over these mutually authenticated
+    /// connections instead of UDP): opaque here, handed to the cluster layer.
+    Gossip(Bytes),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,6 +138,8 @@ pub enum Response {
     Status(NodeStatus),
     TransferLeader(TransferLeaderResponse<TypeConfig>),
     Admin(Bytes),
+    /// Taken (gossip is answered by gossip, not by this).
+    Gossip,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

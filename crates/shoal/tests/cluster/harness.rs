@@ -478,6 +478,17 @@ impl Cluster {
         .await;
         cluster.api = Api::with_tls(urls, tls, Some(admin.clone()));
         cluster.admin = Some(admin);
+        // Every node learns of the admin within a second (each reads the users from the
+        // metadata leader); tests start once all have.
+        for id in cluster.ids() {
+            let cluster = &cluster;
+            poll_until(
+                &format!("node {id} knows the admin"),
+                LEADER_TIMEOUT,
+                || async move { cluster.resp_tls(id, &["PING"]).await },
+            )
+            .await;
+        }
         cluster.wait_for_leaders(1).await;
         cluster
     }

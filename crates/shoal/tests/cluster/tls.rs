@@ -232,6 +232,15 @@ async fn a_tls_cluster_serves_tls_clients_and_refuses_plaintext_and_impostor_pee
     )
     .await;
 
+    // Gossip rides the mutual-TLS peer connections: no node listens for it on UDP (the
+    // peer port is free on UDP), yet every node hears every other as up with its addresses.
+    for id in 1..=3 {
+        let peer = cluster.spec(id).peer_addr();
+        std::net::UdpSocket::bind(&peer)
+            .unwrap_or_else(|e| panic!("node {id} listens on {peer}/udp: {e}"));
+    }
+    cluster.wait_for_client_addresses().await;
+
     // None of that disturbed the cluster: a write through node 3 reaches every node.
     api.put(3, "tls:after", "still")
         .await
