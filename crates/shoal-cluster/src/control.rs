@@ -42,30 +42,41 @@ impl Control {
     pub(crate) async fn answer(
         &self,
         from: u64,
-        guest: bool,
+        guest: Option<shoal_raft::transport::GuestIdentity>,
         request: AdminRequest,
     ) -> Result<AdminReply, Error> {
-        match request {
-            AdminRequest::Map => Ok(AdminReply::Map((*self.map.current()).clone())),
-            AdminRequest::Join(info) if guest => {
+        match (request, guest) {
+            (AdminRequest::Map, _) => Ok(AdminReply::Map((*self.map.current()).clone())),
+            (AdminRequest::Join(info), Some(guest)) => {
                 if info.id != from {
                     return Err(Error::Invalid(format!(
                         "a join for node {} over a connection from node {from}",
                         info.id
                     )));
                 }
+                // One CA-signed certificate must not let its holder join as any address.
+                if let Some(why) = guest.mismatch(&info.peer_addr) {
+                    tracing::warn!(node = info.id, peer_addr = %info.peer_addr, reason = %why, "refused a join");
+                    return Err(Error::Invalid(format!(
+                        "node {} cannot join as {}: {why}",
+                        info.id, info.peer_addr
+                    )));
+                }
                 self.meta(AdminRequest::Join(info)).await
             }
-            _ if guest => Err(Error::Invalid(
+            (_, Some(_)) => Err(Error::Invalid(
                 "a node that is not a member may only ask to join or for the map".into(),
             )),
-            AdminRequest::Membership { group, op } => {
+            (AdminRequest::Membership { group, op }, None) => {
                 crate::admin::membership(&self.groups, group, op).await
             }
-            AdminRequest::PutUser { .. } | AdminRequest::RemoveUser(_) | AdminRequest::Users => {
-                self.users_here(request).await
-            }
-            other => self.meta_here(other).await,
+            (
+                request @ (AdminRequest::PutUser { .. }
+                | AdminRequest::RemoveUser(_)
+                | AdminRequest::Users),
+                None,
+            ) => self.users_here(request).await,
+            (other, None) => self.meta_here(other).await,
         }
     }
 

@@ -119,7 +119,7 @@ impl PeerHandler for Handler {
     fn admin(
         &self,
         from: u64,
-        guest: bool,
+        guest: Option<shoal_raft::transport::GuestIdentity>,
         request: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, String>> {
         let Some(control) = self.served.get().map(|s| s.control.clone()) else {

@@ -34,7 +34,7 @@ pub use client::{
 };
 pub use faults::Faults;
 pub use group_network::GroupNetwork;
-pub use server::{PeerHandler, Responder, ServerConfig, serve};
+pub use server::{GuestIdentity, PeerHandler, Responder, ServerConfig, serve};
 pub use snapshots::TransferProgress;
 use wire::{Request, Response, SnapshotChunk};
 

@@ -66,7 +66,7 @@ pub trait PeerHandler: Send + Sync + 'static {
     fn admin(
         &self,
         _from: u64,
-        _guest: bool,
+        _guest: Option<GuestIdentity>,
         _request: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, String>> {
         Box::pin(async { Err("this node answers no administration requests".to_string()) })
@@ -74,6 +74,36 @@ pub trait PeerHandler: Send + Sync + 'static {
     /// Takes a gossip message from member `from` (must not block: it runs on the
     /// connection's reader).
     fn gossip(&self, _from: u64, _payload: Bytes) {}
+}
+
+/// What a guest's connection shows about who it is: with TLS, the certificate it
+/// presented (signed by the cluster CA, or the handshake would have failed).
+#[derive(Debug, Clone)]
+pub struct GuestIdentity {
+    certificate: Option<Vec<u8>>,
+}
+
+impl GuestIdentity {
+    fn of(stream: &PeerStream) -> Self {
+        let certificate = match stream {
+            tokio_util::either::Either::Right(tls) => tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.to_vec()),
+            tokio_util::either::Either::Left(_) => None,
+        };
+        Self { certificate }
+    }
+
+    /// Why this guest may not claim peer address `addr`, if it may not: with TLS its
+    /// certificate must name the address's host, as a member's must.
+    pub fn mismatch(&self, addr: &str) -> Option<String> {
+        let cert = self.certificate.as_ref()?;
+        let cert = shoal_tls::rustls::pki_types::CertificateDer::from(cert.as_slice());
+        shoal_tls::check_peer_identity(&cert, addr).err()
+    }
 }
 
 /// Who this server is and where it keeps snapshots being received.
@@ -156,7 +186,7 @@ impl Responder {
                 tokio::spawn(respond(Ok(Response::Gossip)));
             }
             Request::Admin(payload) => {
-                let fut = self.handler.admin(from, false, payload);
+                let fut = self.handler.admin(from, None, payload);
                 tokio::spawn(async move { respond(fut.await.map(Response::Admin)).await });
             }
             other => {
@@ -336,6 +366,7 @@ async fn serve_guest(
     hello: Hello,
     router: &PeerRouter,
 ) -> Result<(), String> {
+    let identity = GuestIdentity::of(&stream);
     let offer = Offer { stream };
     if !hello.cluster_id.is_empty() && hello.cluster_id != router.cluster_id() {
         let why = format!(
@@ -368,7 +399,7 @@ async fn serve_guest(
         };
         let body = responder
             .handler
-            .admin(hello.from, true, payload)
+            .admin(hello.from, Some(identity), payload)
             .await
             .map(Response::Admin);
         write_frame(
@@ -550,4 +581,34 @@ async fn receive_chunk(
 
 async fn until_stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod guest_tests {
+    use super::GuestIdentity;
+
+    #[test]
+    fn a_guest_may_claim_only_an_address_its_certificate_names() {
+        let ca = shoal_tls::DevCa::new("test CA").unwrap();
+        let issued = ca.issue("node9", &["127.0.0.2", "node9.example"]).unwrap();
+        let der = rustls_pemfile_der(&issued.cert_pem);
+        let guest = GuestIdentity {
+            certificate: Some(der),
+        };
+        assert_eq!(guest.mismatch("127.0.0.2:7000"), None);
+        assert_eq!(guest.mismatch("node9.example:7000"), None);
+        let why = guest.mismatch("127.0.0.1:7000").expect("another address");
+        assert!(why.contains("127.0.0.1"), "{why}");
+        // Without TLS there is no certificate to hold a guest to.
+        let plain = GuestIdentity { certificate: None };
+        assert_eq!(plain.mismatch("127.0.0.1:7000"), None);
+    }
+
+    /// The DER of the first certificate in `pem`.
+    fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cert.pem");
+        std::fs::write(&path, pem).unwrap();
+        shoal_tls::read_certs("--tls-cert", &path).unwrap()[0].to_vec()
+    }
 }
