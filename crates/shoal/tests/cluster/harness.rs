@@ -659,7 +659,7 @@ impl Cluster {
         let template = self.nodes[0].spec.clone();
         let ports = free_ports(3);
         let root = self.root.as_ref().expect("root dir").path().to_path_buf();
-        let spec = NodeSpec {
+        let mut spec = NodeSpec {
             id,
             data_dir: root.join(format!("d{id}")),
             resp_port: ports[0],
@@ -668,8 +668,23 @@ impl Cluster {
             join: Some(join),
             ..template
         };
+        // In a TLS cluster the new node gets its own certificate from the cluster CA.
+        let scheme = match (&self.tls_authority, &mut spec.tls) {
+            (Some(ca), Some(tls)) => {
+                let dir = self.tls_dir();
+                let (cert, key) = ca
+                    .issue(&format!("node{id}"), &["127.0.0.1", "localhost"])
+                    .expect("node certificate")
+                    .write(&dir, &format!("node{id}"))
+                    .expect("write node certificate");
+                tls.cert = cert;
+                tls.key = key;
+                "https"
+            }
+            _ => "http",
+        };
         self.api
-            .add(id, format!("http://{}:{}", spec.host, spec.http_port));
+            .add(id, format!("{scheme}://{}:{}", spec.host, spec.http_port));
         let logs_dir = self.nodes[0].logs_dir.clone();
         self.nodes.push(Node {
             spec,

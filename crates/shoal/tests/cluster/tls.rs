@@ -315,3 +315,29 @@ async fn a_replaced_certificate_is_served_without_a_restart() {
     assert_eq!(cli(&["SET", "tls:cli", "four"]), "OK");
     assert_eq!(cli(&["GET", "tls:cli"]), "four");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_a_tls_cluster_over_mutual_tls_and_gossips_over_it() {
+    let mut cluster = Cluster::start_tls(3).await;
+    let id = cluster.add_node().await;
+    // The new member is heard, with its addresses, by every node: its join and its gossip
+    // both went over mutual TLS (no node listens for gossip on UDP).
+    cluster.wait_for_client_addresses().await;
+    let view = cluster.api().view(1).await.expect("view");
+    assert!(
+        view.nodes.iter().any(|n| n.id == id && n.up),
+        "node {id} joined and is up: {:?}",
+        view.nodes
+    );
+    assert_eq!(
+        cluster
+            .resp_tls(id, &["SET", "joined:k", "v"])
+            .await
+            .unwrap(),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        cluster.resp_tls(1, &["GET", "joined:k"]).await.unwrap(),
+        "$1\r\nv\r\n"
+    );
+}
