@@ -127,6 +127,11 @@ async fn logged_in(cluster: &Cluster, id: u64, user: &str, password: &str) -> Ra
     .await
 }
 
+/// INFO stats, as text.
+async fn raw_info(raw: &mut Raw) -> String {
+    raw.call(&["INFO", "stats"]).await
+}
+
 const NOAUTH: &str = "-NOAUTH Authentication required.\r\n";
 const WRONGPASS: &str = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
 const NO_KEY_ACCESS: &str = "-NOPERM No permissions to access a key\r\n";
@@ -323,6 +328,17 @@ async fn users_log_in_on_every_node_and_each_role_runs_only_its_commands() {
         reader.call(&["EXEC"]).await,
         "-EXECABORT Transaction discarded because of previous errors.\r\n"
     );
+
+    // Failed logins are counted where they happened (node 3 saw at least the three above).
+    let info = raw_info(&mut logged_in(&cluster, 3, "root", ROOT_PASSWORD).await).await;
+    let denied: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("acl_access_denied_auth:"))
+        .expect("INFO stats counts failed logins")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(denied >= 3, "{denied} failed logins counted");
 
     // The admin sees everything, and the users as ACL rules.
     let mut admin = logged_in(&cluster, 2, "root", ROOT_PASSWORD).await;

@@ -261,6 +261,11 @@ fn info_text(ctx: &Ctx, sections: &[&str]) -> String {
                 for (name, value) in ctx.node.stats() {
                     text.push_str(&format!("{name}:{value}\r\n"));
                 }
+                // Redis's name for failed logins (shared by RESP, HTTP and gRPC here).
+                text.push_str(&format!(
+                    "acl_access_denied_auth:{}\r\n",
+                    ctx.config.auth.failed_logins()
+                ));
                 text.push_str("\r\n");
             }
             _ => {}
