@@ -32,14 +32,30 @@ impl Raw {
 
     /// Sends one command and returns its reply, raw.
     async fn call(&mut self, args: &[&str]) -> String {
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        self.pipeline(&[args]).await.remove(0)
+    }
+
+    /// Sends `commands` in one write and returns their replies, raw.
+    async fn pipeline(&mut self, commands: &[&[&str]]) -> Vec<String> {
+        let mut request = String::new();
+        for args in commands {
+            request.push_str(&format!("*{}\r\n", args.len()));
+            for arg in *args {
+                request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+            }
         }
         self.stream
             .write_all(request.as_bytes())
             .await
             .expect("write");
+        let mut replies = Vec::new();
+        while replies.len() < commands.len() {
+            replies.push(self.reply().await);
+        }
+        replies
+    }
+
+    async fn reply(&mut self) -> String {
         loop {
             if let Some(end) = reply_end(&self.buffer, 0) {
                 let reply: Vec<u8> = self.buffer.drain(..end).collect();
@@ -287,6 +303,18 @@ async fn users_log_in_on_every_node_and_each_role_runs_only_its_commands() {
         "-NOPERM User writer has no permissions to run the 'acl|list' command\r\n"
     );
 
+    // Pipelined after AUTH, commands run as the user AUTH logs in (and before it, as nobody).
+    let mut fresh = Raw::connect(&cluster, 3).await;
+    let replies = fresh
+        .pipeline(&[
+            &["GET", "app1:a"],
+            &["AUTH", "writer", "writer-secret"],
+            &["SET", "app1:p", "1"],
+            &["ACL", "WHOAMI"],
+        ])
+        .await;
+    assert_eq!(replies, [NOAUTH, "+OK\r\n", "+OK\r\n", "$6\r\nwriter\r\n"]);
+
     // The reader: reads under app1: only; no writes, no listing or counting everything.
     let mut reader = logged_in(&cluster, 1, "reader", &reader_password).await;
     assert_eq!(reader.call(&["GET", "app1:a"]).await, "$1\r\n1\r\n");
@@ -297,7 +325,7 @@ async fn users_log_in_on_every_node_and_each_role_runs_only_its_commands() {
     assert_eq!(reader.call(&["EXISTS", "app1:a"]).await, ":1\r\n");
     assert_eq!(reader.call(&["TTL", "app1:a"]).await, ":-1\r\n");
     let keys = reader.call(&["KEYS", "app1:*"]).await;
-    assert!(keys.starts_with("*4\r\n"), "{keys:?}");
+    assert!(keys.starts_with("*5\r\n"), "{keys:?}");
     assert_eq!(
         reader.call(&["SET", "app1:a", "2"]).await,
         no_permission("reader", "set")
@@ -355,7 +383,7 @@ async fn users_log_in_on_every_node_and_each_role_runs_only_its_commands() {
         admin.call(&["ACL", "LIST"]).await,
         format!("*3\r\n{expected}")
     );
-    assert_eq!(admin.call(&["DBSIZE"]).await, ":5\r\n");
+    assert_eq!(admin.call(&["DBSIZE"]).await, ":6\r\n");
 
     // HTTP basic auth: the same users and rules.
     let api = cluster.api();
