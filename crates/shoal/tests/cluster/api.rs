@@ -145,15 +145,33 @@ pub struct Api {
     urls: BTreeMap<u64, String>,
 }
 
+/// The tests' HTTP client: HTTPS trusting what `tls` trusts when given, basic auth as
+/// `login` (user, password) on every request when given.
+fn client(
+    tls: Option<shoal_tls::rustls::ClientConfig>,
+    login: Option<(&str, &str)>,
+) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some((user, password)) = login {
+        headers.insert(reqwest::header::AUTHORIZATION, basic(user, password));
+    }
+    let mut builder = reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .connect_timeout(Duration::from_secs(2))
+        .no_proxy()
+        .default_headers(headers);
+    if let Some(tls) = tls {
+        builder = builder.use_preconfigured_tls(tls);
+    }
+    builder.build().expect("HTTP client")
+}
+
 impl Api {
     pub(super) fn new(urls: BTreeMap<u64, String>) -> Api {
-        let http = reqwest::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .connect_timeout(Duration::from_secs(2))
-            .no_proxy()
-            .build()
-            .expect("HTTP client");
-        Api { http, urls }
+        Api {
+            http: client(None, None),
+            urls,
+        }
     }
 
     /// Over HTTPS, trusting what `tls` trusts, logged in as `login` (user, password).
@@ -162,34 +180,17 @@ impl Api {
         tls: shoal_tls::rustls::ClientConfig,
         login: Option<(String, String)>,
     ) -> Api {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some((user, password)) = login {
-            headers.insert(reqwest::header::AUTHORIZATION, basic(&user, &password));
+        let login = login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        Api {
+            http: client(Some(tls), login),
+            urls,
         }
-        let http = reqwest::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .connect_timeout(Duration::from_secs(2))
-            .no_proxy()
-            .use_preconfigured_tls(tls)
-            .default_headers(headers)
-            .build()
-            .expect("HTTP client");
-        Api { http, urls }
     }
 
-    /// This API as `user` (HTTP basic auth on every request).
+    /// This API as `user` (HTTP basic auth on every request; plaintext clusters).
     pub fn as_user(&self, user: &str, password: &str) -> Api {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(reqwest::header::AUTHORIZATION, basic(user, password));
-        let http = reqwest::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .connect_timeout(Duration::from_secs(2))
-            .no_proxy()
-            .default_headers(headers)
-            .build()
-            .expect("HTTP client");
         Api {
-            http,
+            http: client(None, Some((user, password))),
             urls: self.urls.clone(),
         }
     }
